@@ -1,0 +1,4 @@
+"""``python -m engine``: the command-line interface."""
+from engine.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,251 @@
+"""Checkpoints: our self-describing ``.safetensors`` format and the authors' ``.pth``.
+
+Our format is one safetensors file: the HRMNet state_dict (fp32 or fp16 tensors) and
+string metadata, each field JSON-encoded under its own key (see :class:`ModelInfo`).
+The authors' ``best_model.pth`` (a plain state_dict) also loads; it is opened with
+``torch.load(weights_only=True)`` so a file that needs arbitrary unpickling is refused,
+never executed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from . import __version__
+from .errors import UserError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "ModelInfo",
+    "load_checkpoint",
+    "load_model",
+    "read_info",
+    "save_checkpoint",
+    "check_state_dict",
+]
+
+FORMAT_VERSION = 1
+ARCHITECTURE = "HRMNet"
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def _default_scaling() -> dict:
+    return {"dtype": "uint8", "scale": [1 / 255.0] * 3, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+
+
+@dataclass
+class ModelInfo:
+    """What a checkpoint says about itself.
+
+    Attributes:
+        format_version: version of this metadata layout.
+        architecture: network name (``HRMNet``).
+        bands: input band names of one date, in order (the model sees before then after).
+        scaling: radiometric scaling per band: ``normalised = (raw * scale - mean) / std``,
+            valid for rasters of data type ``dtype`` (``uint8`` for the authors' model).
+        tile_size: tile edge in pixels the model was trained at.
+        overlap: default tile overlap in pixels for detection.
+        gsd: ground sampling distance trained at, metres per pixel (None if unknown).
+        threshold: decision threshold on the change probability.
+        training: summary of the training run (data, steps, metrics, ...).
+        engine_version: engine version that wrote the file.
+    """
+
+    format_version: int = FORMAT_VERSION
+    architecture: str = ARCHITECTURE
+    bands: list = field(default_factory=lambda: ["red", "green", "blue"])
+    scaling: dict = field(default_factory=_default_scaling)
+    tile_size: int = 512
+    overlap: int = 128
+    gsd: Optional[float] = None
+    threshold: float = 0.5
+    training: dict = field(default_factory=dict)
+    engine_version: str = __version__
+
+    def to_metadata(self) -> dict[str, str]:
+        """String metadata for safetensors (each field JSON-encoded)."""
+        return {k: json.dumps(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str], source: str = "") -> "ModelInfo":
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for k, v in (meta or {}).items():
+            if k in known:
+                try:
+                    values[k] = json.loads(v)
+                except ValueError as exc:
+                    raise UserError(f"{source}: metadata field {k!r} is not valid JSON") from exc
+        info = cls(**values)
+        if info.architecture != ARCHITECTURE:
+            raise UserError(f"{source}: architecture {info.architecture!r} is not supported (expected {ARCHITECTURE})")
+        return info
+
+    def set(self, key: str, value: str) -> None:
+        """Set one field from a ``key=value`` string (value parsed as JSON when it can be)."""
+        known = {f.name for f in fields(self)}
+        top = key.split(".")[0]
+        if top not in known:
+            raise UserError(f"--set {key}: unknown metadata field (known: {', '.join(sorted(known))})")
+        try:
+            parsed: Any = json.loads(value)
+        except ValueError:
+            parsed = value
+        if "." in key:  # nested, e.g. training.data=LEVIR-CD+
+            target = getattr(self, top)
+            if not isinstance(target, dict):
+                raise UserError(f"--set {key}: {top} is not a mapping")
+            target[key.split(".", 1)[1]] = parsed
+        else:
+            setattr(self, key, parsed)
+
+
+def _expected_keys() -> dict[str, torch.Tensor]:
+    from .model import HRMNet
+
+    return HRMNet().state_dict()
+
+
+def check_state_dict(state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`UserError` naming the first missing/unexpected/mis-shaped keys."""
+    expected = _expected_keys()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} keys (first: {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} keys (first: {', '.join(unexpected[:3])})")
+        raise UserError(f"{source}: not an HRMNet checkpoint: " + "; ".join(parts))
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise UserError(f"{source}: not an HRMNet checkpoint: {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}")
+
+
+def _is_safetensors(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 0 < n <= os.path.getsize(path) - 8
+
+
+def _load_safetensors(path: Path) -> tuple[dict, ModelInfo]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise UserError(f"{path}: corrupt or truncated safetensors file ({_short(exc)})") from exc
+    return state, ModelInfo.from_metadata(meta, str(path))
+
+
+def _load_pth(path: Path) -> tuple[dict, ModelInfo]:
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UserError(
+            f"{path}: refused: the file needs arbitrary code to unpickle (only plain state_dicts are loaded)"
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise UserError(f"{path}: corrupt or truncated checkpoint ({_short(exc)})") from exc
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model", "net"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{path}: not a state_dict of tensors")
+    if obj and all(k.startswith("module.") for k in obj):  # saved from DataParallel
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    info = ModelInfo(training={"source": "authors' checkpoint", "file": path.name})
+    return obj, info
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelInfo]:
+    """Read a checkpoint (ours or the authors') into an fp32 state_dict and its info.
+
+    Raises :class:`UserError` for a missing, corrupt, unsafe or non-HRMNet file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: model file not found")
+    if not p.is_file():
+        raise UserError(f"{p}: not a file")
+    if os.path.getsize(p) == 0:
+        raise UserError(f"{p}: empty file, not a checkpoint")
+    state, info = _load_safetensors(p) if _is_safetensors(p) else _load_pth(p)
+    check_state_dict(state, str(p))
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+    return state, info
+
+
+def load_model(path: str | os.PathLike) -> tuple[torch.nn.Module, ModelInfo]:
+    """An HRMNet in eval mode with the checkpoint's weights (strict), and its info."""
+    from .model import HRMNet
+
+    state, info = load_checkpoint(path)
+    model = HRMNet()
+    model.load_state_dict(state, strict=True)
+    return model.eval(), info
+
+
+def read_info(path: str | os.PathLike) -> ModelInfo:
+    """Only the metadata (reads the whole file for .pth, only the header for safetensors)."""
+    p = Path(path)
+    if p.is_file() and _is_safetensors(p):
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                return ModelInfo.from_metadata(f.metadata() or {}, str(p))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise UserError(f"{p}: corrupt or truncated safetensors file ({_short(exc)})") from exc
+    return load_checkpoint(p)[1]
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    state: dict[str, torch.Tensor] | torch.nn.Module,
+    info: ModelInfo,
+    dtype: torch.dtype = torch.float32,
+) -> None:
+    """Write ``state`` (or a module's state_dict) with ``info`` as our safetensors format.
+
+    Floating tensors are stored as ``dtype`` (fp32, or fp16 for a small file). The file
+    is written beside the target and renamed, so a failure leaves no partial file.
+    """
+    from safetensors.torch import save_file
+
+    if isinstance(state, torch.nn.Module):
+        state = state.state_dict()
+    if hasattr(state, "_metadata"):
+        state = dict(state)
+    tensors = {
+        k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+        for k, v in state.items()
+    }
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    try:
+        save_file(tensors, str(tmp), metadata=info.to_metadata())
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

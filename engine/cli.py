@@ -1,0 +1,73 @@
+"""``python -m engine``: one subcommand a module in :mod:`engine.commands`.
+
+User mistakes (:class:`~engine.errors.UserError`) print one line on stderr and exit 2;
+a cancel or Ctrl-C exits 130; nothing prints a traceback except a real bug.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+from . import __version__
+from .errors import Cancelled, UserError
+
+__all__ = ["main", "build_parser"]
+
+# Subcommand name -> module in engine.commands providing add_parser(subparsers).
+COMMANDS = {
+    "detect": "detect",
+    "info": "info",
+    "convert": "convert",
+    "synth": "synth",
+    "prepare": "prepare",
+    "train": "train",
+    "evaluate": "evaluate",
+    "demo": "demo",
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake in one line (plus exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m engine", description="HRMNet change detection engine")
+    parser.add_argument("--version", action="version", version=f"hrmnet-engine {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    sub.required = True
+    for name, module in COMMANDS.items():
+        try:
+            mod = importlib.import_module(f"engine.commands.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"engine.commands.{module}":
+                continue  # not built yet
+            raise
+        mod.add_parser(sub)
+    return parser
+
+
+def _error_event(args: argparse.Namespace, message: str) -> None:
+    if getattr(args, "progress", None) == "jsonl":
+        from .events import JsonlSink
+
+        JsonlSink()({"event": "error", "message": message})
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        _error_event(args, str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (Cancelled, KeyboardInterrupt):
+        _error_event(args, "cancelled")
+        print("cancelled", file=sys.stderr)
+        return 130

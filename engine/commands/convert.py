@@ -1,0 +1,41 @@
+"""``python -m engine convert IN OUT.safetensors [--set key=value ...]``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="convert a checkpoint (e.g. the authors' .pth) to our .safetensors")
+    p.add_argument("input", help="checkpoint to read (.pth or .safetensors)")
+    p.add_argument("output", help="our .safetensors file to write")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a metadata field, e.g. gsd=0.5 or training.data=LEVIR-CD+ (value parsed as JSON when it can be)")
+    p.add_argument("--fp16", action="store_true", help="store weights as fp16 (half the size)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..checkpoint import load_checkpoint, save_checkpoint
+
+    out = Path(args.output)
+    if out.suffix != ".safetensors":
+        raise UserError(f"{out}: the output must end in .safetensors")
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out}: exists (use --overwrite to replace it)")
+    if not out.parent.is_dir():
+        raise UserError(f"{out.parent}: output folder does not exist")
+    state, info = load_checkpoint(args.input)
+    for item in args.set:
+        if "=" not in item:
+            raise UserError(f"--set {item}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        info.set(key.strip(), value)
+    save_checkpoint(out, state, info, dtype=torch.float16 if args.fp16 else torch.float32)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,20 @@
+"""``python -m engine info PATH``: a checkpoint's metadata as JSON."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="print a checkpoint's metadata as JSON")
+    p.add_argument("path", help="checkpoint (.safetensors or the authors' .pth)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import read_info
+
+    info = read_info(args.path)
+    print(json.dumps(dataclasses.asdict(info), indent=2))
+    return 0

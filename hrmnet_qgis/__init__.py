@@ -1,0 +1,1 @@
+"""HRMNet change detection for QGIS (the plugin; runs the engine in a separate process)."""
