@@ -1,0 +1,1 @@
+"""Training, evaluation, dataset preparation and synthetic data."""
