@@ -7,8 +7,11 @@ export QT_QPA_PLATFORM ?= offscreen
 bootstrap:
 	@bash tools/bootstrap.sh
 
+# The plugin tests run QGIS in-process, and QGIS must not share a process with the
+# engine's pyproj/pyogrio/rasterio (two PROJ/GDAL copies crash it at exit): two runs.
 test: bootstrap
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q tests --ignore=tests/plugin $(PYTEST_ARGS)
+	$(PY) -m pytest -q tests/plugin $(PYTEST_ARGS)
 
 demo: bootstrap
 	$(PY) -m engine demo
