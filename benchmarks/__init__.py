@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): timing and memory targets live here, not in tests."""
