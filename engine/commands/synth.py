@@ -1,0 +1,108 @@
+"""``python -m engine synth --out DIR --scenes N --size PX``: synthetic bi-temporal scenes.
+
+Default layout (``--layout scenes``)::
+
+    DIR/scene_000_before.tif  scene_000_after.tif  scene_000_label.tif  ...
+    DIR/scenes.csv            before,after,labels (relative paths; ``prepare --pairs`` reads it)
+
+``--layout dataset`` writes the authors' layout directly (``train|val|test/{A,B,label}``
+tiles of ``--tile-size`` px, whole scenes assigned to splits), through ``prepare``.
+Scene ``i`` of seed ``S`` uses its own seed derived from ``(S, i)``, so two runs with
+different ``--seed`` never share a scene.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="generate synthetic bi-temporal GeoTIFF scenes with change labels")
+    p.add_argument("--out", required=True, help="output folder (created; must not exist or be empty)")
+    p.add_argument("--scenes", type=int, default=4, help="number of scenes (default 4)")
+    p.add_argument("--size", type=int, default=512, help="scene edge in pixels, 0.5 m each (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--layout", choices=["scenes", "dataset"], default="scenes",
+                   help="scenes: GeoTIFF triplets + scenes.csv; dataset: the authors' train/val/test tile layout")
+    p.add_argument("--tile-size", type=int, default=512, help="tile edge for --layout dataset (default 512)")
+    p.add_argument("--split", default="0.6,0.3,0.1", help="train,val,test fractions of the scenes for --layout dataset")
+    p.add_argument("--change", default="0.02,0.08", metavar="LO,HI",
+                   help="range of the fraction of changed pixels per scene (default 0.02,0.08)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--progress", choices=["bar", "jsonl", "none"], default="bar", help="progress display")
+    p.set_defaults(func=run)
+
+
+def scene_seed(seed: int, index: int) -> int:
+    """The seed of scene ``index`` of a run with ``--seed seed``."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def _parse_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--change {text}: expected two numbers LO,HI, e.g. 0.02,0.08") from None
+    if not 0 <= lo <= hi < 1:
+        raise UserError(f"--change {text}: need 0 <= LO <= HI < 1")
+    return lo, hi
+
+
+def generate_scenes(folder: Path, scenes: int, size: int, seed: int, change: tuple[float, float], events) -> Path:
+    """Write ``scenes`` scene triplets and ``scenes.csv`` into ``folder``; returns the csv."""
+    from ..train.synth import write_scene_pair
+
+    rows = []
+    for i in range(scenes):
+        events.check_cancel()
+        name = f"scene_{i:03d}"
+        paths = write_scene_pair(folder, name, size, scene_seed(seed, i), index=i, change_fraction=change)
+        rows.append({"before": paths["before"].name, "after": paths["after"].name, "labels": paths["label"].name})
+        events.progress(i + 1, scenes, "scenes")
+    csv_path = folder / "scenes.csv"
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["before", "after", "labels"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return csv_path
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..events import make_events
+    from ..train.prepare import check_output_dir, staged_output
+
+    if args.scenes < 1:
+        raise UserError(f"--scenes {args.scenes}: must be at least 1")
+    if args.size < 32:
+        raise UserError(f"--size {args.size}: must be at least 32 px")
+    if args.layout == "dataset" and not 16 <= args.tile_size <= args.size:
+        raise UserError(f"--tile-size {args.tile_size}: must be between 16 and --size ({args.size})")
+    change = _parse_range(args.change)
+    out = check_output_dir(args.out, args.overwrite)
+    events = make_events(args.progress)
+    events.start(command="synth", scenes=args.scenes, size=args.size, seed=args.seed, layout=args.layout)
+    with staged_output(out, args.overwrite) as stage:
+        if args.layout == "scenes":
+            csv_path = generate_scenes(stage, args.scenes, args.size, args.seed, change, events)
+            outputs = {"folder": str(out), "pairs": str(out / csv_path.name)}
+            stats = {"scenes": args.scenes}
+        else:
+            from ..train.prepare import parse_split, prepare_dataset, read_pairs
+
+            split = parse_split(args.split)
+            scene_dir = stage / "scenes"
+            scene_dir.mkdir()
+            csv_path = generate_scenes(scene_dir, args.scenes, args.size, args.seed, change, events)
+            counts = prepare_dataset(read_pairs(csv_path), stage, tile_size=args.tile_size, stride=args.tile_size,
+                                     split=split, seed=args.seed, keep_empty=1.0, events=events)
+            outputs = {"folder": str(out)}
+            stats = {"scenes": args.scenes, **counts}
+    events.done(outputs=outputs, stats=stats)
+    if args.progress != "jsonl":
+        print(f"wrote {args.scenes} scene(s) to {out}")
+    return 0
