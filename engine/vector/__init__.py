@@ -1,0 +1,17 @@
+"""Vectorization: the change mask raster → change polygons (seams merged, holes kept).
+
+Public entry points: :func:`polygonize_to_file` and the output-file helpers
+(:func:`check_vector_path`, :func:`vector_sidecars`, :func:`move_vector`,
+:func:`remove_vector`).
+"""
+from .io import SUPPORTED_VECTOR_EXTENSIONS, check_vector_path, move_vector, remove_vector, vector_sidecars
+from .polygonize import polygonize_to_file
+
+__all__ = [
+    "SUPPORTED_VECTOR_EXTENSIONS",
+    "polygonize_to_file",
+    "check_vector_path",
+    "vector_sidecars",
+    "move_vector",
+    "remove_vector",
+]

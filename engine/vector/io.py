@@ -1,0 +1,208 @@
+"""Vector output files: supported formats, sidecar files, atomic moves, streamed writing.
+
+A vector "file" may be several files on disk (a shapefile is ``.shp`` + ``.shx`` +
+``.dbf`` + ``.prj`` + ``.cpg``), so moving or deleting one goes through
+:func:`move_vector` / :func:`remove_vector`, which handle all of them.
+
+:class:`VectorWriter` streams polygons into the target in batches, so a scene with
+millions of polygons never sits in memory: GeoPackage and shapefile are appended to
+directly; FlatGeobuf and GeoJSON (which GDAL cannot append to cheaply) are staged in a
+hidden GeoPackage beside the target and converted at the end as an Arrow stream.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from ..errors import UserError
+
+__all__ = [
+    "SUPPORTED_VECTOR_EXTENSIONS",
+    "FIELDS",
+    "LAYER_NAME",
+    "check_vector_path",
+    "vector_driver",
+    "vector_sidecars",
+    "move_vector",
+    "remove_vector",
+    "VectorWriter",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+SUPPORTED_VECTOR_EXTENSIONS = (".shp", ".gpkg", ".fgb", ".geojson")
+
+_DRIVERS = {".shp": "ESRI Shapefile", ".gpkg": "GPKG", ".fgb": "FlatGeobuf", ".geojson": "GeoJSON"}
+
+# Files a vector output consists of, besides the main one (suffixes replace the main one's).
+_SIDECARS = {
+    ".shp": (".shx", ".dbf", ".prj", ".cpg"),
+    ".gpkg": (".gpkg-wal", ".gpkg-shm"),
+    ".fgb": (),
+    ".geojson": (),
+}
+
+#: Attribute fields of the change polygons and their dtypes, in order.
+FIELDS = {"id": "int64", "area_m2": "float64", "mean_prob": "float64", "max_prob": "float64"}
+
+#: Layer name inside GeoPackage, FlatGeobuf and GeoJSON outputs (a shapefile's is its file name).
+LAYER_NAME = "changes"
+
+
+def check_vector_path(path: PathLike) -> None:
+    """Raise :class:`UserError` unless ``path`` ends with a supported vector extension.
+
+    Only the name is checked (no file access), so the CLI can call it before any work.
+    """
+    suffix = Path(path).suffix
+    if suffix.lower() not in SUPPORTED_VECTOR_EXTENSIONS:
+        raise UserError(
+            f"{path}: unsupported vector format '{suffix}' (use {', '.join(SUPPORTED_VECTOR_EXTENSIONS)})"
+        )
+
+
+def vector_driver(path: PathLike) -> str:
+    """The GDAL/OGR driver name for ``path``'s extension (raises UserError if unsupported)."""
+    check_vector_path(path)
+    return _DRIVERS[Path(path).suffix.lower()]
+
+
+def vector_sidecars(path: PathLike) -> list[Path]:
+    """All files the vector dataset ``path`` may consist of, the main file first.
+
+    Existing or not: ``x.shp`` gives ``x.shp, x.shx, x.dbf, x.prj, x.cpg``; ``x.gpkg``
+    gives ``x.gpkg`` and its SQLite journal files; ``.fgb`` and ``.geojson`` are one file.
+    The extra files take the main extension's letter case (``X.SHP`` → ``X.SHX``).
+    """
+    path = Path(path)
+    check_vector_path(path)
+    suffix = path.suffix
+    extras = _SIDECARS[suffix.lower()]
+    if suffix.isupper():
+        extras = tuple(e.upper() for e in extras)
+    return [path] + [path.with_suffix(e) for e in extras]
+
+
+def move_vector(src: PathLike, dst: PathLike) -> None:
+    """Rename the vector dataset ``src`` (with its sidecars) to ``dst``, replacing it.
+
+    Both must have the same extension. Stale sidecars of an old ``dst`` that ``src``
+    lacks are removed; the main file is moved last so it appears complete.
+    """
+    src_files, dst_files = vector_sidecars(src), vector_sidecars(dst)
+    if Path(src).suffix.lower() != Path(dst).suffix.lower():
+        raise ValueError(f"move_vector: {src} and {dst} have different formats")
+    for s, d in list(zip(src_files, dst_files))[1:]:
+        if s.exists():
+            os.replace(s, d)
+        else:
+            d.unlink(missing_ok=True)
+    os.replace(src_files[0], dst_files[0])
+
+
+def remove_vector(path: PathLike) -> None:
+    """Delete the vector dataset ``path`` and its sidecars; missing files are ignored."""
+    for f in vector_sidecars(path):
+        f.unlink(missing_ok=True)
+
+
+def empty_frame(crs: Optional[str]):
+    """A GeoDataFrame with no rows and the change-polygon fields (the schema of outputs)."""
+    import geopandas as gpd
+
+    data = {name: np.empty(0, dtype=dtype) for name, dtype in FIELDS.items()}
+    return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
+
+
+class VectorWriter:
+    """Writes batches of change polygons to ``path`` (format by extension).
+
+    Usage: ``w = VectorWriter(path, crs)``; ``w.write(frame)`` any number of times with
+    GeoDataFrames whose columns are :data:`FIELDS` plus geometry; then ``w.close()``
+    (creates a valid empty layer if nothing was written) or ``w.abort()`` (deletes
+    everything written). ``path`` is replaced if it exists.
+
+    Args:
+        path: the output file (.shp, .gpkg, .fgb, .geojson).
+        crs: the layer's CRS (anything pyproj accepts), or None for no CRS.
+    """
+
+    def __init__(self, path: PathLike, crs: Optional[str]) -> None:
+        self.path = Path(path)
+        self.driver = vector_driver(self.path)
+        self.crs = crs
+        self.count = 0
+        self._started = False
+        self._closed = False
+        if self.driver in ("FlatGeobuf", "GeoJSON"):
+            self._stage: Optional[Path] = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.gpkg")
+            self._stage_driver = "GPKG"
+        else:
+            self._stage = None
+            self._stage_driver = self.driver
+        remove_vector(self.path)
+
+    @property
+    def _write_path(self) -> Path:
+        return self._stage if self._stage is not None else self.path
+
+    def _layer(self, driver: str) -> Optional[str]:
+        return None if driver == "ESRI Shapefile" else LAYER_NAME
+
+    def write(self, frame) -> None:
+        """Append the rows of ``frame`` (a GeoDataFrame with :data:`FIELDS` + Polygon geometry)."""
+        import pyogrio
+
+        if len(frame) == 0:
+            return
+        pyogrio.write_dataframe(
+            frame, self._write_path, layer=self._layer(self._stage_driver), driver=self._stage_driver,
+            geometry_type="Polygon", append=self._started,
+        )
+        self._started = True
+        self.count += len(frame)
+
+    def close(self) -> None:
+        """Finish the file: an empty layer if nothing was written; convert staged formats."""
+        import pyogrio
+
+        if self._closed:
+            return
+        try:
+            if not self._started:
+                pyogrio.write_dataframe(
+                    empty_frame(self.crs), self._write_path, layer=self._layer(self._stage_driver),
+                    driver=self._stage_driver, geometry_type="Polygon",
+                )
+                self._started = True
+            if self._stage is not None:
+                self._convert_stage()
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            if self._stage is not None:
+                remove_vector(self._stage)
+        self._closed = True
+
+    def _convert_stage(self) -> None:
+        """Stream the staging GeoPackage into the target format (no full load in memory)."""
+        from pyogrio.raw import open_arrow, write_arrow
+
+        with open_arrow(self._stage, layer=LAYER_NAME, use_pyarrow=False) as (meta, reader):
+            write_arrow(
+                reader, self.path, layer=LAYER_NAME, driver=self.driver,
+                geometry_name=meta["geometry_name"] or "geometry", geometry_type="Polygon",
+                crs=meta["crs"], encoding=None,
+            )
+
+    def abort(self) -> None:
+        """Delete whatever was written (target and staging file)."""
+        self._closed = True
+        remove_vector(self.path)
+        if self._stage is not None:
+            remove_vector(self._stage)
