@@ -1,0 +1,144 @@
+"""Evaluate a checkpoint on one split: one confusion matrix over all its tiles.
+
+:func:`confusion_over` (also the training loop's validation) runs the model over a
+loader of whole tiles and accumulates the change-class confusion matrix;
+:func:`colour_map` draws one tile's outcome (TP white, FP red, FN cyan, TN black);
+:func:`evaluate` wires data, model and outputs for the ``evaluate`` command.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..errors import UserError
+from ..events import Events
+from ..runtime import Runtime, select_runtime
+from .dataset import ChangeDataset, Normalisation, Sample, label_warning, scan_split
+from .metrics import Confusion
+
+__all__ = ["COLOURS", "colour_map", "confusion_over", "eval_loader", "evaluate"]
+
+# TP, FP, FN, TN colours (RGB).
+COLOURS = {"tp": (255, 255, 255), "fp": (255, 0, 0), "fn": (0, 255, 255), "tn": (0, 0, 0)}
+
+
+def colour_map(pred: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """(H, W) bool prediction and label -> (H, W, 3) uint8: TP white, FP red, FN cyan, TN black."""
+    pred, label = np.asarray(pred, bool), np.asarray(label, bool)
+    out = np.zeros(pred.shape + (3,), np.uint8)
+    out[pred & label] = COLOURS["tp"]
+    out[pred & ~label] = COLOURS["fp"]
+    out[~pred & label] = COLOURS["fn"]
+    return out
+
+
+def eval_loader(samples: list[Sample], batch_size: int, workers: int = 0,
+                norm: Normalisation = Normalisation(), pin_memory: bool = False) -> DataLoader:
+    """Whole tiles in list order, batched when all tiles have one size (else one a batch)."""
+    same = len({s.size for s in samples}) <= 1
+    return DataLoader(ChangeDataset(samples, norm=norm), batch_size=batch_size if same else 1,
+                      shuffle=False, num_workers=workers, pin_memory=pin_memory)
+
+
+@torch.no_grad()
+def confusion_over(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    runtime: Runtime,
+    threshold: float = 0.5,
+    on_batch: Optional[Callable[[np.ndarray, np.ndarray, list[int]], None]] = None,
+    check_cancel: Optional[Callable[[], None]] = None,
+) -> Confusion:
+    """Run ``model`` (in eval mode) over ``loader``; the confusion matrix of ``change[:,0] > threshold``.
+
+    ``on_batch(pred (N,H,W) bool, label (N,H,W) bool, indices)`` sees each batch
+    (numpy, on the CPU) when given, e.g. to write colour maps.
+    """
+    was_training = model.training
+    model.eval()
+    conf = Confusion()
+    try:
+        for x, y, idx in loader:
+            if check_cancel is not None:
+                check_cancel()
+            x = runtime.tensor(x)
+            with runtime.autocast():
+                change, _ = model(x)
+            pred = change[:, 0] > threshold
+            label = y[:, 0].to(pred.device) > 0.5
+            conf.update(pred, label)
+            if on_batch is not None:
+                on_batch(pred.cpu().numpy(), label.cpu().numpy(), [int(i) for i in idx])
+    finally:
+        model.train(was_training)
+    return conf
+
+
+def evaluate(
+    data: Union[str, os.PathLike],
+    split: str,
+    model_path: Union[str, os.PathLike],
+    out: Optional[Union[str, os.PathLike]] = None,
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 4,
+    workers: int = 0,
+    events: Optional[Events] = None,
+) -> dict:
+    """Metrics of a checkpoint on ``data/split``.
+
+    Returns ``{"metrics": {kappa, iou, f1, precision, recall, oa}, "confusion": {tp, fp,
+    fn, tn}, "tiles": n, ...}``. With ``out``, writes ``out/NAME.png`` per tile (colour
+    map). Raises :class:`UserError` for bad data, a bad checkpoint or an output folder
+    that is a file.
+    """
+    from PIL import Image
+
+    from ..checkpoint import load_model
+
+    events = events or Events()
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    samples = scan_split(data, split)
+    warning = label_warning(samples)
+    if warning:
+        events.warn(warning)
+    model, info = load_model(model_path)
+    rt = select_runtime(device, precision)
+    model = rt.prepare(model)
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UserError(f"{out_dir}: exists and is not a folder")
+        out_dir.mkdir(parents=True, exist_ok=True)
+    events.start(command="evaluate", data=str(data), split=split, model=str(model_path), tiles=len(samples),
+                 **rt.describe())
+    done = [0]
+
+    def write_maps(pred: np.ndarray, label: np.ndarray, indices: list[int]) -> None:
+        for p, y, i in zip(pred, label, indices):
+            if out_dir is not None:
+                Image.fromarray(colour_map(p, y)).save(out_dir / (Path(samples[i].label.name).stem + ".png"))
+        done[0] += len(indices)
+        events.progress(done[0], len(samples), stage="evaluate")
+
+    loader = eval_loader(samples, batch_size, workers, Normalisation.from_scaling(info.scaling),
+                         pin_memory=rt.device.type == "cuda")
+    conf = confusion_over(model, loader, rt, info.threshold, on_batch=write_maps, check_cancel=events.check_cancel)
+    result = {
+        "metrics": conf.scores(),
+        "confusion": conf.as_dict(),
+        "tiles": len(samples),
+        "split": split,
+        "data": str(data),
+        "model": str(model_path),
+        "threshold": info.threshold,
+        **rt.describe(),
+    }
+    events.done(outputs={"maps": str(out_dir)} if out_dir is not None else {}, stats=result)
+    return result

@@ -1,0 +1,593 @@
+"""The authors' training recipe, resumable and multi-process.
+
+One run lives in a folder ``RUN``:
+
+- ``best.safetensors``: the weights of the best validation F1 so far; ``last.safetensors``:
+  the latest weights (both our checkpoint format, training summary in the metadata);
+- ``state.pt``: everything needed to continue exactly (model, optimizer, scheduler,
+  grad scaler, step, best F1, history), written atomically at each validation, at the
+  end, and when the run is cancelled (Ctrl-C or the caller's cancel);
+- ``metrics.csv``: one row a step (step, loss, lr, val_* at validation steps) and
+  ``curves.png`` (loss and validation F1 against steps), refreshed at each validation.
+
+Recipe: loss :func:`engine.model.hrmnet_loss`; AdamW (lr 5e-4, betas 0.9/0.999, weight
+decay 1e-2); poly schedule with warm-up (:mod:`.schedule`); the four augmentations
+(:mod:`.augment`); model selection by validation F1. Mixed precision on CUDA (bf16, or
+fp16 with a grad scaler); fp32 on CPU unless bf16 is asked.
+
+Sample order is a pure function of (seed, step): the k-th sample of the run is tile
+``perm_e[k mod n]`` of the epoch's seeded permutation, augmented with a generator seeded
+by (seed, k), whatever the number of workers. That makes ``--resume`` continue exactly.
+Under ``torchrun`` (``WORLD_SIZE`` > 1) each process takes its slice of every global
+batch, gradients are averaged by DistributedDataParallel, and only rank 0 writes.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ..checkpoint import ModelInfo, load_checkpoint, save_checkpoint
+from ..errors import Cancelled, UserError
+from ..events import Events
+from ..runtime import Runtime, select_runtime
+from .augment import TrainAugment
+from .dataset import ChangeDataset, label_warning, scan_split
+from .evaluate import confusion_over, eval_loader
+from .metrics import Confusion
+from .schedule import lr_factor, make_scheduler
+
+__all__ = ["TrainConfig", "DEFAULTS", "StepSampler", "train", "RUN_FILES", "CSV_COLUMNS"]
+
+RUN_FILES = ("state.pt", "best.safetensors", "last.safetensors", "metrics.csv", "curves.png")
+CSV_COLUMNS = ("step", "loss", "lr", "val_kappa", "val_iou", "val_f1", "val_precision", "val_recall")
+VAL_KEYS = ("kappa", "iou", "f1", "precision", "recall", "oa")
+
+# Recipe values (the authors'); a None field of TrainConfig takes these, or on --resume the run's own.
+DEFAULTS: dict[str, Any] = {
+    "steps": 20000,
+    "batch_size": 8,
+    "lr": 5e-4,
+    "crop": 512,
+    "val_every": 1000,
+    "seed": 0,
+}
+RECIPE = ("data", "steps", "batch_size", "lr", "crop", "val_every", "seed", "init", "backbone")
+BETAS = (0.9, 0.999)
+WEIGHT_DECAY = 1e-2
+
+
+@dataclass
+class TrainConfig:
+    """Options of one training run (None: the recipe default, or the resumed run's value).
+
+    Attributes:
+        data: dataset folder in the authors' layout (train split; val for selection).
+        out: run folder.
+        steps: total optimizer steps (iterations).
+        batch_size: global batch (split over processes under torchrun).
+        lr: base learning rate.
+        crop: training crop edge in pixels.
+        val_every: validate (and save) every N steps; 0 = only at the end.
+        seed: seed of weights init, sample order and augmentation.
+        workers: DataLoader worker processes per training process (None: 0 on CPU, 4 on CUDA).
+        device, precision: see :func:`engine.runtime.select_runtime` (CPU: fp32 unless bf16).
+        init: checkpoint with initial weights (ours or the authors' .pth).
+        backbone: timm-format resnet18d weights (.pth or .safetensors) for the encoder.
+        resume: continue the run in ``out`` from its state.pt.
+        overwrite: start over in an existing ``out`` (its run files are replaced).
+        command: the command line, recorded in the checkpoints' metadata.
+    """
+
+    data: Optional[str] = None
+    out: str = "run"
+    steps: Optional[int] = None
+    batch_size: Optional[int] = None
+    lr: Optional[float] = None
+    crop: Optional[int] = None
+    val_every: Optional[int] = None
+    seed: Optional[int] = None
+    workers: Optional[int] = None
+    device: str = "auto"
+    precision: str = "auto"
+    init: Optional[str] = None
+    backbone: Optional[str] = None
+    resume: bool = False
+    overwrite: bool = False
+    command: str = ""
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+class StepSampler(Sampler):
+    """Yields ``(tile index, sample seed)`` for steps ``start_step..steps-1``.
+
+    Global sample k (k = step·batch_size + j) is ``perm_e[k mod n]`` with ``e = k div n``
+    and ``perm_e`` a permutation seeded by (seed, e); its augmentation seed is derived
+    from (seed, k). Process ``rank`` of ``world`` takes the j in
+    ``[rank·b, (rank+1)·b)`` with b = batch_size / world.
+    """
+
+    def __init__(self, n: int, batch_size: int, steps: int, start_step: int = 0, seed: int = 0,
+                 rank: int = 0, world: int = 1) -> None:
+        if n < 1:
+            raise ValueError("empty dataset")
+        self.n, self.batch_size, self.steps, self.start_step = n, batch_size, steps, start_step
+        self.seed, self.rank, self.world = seed, rank, world
+        self.per_rank = batch_size // world
+        self._perm: tuple[int, np.ndarray] = (-1, np.empty(0, np.int64))
+
+    def _perm_for(self, epoch: int) -> np.ndarray:
+        if self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, epoch, 0x5EED]).permutation(self.n))
+        return self._perm[1]
+
+    def item_seed(self, k: int) -> int:
+        return int(np.random.SeedSequence([self.seed, k, 0xA46]).generate_state(1)[0])
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for step in range(self.start_step, self.steps):
+            for j in range(self.rank * self.per_rank, (self.rank + 1) * self.per_rank):
+                k = step * self.batch_size + j
+                yield int(self._perm_for(k // self.n)[k % self.n]), self.item_seed(k)
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start_step) * self.per_rank
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _dist_from_env() -> _Dist:
+    return _Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                 int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def _resolve(cfg: TrainConfig, saved: Optional[dict], events: Events) -> TrainConfig:
+    """Fill None fields from the resumed run (``saved``) or :data:`DEFAULTS`; warn on changes."""
+    values = asdict(cfg)
+    for key in RECIPE:
+        given = values[key]
+        if saved is not None and key in saved:
+            if given is None:
+                values[key] = saved[key]
+            elif given != saved[key]:
+                events.warn(f"--{key.replace('_', '-')} {given}: differs from the resumed run's {saved[key]}; using {given}")
+        elif given is None and key in DEFAULTS:
+            values[key] = DEFAULTS[key]
+    return TrainConfig(**values)
+
+
+def _check_config(cfg: TrainConfig, world: int) -> None:
+    if not cfg.data:
+        raise UserError("--data: the dataset folder is required")
+    for key in ("steps", "batch_size", "crop"):
+        if getattr(cfg, key) < 1:
+            raise UserError(f"--{key.replace('_', '-')} {getattr(cfg, key)}: must be at least 1")
+    if cfg.crop < 32:
+        raise UserError(f"--crop {cfg.crop}: must be at least 32 pixels")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise UserError(f"--lr {cfg.lr}: must be a positive number")
+    if cfg.val_every < 0:
+        raise UserError(f"--val-every {cfg.val_every}: must be 0 (only at the end) or more")
+    if cfg.workers is not None and cfg.workers < 0:
+        raise UserError(f"--workers {cfg.workers}: must be 0 or more")
+    if cfg.batch_size % world:
+        raise UserError(f"--batch-size {cfg.batch_size}: must be a multiple of the {world} processes")
+    if cfg.init and cfg.backbone:
+        raise UserError("--init and --backbone: give one or the other (--init sets all weights)")
+    if cfg.resume and cfg.overwrite:
+        raise UserError("--resume and --overwrite: give one or the other")
+
+
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse an existing run folder unless resuming or overwriting (nothing is written here)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    if resume:
+        if not (out / "state.pt").is_file():
+            raise UserError(f"{out}: no state.pt to resume from (start a new run without --resume)")
+        return
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"{out}: exists (use --resume to continue that run or --overwrite to start over)")
+
+
+def _load_backbone(model: torch.nn.Module, path: str) -> None:
+    from ..model import load_timm_resnet18d
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: backbone weights not found")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(p))
+        else:
+            state = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{p}: cannot read backbone weights ({str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__})") from exc
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{p}: not a state_dict of tensors")
+    state = {k[len("module."):] if k.startswith("module.") else k: v.float() if v.is_floating_point() else v
+             for k, v in state.items()}
+    try:
+        load_timm_resnet18d(model.encoder.context_encoder, state)
+    except ValueError as exc:
+        raise UserError(f"{p}: {exc}") from exc
+
+
+def _dataset_gsd(data: Path) -> Optional[float]:
+    """GSD in metres from ``data/dataset.json`` (written by ``prepare``), if present."""
+    import json
+
+    try:
+        meta = json.loads((data / "dataset.json").read_text())
+        gsd = meta.get("gsd")
+        if isinstance(gsd, (list, tuple)):
+            gsd = gsd[0]
+        return float(gsd) if gsd is not None else None
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_csv(path: Path, history: list[list[float]]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for row in history:
+        step, loss, lr, *val = row
+        cells = [int(step), f"{loss:.6g}", f"{lr:.6g}"] + ["" if math.isnan(v) else f"{v:.6f}" for v in val[:5]]
+        w.writerow(cells)
+    _atomic_write(path, buf.getvalue().encode())
+
+
+def _write_curves(path: Path, history: list[list[float]], best_step: Optional[int]) -> None:
+    """Loss (raw and smoothed) and validation F1 against steps, as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    steps = np.array([r[0] for r in history])
+    loss = np.array([r[1] for r in history])
+    f1 = np.array([r[5] for r in history])
+    fig = Figure(figsize=(8, 6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
+    ax1.plot(steps, loss, color="0.75", lw=0.8, label="loss")
+    if len(loss) >= 10:
+        k = max(2, len(loss) // 50)
+        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+        ax1.plot(steps[k - 1:], smooth, color="C0", lw=1.5, label=f"mean of {k}")
+    ax1.set_ylabel("training loss")
+    ax1.legend(loc="upper right")
+    ax1.grid(alpha=0.3)
+    val = ~np.isnan(f1)
+    ax2.plot(steps[val], f1[val], "o-", color="C1", label="validation F1")
+    if best_step is not None and np.any(steps[val] == best_step):
+        ax2.plot([best_step], f1[steps == best_step], "*", color="C3", ms=14, label=f"best (step {best_step})")
+    ax2.set_ylabel("validation F1")
+    ax2.set_xlabel("step")
+    ax2.set_ylim(0, 1)
+    ax2.legend(loc="lower right")
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    _atomic_write(path, buf.getvalue())
+
+
+class _StopFlag:
+    """Ctrl-C sets a flag checked between steps (a second Ctrl-C interrupts at once)."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._old: Any = None
+
+    def __enter__(self) -> "_StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.getsignal(signal.SIGINT)
+
+            def handler(signum: int, frame: Any) -> None:
+                self.set = True
+                signal.signal(signal.SIGINT, self._old)
+
+            signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class _RunState:
+    step: int = 0
+    best_f1: float = -1.0
+    best_step: Optional[int] = None
+    best_metrics: dict = field(default_factory=dict)
+    last_metrics: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    history: list = field(default_factory=list)
+
+
+def train(cfg: TrainConfig, events: Optional[Events] = None) -> dict:
+    """Train (or resume) one run; returns ``{"outputs": {...}, "stats": {...}}``.
+
+    Raises :class:`UserError` for bad options, data or run folder (before anything is
+    written) and :class:`Cancelled` after saving a resumable state when stopped.
+    """
+    dist = _dist_from_env()
+    events = events or Events()
+    if not dist.main:
+        events = Events(None)
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        use_cuda = torch.cuda.is_available() and cfg.device not in ("cpu",)
+        if not tdist.is_initialized():
+            tdist.init_process_group("nccl" if use_cuda else "gloo")
+        try:
+            return _train(cfg, events, dist)
+        finally:
+            tdist.destroy_process_group()
+    return _train(cfg, events, dist)
+
+
+def _runtime(cfg: TrainConfig, dist: _Dist) -> Runtime:
+    device = cfg.device or "auto"
+    if dist.world > 1 and device in ("auto", "cuda") and torch.cuda.is_available():
+        device = f"cuda:{dist.local}"
+    rt = select_runtime(device, cfg.precision)
+    if rt.device.type == "cpu" and (cfg.precision or "auto") == "auto" and rt.precision != "fp32":
+        rt = Runtime(rt.device, "fp32", rt.channels_last)
+    return rt
+
+
+def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
+    out = Path(cfg.out)
+    _check_out(out, cfg.resume, cfg.overwrite)
+    saved = None
+    if cfg.resume:
+        try:
+            saved = torch.load(str(out / "state.pt"), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise UserError(f"{out / 'state.pt'}: cannot read the saved state ({type(exc).__name__})") from exc
+    cfg = _resolve(cfg, saved["config"] if saved else None, events)
+    _check_config(cfg, dist.world)
+    data = Path(cfg.data)
+    rt = _runtime(cfg, dist)
+    if rt.device.type == "cpu" and dist.world > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world))
+
+    train_samples = scan_split(data, "train")
+    val_samples = scan_split(data, "val") if (data / "val").exists() else []
+    if dist.main:
+        warning = label_warning(train_samples + val_samples)
+        if warning:
+            events.warn(warning)
+        if not val_samples:
+            events.warn(f"{data / 'val'}: no validation split: no model selection (best = last weights)")
+    min_side = min(min(s.size) for s in train_samples)
+    crop = min(cfg.crop, min_side)
+    if crop < cfg.crop and dist.main:
+        events.warn(f"--crop {cfg.crop}: larger than the smallest training tile; training on {crop} px crops")
+    if len({s.size for s in train_samples}) > 1 and min_side < cfg.crop:
+        # Tiles smaller than the crop along a side would give batches of mixed sizes.
+        crop = min_side
+
+    # Model, optimizer, schedule.
+    torch.manual_seed(cfg.seed)
+    from ..model import HRMNet, hrmnet_loss
+
+    model = HRMNet()
+    if cfg.init and not saved:
+        state, _ = load_checkpoint(cfg.init)
+        model.load_state_dict(state, strict=True)
+    if cfg.backbone and not saved:
+        _load_backbone(model, cfg.backbone)
+    model = rt.prepare(model).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=BETAS, weight_decay=WEIGHT_DECAY)
+    scheduler = make_scheduler(optimizer, cfg.steps)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16")
+    run = _RunState()
+    if saved:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
+        for group in optimizer.param_groups:  # --steps may have changed the schedule
+            group["lr"] = group["initial_lr"] * lr_factor(saved["step"], cfg.steps)
+        torch.set_rng_state(saved["rng_torch"])
+        run = _RunState(**saved["run"])
+    ddp: torch.nn.Module = model
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+
+    workers = cfg.workers if cfg.workers is not None else (4 if rt.device.type == "cuda" else 0)
+    per_rank = cfg.batch_size // dist.world
+    sampler = StepSampler(len(train_samples), cfg.batch_size, cfg.steps, run.step, cfg.seed, dist.rank, dist.world)
+    loader = DataLoader(ChangeDataset(train_samples, TrainAugment(crop)), batch_size=per_rank, sampler=sampler,
+                        num_workers=workers, pin_memory=rt.device.type == "cuda")
+    val_loader = eval_loader(val_samples[dist.rank::dist.world], per_rank, workers,
+                             pin_memory=rt.device.type == "cuda") if val_samples else None
+
+    out_files = {name.split(".")[0]: str(out / name) for name in RUN_FILES}
+    common = {
+        "data": str(data), "steps": cfg.steps, "batch_size": cfg.batch_size, "crop": crop, "lr": cfg.lr,
+        "seed": cfg.seed, "world_size": dist.world, **rt.describe(),
+    }
+    if dist.main:
+        if not cfg.resume:
+            out.mkdir(parents=True, exist_ok=True)
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
+        events.start(command="train", out=str(out), start_step=run.step, train_tiles=len(train_samples),
+                     val_tiles=len(val_samples), workers=workers, **common)
+        if cfg.resume:
+            events.log(f"resuming {out} at step {run.step} of {cfg.steps}")
+    gsd = _dataset_gsd(data)
+
+    def info(metrics: dict, step: int) -> ModelInfo:
+        return ModelInfo(tile_size=crop, overlap=min(128, crop // 4), gsd=gsd, training={
+            **common, "command": cfg.command, "init": cfg.init, "backbone": cfg.backbone,
+            "step": step, "seconds": round(run.seconds, 1), "best_step": run.best_step,
+            "val": metrics, "best_val": run.best_metrics, "train_tiles": len(train_samples),
+            "val_tiles": len(val_samples),
+        })
+
+    def save_state() -> None:
+        state = {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "rng_torch": torch.get_rng_state(),
+            "config": {k: getattr(cfg, k) for k in RECIPE}, "run": asdict(run),
+        }
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        _atomic_write(out / "state.pt", buf.getvalue())
+
+    def validate() -> None:
+        metrics: dict = {}
+        if val_loader is not None:
+            conf = confusion_over(model, val_loader, rt)
+            if dist.world > 1:
+                import torch.distributed as tdist
+
+                t = torch.tensor([conf.tp, conf.fp, conf.fn, conf.tn], dtype=torch.float64, device=rt.device)
+                tdist.all_reduce(t)
+                conf = Confusion(*(int(v) for v in t.tolist()))
+            metrics = {k: round(v, 6) for k, v in conf.scores().items()}
+            for i, key in enumerate(VAL_KEYS[:5]):
+                run.history[-1][3 + i] = metrics[key]
+        if not dist.main:
+            return
+        improved = val_loader is None or metrics["f1"] > run.best_f1
+        if improved:
+            run.best_f1, run.best_step, run.best_metrics = metrics.get("f1", -1.0), run.step, metrics
+        run.last_metrics = metrics
+        if metrics:
+            events.emit("log", level="info", step=run.step, val=metrics,
+                        message=f"val step {run.step}: " + " ".join(f"{k} {metrics[k]:.4f}" for k in VAL_KEYS)
+                        + (" (best)" if improved else f" (best f1 {run.best_f1:.4f} at step {run.best_step})"))
+        if improved:
+            save_checkpoint(out / "best.safetensors", model, info(metrics, run.step))
+        save_checkpoint(out / "last.safetensors", model, info(metrics, run.step))
+        _write_csv(out / "metrics.csv", run.history)
+        _write_curves(out / "curves.png", run.history, run.best_step)
+        save_state()
+
+    log_every = max(1, min(50, cfg.steps // 20))
+    ema = None
+    t_last = time.perf_counter()
+    batches = iter(loader)
+    with _StopFlag() as stop:
+        try:
+            while run.step < cfg.steps:
+                cancelled = stop.set
+                try:
+                    events.check_cancel()
+                except Cancelled:
+                    cancelled = True
+                if dist.world > 1:
+                    import torch.distributed as tdist
+
+                    flag = torch.tensor([float(cancelled)], device=rt.device)
+                    tdist.all_reduce(flag)
+                    cancelled = bool(flag.item() > 0)
+                if cancelled:
+                    raise Cancelled("cancelled")
+                x, y, _ = next(batches)
+                x = rt.tensor(x)
+                y = y.to(rt.device, non_blocking=True)
+                with rt.autocast():
+                    change, hard = ddp(x)
+                loss = hrmnet_loss(change, hard, y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                lr_used = optimizer.param_groups[0]["lr"]
+                scheduler.step()
+                loss_value = loss.detach()
+                if dist.world > 1:
+                    import torch.distributed as tdist
+
+                    tdist.all_reduce(loss_value)
+                    loss_value = loss_value / dist.world
+                loss_f = float(loss_value)
+                if not math.isfinite(loss_f):
+                    raise UserError(f"training diverged at step {run.step + 1} (loss {loss_f}); try a lower --lr")
+                run.step += 1
+                now = time.perf_counter()
+                dt, t_last = now - t_last, now
+                run.seconds += dt
+                ema = dt if ema is None else 0.9 * ema + 0.1 * dt
+                run.history.append([run.step, loss_f, lr_used] + [math.nan] * 5)
+                events.emit("progress", done=run.step, total=cfg.steps, stage="train", loss=round(loss_f, 5),
+                            lr=lr_used, seconds_per_step=round(ema, 3))
+                if run.step % log_every == 0 or run.step == 1:
+                    events.log(f"step {run.step}/{cfg.steps} loss {loss_f:.4f} lr {lr_used:.3g} {ema:.2f} s/step")
+                if (cfg.val_every and run.step % cfg.val_every == 0) or run.step == cfg.steps:
+                    validate()
+                    now = time.perf_counter()
+                    run.seconds += now - t_last
+                    t_last = now
+        except (Cancelled, KeyboardInterrupt):
+            if dist.main:
+                _write_csv(out / "metrics.csv", run.history)
+                save_state()
+                events.log(f"stopped at step {run.step} of {cfg.steps}; continue with --resume")
+            raise Cancelled("cancelled") from None
+
+    stats = {
+        "steps": run.step, "seconds": round(run.seconds, 1),
+        "seconds_per_step": round(run.seconds / max(1, len(run.history)), 3),
+        "samples_per_second": round(cfg.batch_size * len(run.history) / max(run.seconds, 1e-9), 3),
+        "best_step": run.best_step, "best_val": run.best_metrics, "last_val": run.last_metrics,
+        **common,
+    }
+    if dist.main:
+        events.done(outputs={k: v for k, v in out_files.items() if Path(v).exists()}, stats=stats)
+    return {"outputs": out_files, "stats": stats}
