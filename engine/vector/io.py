@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from pathlib import Path
 from typing import Optional, Union
 
@@ -155,29 +156,27 @@ class VectorWriter:
 
     def write(self, frame) -> None:
         """Append the rows of ``frame`` (a GeoDataFrame with :data:`FIELDS` + Polygon geometry)."""
-        import pyogrio
-
         if len(frame) == 0:
             return
-        pyogrio.write_dataframe(
-            frame, self._write_path, layer=self._layer(self._stage_driver), driver=self._stage_driver,
-            geometry_type="Polygon", append=self._started,
-        )
+        self._write(frame, append=self._started)
         self._started = True
         self.count += len(frame)
 
-    def close(self) -> None:
-        """Finish the file: an empty layer if nothing was written; convert staged formats."""
+    def _write(self, frame, append: bool) -> None:
         import pyogrio
 
+        with warnings.catch_warnings():  # no CRS (pixel space) is reported by the caller
+            warnings.filterwarnings("ignore", message="'crs' was not provided")
+            pyogrio.write_dataframe(frame, self._write_path, layer=self._layer(self._stage_driver),
+                                    driver=self._stage_driver, geometry_type="Polygon", append=append)
+
+    def close(self) -> None:
+        """Finish the file: an empty layer if nothing was written; convert staged formats."""
         if self._closed:
             return
         try:
             if not self._started:
-                pyogrio.write_dataframe(
-                    empty_frame(self.crs), self._write_path, layer=self._layer(self._stage_driver),
-                    driver=self._stage_driver, geometry_type="Polygon",
-                )
+                self._write(empty_frame(self.crs), append=False)
                 self._started = True
             if self._stage is not None:
                 self._convert_stage()

@@ -67,7 +67,7 @@ class MapGrid:
         from pyproj.crs import ProjectedCRS
         from pyproj.crs.coordinate_operation import LambertAzimuthalEqualAreaConversion
 
-        lon, lat = self.transform * (width / 2.0, height / 2.0)
+        lon, lat = self.transform @ (width / 2.0, height / 2.0)
         lat = float(np.clip(lat, -90.0, 90.0))
         lon = float(((lon + 180.0) % 360.0) - 180.0)
         geodetic = self.crs.geodetic_crs or CRS.from_epsg(4326)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Optional, Union
 
@@ -191,7 +192,9 @@ def _open(path: PathLike):
     if not Path(path).exists():
         raise UserError(f"{path}: file not found")
     try:
-        return rasterio.open(path)
+        with warnings.catch_warnings():  # a raster without CRS is reported once, as an event
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            return rasterio.open(path)
     except rasterio.errors.RasterioIOError:
         raise UserError(f"{path}: not a raster GDAL can read") from None
 
