@@ -93,7 +93,7 @@ def evaluate(
     """Metrics of a checkpoint on ``data/split``.
 
     Returns ``{"metrics": {kappa, iou, f1, precision, recall, oa}, "confusion": {tp, fp,
-    fn, tn}, "tiles": n, ...}``. With ``out``, writes ``out/NAME.png`` per tile (colour
+    fn, tn}, "tiles": n, "runtime": {device, precision, ...}, ...}``. With ``out``, writes ``out/NAME.png`` per tile (colour
     map). Raises :class:`UserError` for bad data, a bad checkpoint or an output folder
     that is a file.
     """
@@ -138,7 +138,7 @@ def evaluate(
         "data": str(data),
         "model": str(model_path),
         "threshold": info.threshold,
-        **rt.describe(),
+        "runtime": rt.describe(),
     }
     events.done(outputs={"maps": str(out_dir)} if out_dir is not None else {}, stats=result)
     return result

@@ -437,7 +437,7 @@ def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
         if saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])
         for group in optimizer.param_groups:  # --steps may have changed the schedule
-            group["lr"] = group["initial_lr"] * lr_factor(saved["step"], cfg.steps)
+            group["lr"] = group["initial_lr"] * lr_factor(saved["run"]["step"], cfg.steps)
         torch.set_rng_state(saved["rng_torch"])
         run = _RunState(**saved["run"])
     ddp: torch.nn.Module = model
