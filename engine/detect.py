@@ -1,0 +1,616 @@
+"""Scene change detection: two rasters in, change probability, mask and polygons out.
+
+The pipeline wires the stages of :mod:`engine.raster` and :mod:`engine.vector`::
+
+    pair -> tiles -> (reader thread: read, radiometry, pad, batch)
+         -> predictor (this thread) -> blend (band of rows) -> (writer thread: GeoTIFFs)
+         -> polygonize (from the written mask/probability) -> rename outputs
+
+Memory stays bounded whatever the scene size: tiles are read one at a time, at most two
+batches wait in the prefetch queue, the blender holds one tile-height band of rows and
+the writer gets finished rows as soon as no later tile touches them.
+
+Everything is written to hidden temporary files beside the targets and renamed only
+when all stages succeeded; an error or a cancel removes them.
+
+Call :func:`detect` from Python with an :class:`~engine.events.Events` (progress
+callback and cancel check), and a :class:`Predictor` when a stand-in model is wanted.
+"""
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol, Sequence
+
+import numpy as np
+
+from .errors import UserError
+from .events import Events
+from .raster.blend import Strip, StripBlender
+from .raster.pair import RasterPair, open_pair
+from .raster.radiometry import Radiometry, choose_radiometry, model_input, needs_stretch, percentiles, sample_windows
+from .raster.tiles import Tile, TileGrid, check_tiling, make_grid, pad_tile
+from .raster.write import GeoTiffStripWriter, temporary_path
+
+__all__ = [
+    "Predictor",
+    "ModelPredictor",
+    "DifferencePredictor",
+    "DetectResult",
+    "detect",
+    "check_outputs",
+    "default_batch_size",
+]
+
+RASTER_EXTENSIONS = (".tif", ".tiff")
+
+
+class Predictor(Protocol):
+    """Anything that maps a batch of model inputs to change probabilities.
+
+    Called with a float32 array (N, 6, H, W) (before RGB then after RGB, normalised);
+    returns float32 (N, H, W) probabilities in [0, 1]. ``describe()`` (optional) returns
+    a dict with at least ``device`` and ``precision`` for the start event.
+    """
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class ModelPredictor:
+    """An HRMNet (or any module returning ``(change, hard)``) on a :class:`~engine.runtime.Runtime`.
+
+    The change probability is ``change[:, 0]``.
+    """
+
+    def __init__(self, model, runtime) -> None:
+        import torch
+
+        self.torch = torch
+        self.runtime = runtime
+        self.model = runtime.prepare(model).eval()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        x = torch.from_numpy(batch)
+        if self.runtime.device.type == "cuda":
+            x = x.pin_memory()
+        x = self.runtime.tensor(x)
+        with torch.inference_mode(), self.runtime.autocast():
+            change, _hard = self.model(x)
+        return change[:, 0].float().cpu().numpy()
+
+    def describe(self) -> dict:
+        return self.runtime.describe()
+
+
+class DifferencePredictor:
+    """Stand-in model: mean absolute difference of the dates' normalised channels,
+    times ``gain``, clipped to [0, 1]. Used by tests (geometry) and benchmarks."""
+
+    def __init__(self, gain: float = 1.0) -> None:
+        self.gain = gain
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        d = np.abs(batch[:, 3:] - batch[:, :3]).mean(axis=1) * self.gain
+        return np.clip(d, 0.0, 1.0).astype(np.float32)
+
+    def describe(self) -> dict:
+        return {"device": "cpu (stand-in model)", "precision": "fp32"}
+
+
+@dataclass
+class DetectResult:
+    """What :func:`detect` produced: ``outputs`` (role -> final path) and ``stats``."""
+
+    outputs: dict
+    stats: dict
+    info: dict = field(default_factory=dict)
+
+
+def default_batch_size(device_type: str, tile_shape: tuple[int, int]) -> int:
+    """Tiles per forward pass: 8 per 512x512 tile area on CUDA (at most 64), 2 on CPU."""
+    if device_type == "cuda":
+        return int(max(1, min(64, round(8 * 512 * 512 / (tile_shape[0] * tile_shape[1])))))
+    return 2
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _probe_writable(folder: Path, target: Path) -> None:
+    probe = folder / f".{target.name}.probe{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except OSError as exc:
+        raise UserError(f"{target}: output folder {folder} is not writable ({exc.strerror or exc})") from exc
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_outputs(outputs: dict[str, Optional[str]], inputs: Sequence[str], overwrite: bool) -> dict[str, Path]:
+    """Validate output paths before any work.
+
+    Args:
+        outputs: role (``vector``, ``probability``, ``mask``) -> path or None.
+        inputs: input paths an output must not replace.
+        overwrite: allow replacing existing files.
+
+    Returns:
+        role -> absolute :class:`Path` for the outputs given.
+
+    Raises:
+        UserError: none given, unsupported extension, missing or read-only folder,
+            existing file without ``overwrite``, an output used twice or equal to an input.
+    """
+    from .vector.io import check_vector_path, vector_sidecars
+
+    given = {k: Path(v).expanduser().absolute() for k, v in outputs.items() if v}
+    if not given:
+        raise UserError("detect: give at least one of --out-vector, --out-probability, --out-mask")
+    seen: dict[Path, str] = {}
+    ins = {Path(p).expanduser().absolute() for p in inputs}
+    for role, p in given.items():
+        if role == "vector":
+            check_vector_path(p)
+        elif p.suffix.lower() not in RASTER_EXTENSIONS:
+            raise UserError(f"{p}: unsupported {role} format {p.suffix or '(no extension)'} (use .tif)")
+        if p in seen:
+            raise UserError(f"{p}: used for both the {seen[p]} and the {role} output")
+        if p in ins:
+            raise UserError(f"{p}: the {role} output would replace an input raster")
+        seen[p] = role
+        folder = p.parent
+        if not folder.is_dir():
+            raise UserError(f"{p}: output folder {folder} does not exist")
+        if p.is_dir():
+            raise UserError(f"{p}: is a folder")
+        existing = [q for q in ([p] + (vector_sidecars(p) if role == "vector" else [])) if q.exists()]
+        if existing and not overwrite:
+            raise UserError(f"{existing[0]}: exists (use --overwrite to replace it)")
+        _probe_writable(folder, p)
+    return given
+
+
+# ----------------------------------------------------------------------------- areas
+
+
+def row_pixel_areas_m2(transform, crs, row0: int, rows: int) -> Optional[np.ndarray]:
+    """Ground area in m² of one pixel in each of ``rows`` rows from ``row0`` (None
+    without a CRS). Geographic CRSs use the pixel's latitude on the WGS84 mean radius."""
+    if crs is None:
+        return None
+    w, h = abs(transform.a), abs(transform.e)
+    if crs.is_geographic:
+        r = 6_371_008.8
+        lat = np.radians(transform.f + transform.e * (np.arange(row0, row0 + rows) + 0.5))
+        return (np.radians(w) * r * np.cos(lat)) * (np.radians(h) * r)
+    try:
+        factor = float(crs.linear_units_factor[1])
+    except Exception:
+        factor = 1.0
+    return np.full(rows, w * h * factor * factor)
+
+
+# ----------------------------------------------------------------------------- threads
+
+
+class _Stop(Exception):
+    pass
+
+
+def _put(q: "queue.Queue", item: Any, stop: threading.Event) -> None:
+    while True:
+        if stop.is_set():
+            raise _Stop()
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+@dataclass
+class _Batch:
+    tiles: list
+    inputs: np.ndarray  # (n, 6, H, W) float32
+    valid: list  # per tile (h, w) bool
+
+
+@dataclass
+class _Failure:
+    exc: BaseException
+
+
+def _reader(pair: RasterPair, grid: TileGrid, rad_b: Radiometry, rad_a: Radiometry, batch_size: int,
+            out: "queue.Queue", stop: threading.Event) -> None:
+    """Read, normalise and pad tiles in row-major order; put :class:`_Batch` es, then None."""
+    th, tw = grid.shape
+    try:
+        tiles, valids = [], []
+        buf = np.empty((batch_size, 6, th, tw), dtype=np.float32)
+        for tile in grid:
+            if stop.is_set():
+                return
+            b, a, valid = pair.read(tile.window)
+            x = model_input(b, a, valid, rad_b, rad_a)
+            buf[len(tiles)] = pad_tile(x, (th, tw))
+            tiles.append(tile)
+            valids.append(valid)
+            if len(tiles) == batch_size:
+                _put(out, _Batch(tiles, buf, valids), stop)
+                tiles, valids = [], []
+                buf = np.empty((batch_size, 6, th, tw), dtype=np.float32)
+        if tiles:
+            _put(out, _Batch(tiles, buf[: len(tiles)], valids), stop)
+        _put(out, None, stop)
+    except _Stop:
+        return
+    except BaseException as exc:  # handed to the main thread
+        try:
+            _put(out, _Failure(exc), stop)
+        except _Stop:
+            pass
+
+
+class _WriterThread:
+    """Writes strips in a thread; remembers the first error."""
+
+    def __init__(self, writer: GeoTiffStripWriter, area_rows: Callable[[int, int], Optional[np.ndarray]]) -> None:
+        self.writer = writer
+        self.area_rows = area_rows
+        self.changed_area_m2: Optional[float] = 0.0
+        self.queue: "queue.Queue" = queue.Queue(maxsize=4)
+        self.error: Optional[BaseException] = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="detect-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                strip = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                if self.stop.is_set():
+                    return
+                continue
+            if strip is None or self.stop.is_set():
+                return
+            if self.error is not None:
+                continue  # keep draining so the producer never blocks
+            try:
+                self.writer.write(strip.row0, strip.prob, strip.valid)
+                areas = self.area_rows(strip.row0, strip.prob.shape[0])
+                if areas is None:
+                    self.changed_area_m2 = None
+                elif self.changed_area_m2 is not None:
+                    changed = ((strip.prob > self.writer.threshold) & strip.valid).sum(axis=1)
+                    self.changed_area_m2 += float((changed * areas).sum())
+            except BaseException as exc:
+                self.error = exc
+
+    def put(self, strip: Strip, stop: threading.Event) -> None:
+        if self.error is not None:
+            raise self.error
+        _put(self.queue, strip, stop)
+
+    def finish(self) -> None:
+        _put(self.queue, None, self.stop)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+
+def _radiometry(pair: RasterPair, scaling: dict, events: Events) -> tuple[Radiometry, Radiometry]:
+    rads = []
+    for name, src in (("before", pair.before), ("after", pair.after)):
+        if needs_stretch(src.dtype, scaling):
+            samples = [src.read(w) for w in sample_windows(pair.width, pair.height)]
+            low, high = percentiles(samples)
+            rad = choose_radiometry(src.dtype, scaling, low[:3] if len(low) >= 3 else low[:1],
+                                    high[:3] if len(high) >= 3 else high[:1])
+            events.log(f"{src.path}: {src.dtype} bands stretched per band from 2-98 % percentiles "
+                       f"{', '.join(f'{lo:g}-{hi:g}' for lo, hi in zip(rad.low, rad.high))}")
+        else:
+            rad = choose_radiometry(src.dtype, scaling)
+            events.log(f"{src.path}: {src.dtype} bands scaled {'as the checkpoint says' if rad.mode == 'checkpoint' else 'from 0-255'}")
+        rads.append(rad)
+    return rads[0], rads[1]
+
+
+def _parse_extent(extent) -> Optional[tuple[float, float, float, float]]:
+    if extent is None:
+        return None
+    if isinstance(extent, str):
+        try:
+            extent = [float(v) for v in extent.split(",")]
+        except ValueError as exc:
+            raise UserError(f"--extent {extent}: expected xmin,ymin,xmax,ymax (numbers)") from exc
+    ext = tuple(float(v) for v in extent)
+    if len(ext) != 4 or not all(math.isfinite(v) for v in ext):
+        raise UserError(f"--extent {','.join(map(str, extent))}: expected four numbers xmin,ymin,xmax,ymax")
+    if ext[0] >= ext[2] or ext[1] >= ext[3]:
+        raise UserError(f"--extent {','.join(f'{v:g}' for v in ext)}: xmin must be < xmax and ymin < ymax")
+    return ext  # type: ignore[return-value]
+
+
+def _remove(path: Optional[Path]) -> None:
+    if path is not None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def detect(
+    before: str | os.PathLike,
+    after: str | os.PathLike,
+    *,
+    model: Optional[str | os.PathLike] = None,
+    predictor: Optional[Predictor] = None,
+    model_info=None,
+    out_vector: Optional[str | os.PathLike] = None,
+    out_probability: Optional[str | os.PathLike] = None,
+    out_mask: Optional[str | os.PathLike] = None,
+    bands_before: Optional[Sequence[int]] = None,
+    bands_after: Optional[Sequence[int]] = None,
+    tile_size: Optional[int] = None,
+    overlap: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    device: str = "auto",
+    precision: str = "auto",
+    threshold: Optional[float] = None,
+    min_area: float = 0.0,
+    simplify: float = 0.0,
+    extent: Optional[Sequence[float] | str] = None,
+    probability_dtype: str = "uint8",
+    overwrite: bool = False,
+    events: Optional[Events] = None,
+    on_event: Optional[Callable[[dict], None]] = None,
+    is_cancelled: Optional[Callable[[], bool]] = None,
+) -> DetectResult:
+    """Detect change between ``before`` and ``after`` and write the requested outputs.
+
+    Args:
+        before, after: rasters GDAL reads; the after is put on the before's grid.
+        model: checkpoint path (ours or the authors'); ignored when ``predictor`` is given.
+        predictor: a stand-in for the model (see :class:`Predictor`); ``model_info``
+            (a :class:`~engine.checkpoint.ModelInfo`) then gives defaults and scaling.
+        out_vector: .shp/.gpkg/.fgb/.geojson polygons (id, area_m2, mean_prob, max_prob).
+        out_probability: GeoTIFF of the change probability (uint8 p*254, nodata 255, or
+            float32 with ``probability_dtype="float32"``, nodata -1).
+        out_mask: GeoTIFF uint8 1 = change, 0 = none, 255 = nodata.
+        bands_before, bands_after: 1-based band indices (1 or 3).
+        tile_size, overlap: tile edge and overlap in pixels (defaults: checkpoint).
+        batch_size: tiles per forward pass (default: :func:`default_batch_size`).
+        device, precision: see :func:`engine.runtime.select_runtime`.
+        threshold: change when probability > threshold (default: checkpoint).
+        min_area: drop polygons smaller than this many m².
+        simplify: topology-preserving simplification tolerance in metres (0 = none).
+        extent: (xmin, ymin, xmax, ymax) in the before's CRS, or "xmin,ymin,xmax,ymax".
+        overwrite: replace existing outputs.
+        events: progress/log/cancel protocol; or give ``on_event`` (called with each
+            event dict) and ``is_cancelled`` instead.
+
+    Returns:
+        :class:`DetectResult` with the final output paths and statistics.
+
+    Raises:
+        UserError: bad input or options (nothing is left behind).
+        Cancelled: the cancel check returned True (nothing is left behind).
+    """
+    t_start = time.perf_counter()
+    events = events or Events(on_event, is_cancelled)
+    before, after = str(before), str(after)
+
+    # --- cheap checks first: options, outputs
+    ext = _parse_extent(extent)
+    if probability_dtype not in ("uint8", "float32"):
+        raise UserError(f"--probability-dtype {probability_dtype}: expected uint8 or float32")
+    if min_area is None or min_area < 0:
+        raise UserError(f"--min-area {min_area}: must be 0 or more (m²)")
+    if simplify is None or simplify < 0:
+        raise UserError(f"--simplify {simplify}: must be 0 or more (metres)")
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    if threshold is not None and not (0.0 < threshold < 1.0):
+        raise UserError(f"--threshold {threshold}: must be between 0 and 1")
+    if tile_size is not None and overlap is not None:
+        check_tiling(int(tile_size), int(overlap))
+    for role, path in (("before", before), ("after", after)):
+        if not os.path.exists(path):
+            raise UserError(f"{path}: {role} file not found")
+    targets = check_outputs({"vector": out_vector, "probability": out_probability, "mask": out_mask},
+                            [before, after], overwrite)
+
+    # --- inputs
+    pair = open_pair(before, after, bands_before, bands_after, ext, events)
+    temps: list[Path] = []
+    vector_tmp: Optional[Path] = None
+    writer: Optional[GeoTiffStripWriter] = None
+    try:
+        # --- model and runtime
+        if predictor is None:
+            if model is None:
+                raise UserError("detect: --model is required")
+            from .checkpoint import load_model
+            from .runtime import select_runtime
+
+            runtime = select_runtime(device, precision)
+            net, model_info = load_model(model)
+            predictor = ModelPredictor(net, runtime)
+            dev_info = runtime.describe()
+        else:
+            if model_info is None:
+                from .checkpoint import ModelInfo
+
+                model_info = ModelInfo()
+            dev_info = predictor.describe() if hasattr(predictor, "describe") else {"device": "custom", "precision": "?"}
+
+        tile_size = int(tile_size if tile_size is not None else model_info.tile_size)
+        if overlap is None:
+            overlap = int(model_info.overlap)
+            if 2 * overlap >= tile_size:
+                overlap = tile_size // 4  # the checkpoint's overlap does not fit a smaller --tile-size
+        check_tiling(tile_size, overlap)
+        threshold = float(threshold if threshold is not None else model_info.threshold)
+
+        rad_b, rad_a = _radiometry(pair, model_info.scaling, events)
+        grid = make_grid(pair.width, pair.height, tile_size, overlap)
+        dev_type = "cuda" if str(dev_info.get("device", "")).startswith("cuda") else "cpu"
+        batch = int(batch_size or default_batch_size(dev_type, grid.shape))
+        batch = min(batch, len(grid))
+        events.start(
+            before=before,
+            after=after,
+            width=pair.width,
+            height=pair.height,
+            crs=pair.crs.to_string() if pair.crs else None,
+            transform=list(pair.transform)[:6],
+            tiles=len(grid),
+            tile_size=tile_size,
+            tile_shape=list(grid.shape),
+            overlap=overlap,
+            batch_size=batch,
+            threshold=threshold,
+            device=dev_info.get("device"),
+            precision=dev_info.get("precision"),
+            radiometry={"before": rad_b.describe(), "after": rad_a.describe()},
+            warped_after=pair.after.warped,
+            outputs={k: str(v) for k, v in targets.items()},
+        )
+
+        # temporary outputs; the vector needs mask and probability files
+        prob_tmp = temporary_path(targets.get("probability") or targets.get("vector").with_suffix(".tif"), "prob")
+        mask_tmp = temporary_path(targets.get("mask") or targets.get("vector").with_suffix(".tif"), "mask")
+        need_prob = "probability" in targets or "vector" in targets
+        need_mask = "mask" in targets or "vector" in targets
+        temps += [p for p, need in ((prob_tmp, need_prob), (mask_tmp, need_mask)) if need]
+        tags = {"software": "hrmnet-engine", "before": os.path.basename(before), "after": os.path.basename(after)}
+        writer = GeoTiffStripWriter(
+            pair.width, pair.height, pair.transform if pair.georeferenced or not pair.transform.is_identity else None,
+            pair.crs, prob_path=prob_tmp if need_prob else None, mask_path=mask_tmp if need_mask else None,
+            prob_dtype=probability_dtype, threshold=threshold, tags=tags)
+
+        t_tiles = time.perf_counter()
+        changed_area = _run_tiles(pair, grid, rad_b, rad_a, batch, predictor, writer, events)
+        t_infer = time.perf_counter() - t_tiles
+        writer.close(overviews=False)
+        for role, path, resampling in (("probability", prob_tmp, "average"), ("mask", mask_tmp, "nearest")):
+            if role in targets:
+                from rasterio.enums import Resampling
+
+                from .raster.write import build_overviews
+
+                build_overviews(path, Resampling[resampling])
+        events.check_cancel()
+
+        stats: dict[str, Any] = {
+            "pixels": pair.width * pair.height,
+            "valid_pixels": writer.valid_pixels,
+            "changed_pixels": writer.changed_pixels,
+            "changed_area_m2": None if changed_area is None else round(changed_area, 3),
+            "tiles": len(grid),
+        }
+        if "vector" in targets:
+            from .vector.io import remove_vector
+            from .vector.polygonize import polygonize_to_file
+
+            vector_tmp = temporary_path(targets["vector"], "vec")
+            remove_vector(vector_tmp)
+            vstats = polygonize_to_file(mask_tmp, prob_tmp, vector_tmp, min_area_m2=float(min_area),
+                                        simplify_m=float(simplify), events=events)
+            stats["polygons"] = int(vstats.get("polygons", 0))
+            stats["changed_area_m2"] = round(float(vstats.get("area_m2", 0.0)), 3)
+        events.check_cancel()
+
+        # --- all done: rename into place
+        final = _commit(targets, prob_tmp, mask_tmp, vector_tmp, overwrite)
+        vector_tmp = None
+        seconds = time.perf_counter() - t_start
+        stats.update(seconds=round(seconds, 3), tiles_per_s=round(len(grid) / max(t_infer, 1e-9), 3),
+                     megapixels_per_s=round(pair.width * pair.height / 1e6 / max(seconds, 1e-9), 3))
+        outputs = {"vector": None, "probability": None, "mask": None}
+        outputs.update({k: str(v) for k, v in final.items()})
+        events.done(outputs=outputs, stats=stats)
+        return DetectResult(outputs=outputs, stats=stats,
+                            info={"radiometry": {"before": rad_b.describe(), "after": rad_a.describe()},
+                                  "tile_shape": grid.shape, "batch_size": batch, **pair.describe()})
+    finally:
+        pair.close()
+        if writer is not None:
+            writer.close(overviews=False)
+        for p in temps:
+            _remove(p)
+        if vector_tmp is not None:
+            from .vector.io import remove_vector
+
+            remove_vector(vector_tmp)
+
+
+def _commit(targets: dict[str, Path], prob_tmp: Path, mask_tmp: Path, vector_tmp: Optional[Path],
+            overwrite: bool) -> dict[str, Path]:
+    """Rename the temporary outputs onto their targets (vector first: it is the one
+    most likely to fail on a foreign file system)."""
+    from .vector.io import move_vector, remove_vector
+
+    final: dict[str, Path] = {}
+    if vector_tmp is not None:
+        if overwrite:
+            remove_vector(targets["vector"])
+        move_vector(vector_tmp, targets["vector"])
+        final["vector"] = targets["vector"]
+    for role, tmp in (("probability", prob_tmp), ("mask", mask_tmp)):
+        if role in targets:
+            os.replace(tmp, targets[role])
+            final[role] = targets[role]
+    return final
+
+
+def _run_tiles(pair: RasterPair, grid: TileGrid, rad_b: Radiometry, rad_a: Radiometry, batch: int,
+               predictor: Predictor, writer: GeoTiffStripWriter, events: Events) -> Optional[float]:
+    """Read (thread) -> predict (here) -> blend (here) -> write (thread). Returns the
+    changed area in m² from the mask (None without a CRS)."""
+    stop = threading.Event()
+    inbox: "queue.Queue" = queue.Queue(maxsize=2)
+    reader = threading.Thread(target=_reader, args=(pair, grid, rad_b, rad_a, batch, inbox, stop),
+                              name="detect-reader", daemon=True)
+    crs = pair.crs if pair.georeferenced else None
+    out = _WriterThread(writer, lambda r0, n: row_pixel_areas_m2(pair.transform, crs, r0, n))
+    blender = StripBlender(grid)
+    total, done = len(grid), 0
+    events.progress(0, total, "detect")
+    reader.start()
+    try:
+        while True:
+            events.check_cancel()
+            try:
+                item = inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if item is None:
+                break
+            if isinstance(item, _Failure):
+                raise item.exc
+            probs = predictor(item.inputs)
+            for tile, prob, valid in zip(item.tiles, probs, item.valid):
+                for strip in blender.add(tile, prob, valid):
+                    out.put(strip, stop)
+            done += len(item.tiles)
+            events.progress(done, total, "detect")
+        out.finish()
+    except BaseException:
+        out.stop.set()
+        raise
+    finally:
+        stop.set()
+        reader.join()
+        out.thread.join()
+    return out.changed_area_m2

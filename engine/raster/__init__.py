@@ -1,0 +1,1 @@
+"""Raster stages of detection: pair the dates, radiometry, tile grid, blending, GeoTIFF output."""

@@ -1,0 +1,122 @@
+"""Seamless mosaicking of overlapping tile predictions, one band of rows at a time.
+
+Each tile's weight is the product of two 1-D profiles: 1 in the middle, falling off
+smoothly (raised cosine) across the overlap on every side that has a neighbour, and
+staying 1 on sides at the area's edge. Along an axis the falling profile of one tile and
+the rising profile of the next add up to 1, so blending never changes a field that all
+tiles agree on, and the normalising weight is separable: the accumulator holds only the
+weighted sum.
+
+:class:`StripBlender` keeps one tile-height band of rows (``tile rows x width`` float32);
+after the last tile of a grid row is added, the rows no later tile touches are returned
+and the band moves down. Memory does not grow with the scene's height.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .tiles import Axis, Tile, TileGrid
+
+__all__ = ["ramp", "axis_profile", "axis_weight_sum", "StripBlender", "Strip"]
+
+
+def ramp(n: int) -> np.ndarray:
+    """Rising raised-cosine ramp of ``n`` samples, strictly between 0 and 1; ``ramp(n)``
+    plus its reverse is 1 everywhere."""
+    k = (np.arange(n, dtype=np.float64) + 0.5) / n
+    return (0.5 - 0.5 * np.cos(np.pi * k)).astype(np.float32)
+
+
+def axis_profile(axis: Axis, i: int) -> np.ndarray:
+    """Weight profile (length ``axis.length``) of tile ``i`` along ``axis``."""
+    w = np.ones(axis.length, dtype=np.float32)
+    o = axis.overlap
+    if o > 0:
+        if i > 0:
+            w[:o] = ramp(o)
+        if i < axis.count - 1:
+            w[-o:] = ramp(o)[::-1]
+    return w
+
+
+def axis_weight_sum(axis: Axis) -> np.ndarray:
+    """Sum of all tiles' profiles at each pixel of the axis (length ``axis.size``; 1 up
+    to float rounding, computed rather than assumed)."""
+    total = np.zeros(axis.start(axis.count - 1) + axis.length, dtype=np.float64)
+    for i in range(axis.count):
+        s = axis.start(i)
+        total[s:s + axis.length] += axis_profile(axis, i)
+    return total[: axis.size].astype(np.float32)
+
+
+@dataclass
+class Strip:
+    """Finished rows: ``prob`` (rows, width) float32 in [0, 1], ``valid`` (rows, width)
+    bool, starting at area row ``row0``."""
+
+    row0: int
+    prob: np.ndarray
+    valid: np.ndarray
+
+
+class StripBlender:
+    """Accumulates tile predictions in row-major order and hands back finished rows.
+
+    Args:
+        grid: the tile grid; tiles must be added grid row by grid row (any order within
+            a row), each exactly once.
+    """
+
+    def __init__(self, grid: TileGrid) -> None:
+        self.grid = grid
+        height = grid.rows.length
+        self._acc = np.zeros((height, grid.width), dtype=np.float32)
+        self._valid = np.zeros((height, grid.width), dtype=bool)
+        self._row0 = 0  # area row of the band's first row
+        self._col_sum = axis_weight_sum(grid.cols)
+        self._row_sum = axis_weight_sum(grid.rows)
+        self._profiles_r = [axis_profile(grid.rows, i) for i in range(grid.rows.count)]
+        self._profiles_c = [axis_profile(grid.cols, j) for j in range(grid.cols.count)]
+        self._pending = [grid.cols.count] * grid.rows.count
+
+    def add(self, tile: Tile, prob: np.ndarray, valid: np.ndarray) -> list[Strip]:
+        """Add one tile's prediction.
+
+        Args:
+            tile: the tile (from ``grid``).
+            prob: (tile rows, tile cols) float change probability, padding included.
+            valid: (window rows, window cols) bool, True where both dates have data.
+
+        Returns:
+            the rows that became final (empty list until a grid row is complete).
+        """
+        w = tile.window
+        h, wd = int(w.height), int(w.width)
+        y0 = int(w.row_off) - self._row0
+        x0 = int(w.col_off)
+        if y0 < 0:
+            raise ValueError(f"tile {tile.row},{tile.col} added after its rows were flushed")
+        weight = self._profiles_r[tile.row][:h, None] * self._profiles_c[tile.col][None, :wd]
+        self._acc[y0:y0 + h, x0:x0 + wd] += prob[:h, :wd] * weight
+        self._valid[y0:y0 + h, x0:x0 + wd] = valid
+        self._pending[tile.row] -= 1
+        if self._pending[tile.row] == 0:
+            return [self._flush(tile.row)]
+        return []
+
+    def _flush(self, grid_row: int) -> Strip:
+        end = self.grid.rows.finished(grid_row)
+        n = end - self._row0
+        norm = self._row_sum[self._row0:end, None] * self._col_sum[None, :]
+        prob = np.clip(self._acc[:n] / norm, 0.0, 1.0)
+        strip = Strip(row0=self._row0, prob=prob, valid=self._valid[:n].copy())
+        # move the band down: keep the rows not yet final at the top
+        keep = self._acc.shape[0] - n
+        self._acc[:keep] = self._acc[n:]
+        self._acc[keep:] = 0
+        self._valid[:keep] = self._valid[n:]
+        self._valid[keep:] = False
+        self._row0 = end
+        return strip

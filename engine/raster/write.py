@@ -1,0 +1,185 @@
+"""GeoTIFF outputs on the processed area's grid, written strip by strip.
+
+- probability: ``uint8`` storing ``round(p * 254)`` with 255 = nodata (``p = v / 254``),
+  or ``float32`` storing ``p`` with nodata -1;
+- mask: ``uint8`` 1 = change (``p > threshold``), 0 = no change, 255 = nodata.
+
+Both are tiled (256 px blocks), DEFLATE-compressed GeoTIFFs with overviews (average for
+the probability, nearest for the mask). Files are written under temporary names beside
+their targets (see :func:`temporary_path`); the caller renames them when everything has
+succeeded and removes them otherwise.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
+
+__all__ = [
+    "PROB_NODATA_U8",
+    "PROB_NODATA_F32",
+    "MASK_NODATA",
+    "encode_probability",
+    "decode_probability",
+    "threshold_mask",
+    "temporary_path",
+    "GeoTiffStripWriter",
+    "build_overviews",
+]
+
+PROB_NODATA_U8 = 255
+PROB_NODATA_F32 = -1.0
+MASK_NODATA = 255
+BLOCK = 256
+
+
+def encode_probability(prob: np.ndarray, valid: np.ndarray, dtype: str = "uint8") -> np.ndarray:
+    """Probabilities (rows, cols) float in [0, 1] -> stored values (see module docstring)."""
+    if dtype == "uint8":
+        out = np.rint(np.clip(prob, 0.0, 1.0) * 254.0).astype(np.uint8)
+        out[~valid] = PROB_NODATA_U8
+        return out
+    if dtype == "float32":
+        out = np.clip(prob, 0.0, 1.0).astype(np.float32)
+        out[~valid] = PROB_NODATA_F32
+        return out
+    raise ValueError(f"probability dtype {dtype!r}: expected uint8 or float32")
+
+
+def decode_probability(stored: np.ndarray) -> np.ndarray:
+    """Stored probability values -> float32 probabilities, NaN at nodata."""
+    if stored.dtype == np.uint8:
+        out = stored.astype(np.float32) / 254.0
+        out[stored == PROB_NODATA_U8] = np.nan
+        return out
+    out = stored.astype(np.float32)
+    out[stored < 0] = np.nan
+    return out
+
+
+def threshold_mask(prob: np.ndarray, valid: np.ndarray, threshold: float) -> np.ndarray:
+    """uint8 mask (rows, cols): 1 where ``prob > threshold``, 0 elsewhere, 255 at nodata."""
+    out = (prob > threshold).astype(np.uint8)
+    out[~valid] = MASK_NODATA
+    return out
+
+
+def temporary_path(target: str | os.PathLike, tag: str = "") -> Path:
+    """A hidden name beside ``target`` with the same extension (so drivers agree)."""
+    t = Path(target)
+    return t.with_name(f".{t.stem}.{tag or 'tmp'}{os.getpid()}{t.suffix}")
+
+
+def _profile(width: int, height: int, transform: Optional[Affine], crs, dtype: str, nodata: float) -> dict:
+    profile = dict(
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=1,
+        dtype=dtype,
+        nodata=nodata,
+        compress="deflate",
+        predictor=2 if dtype == "uint8" else 3,
+        zlevel=6,
+        BIGTIFF="IF_SAFER",
+        num_threads=2,
+    )
+    if width >= BLOCK and height >= BLOCK:
+        profile.update(tiled=True, blockxsize=BLOCK, blockysize=BLOCK)
+    else:
+        profile.update(tiled=False, blockysize=min(height, 16))
+    if crs is not None:
+        profile["crs"] = crs
+    if transform is not None and not transform.is_identity:
+        profile["transform"] = transform
+    return profile
+
+
+def build_overviews(path: str | os.PathLike, resampling: Resampling, min_size: int = BLOCK) -> list[int]:
+    """Add internal overviews (factors 2, 4, 8, ... while the level is >= ``min_size``
+    px on its longer side); returns the factors."""
+    with rasterio.open(path, "r+") as ds:
+        longest = max(ds.width, ds.height)
+        factors = []
+        f = 2
+        while longest / f >= min_size:
+            factors.append(f)
+            f *= 2
+        if factors:
+            ds.build_overviews(factors, resampling)
+            ds.update_tags(ns="rio_overview", resampling=resampling.name)
+    return factors
+
+
+class GeoTiffStripWriter:
+    """Writes the probability and/or mask rows of the processed area as they are finished.
+
+    Args:
+        width, height: raster size in pixels.
+        transform, crs: georeferencing (None/identity for pixel space).
+        prob_path, mask_path: where to write (temporary names), either may be None.
+        prob_dtype: ``uint8`` or ``float32``.
+        threshold: change when probability > threshold.
+        tags: metadata written to both files.
+    """
+
+    def __init__(self, width: int, height: int, transform: Optional[Affine], crs, *,
+                 prob_path: Optional[str | os.PathLike] = None, mask_path: Optional[str | os.PathLike] = None,
+                 prob_dtype: str = "uint8", threshold: float = 0.5, tags: Optional[dict] = None) -> None:
+        self.width, self.height = width, height
+        self.prob_dtype = prob_dtype
+        self.threshold = threshold
+        self.prob_path = Path(prob_path) if prob_path else None
+        self.mask_path = Path(mask_path) if mask_path else None
+        self.changed_pixels = 0
+        self.valid_pixels = 0
+        self._rows_written = 0
+        self._prob = self._mask = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            if self.prob_path:
+                nodata = PROB_NODATA_U8 if prob_dtype == "uint8" else PROB_NODATA_F32
+                self._prob = rasterio.open(self.prob_path, "w", **_profile(width, height, transform, crs, prob_dtype, nodata))
+                self._prob.update_tags(**(tags or {}), encoding="p = value / 254" if prob_dtype == "uint8" else "p")
+            if self.mask_path:
+                self._mask = rasterio.open(self.mask_path, "w", **_profile(width, height, transform, crs, "uint8", MASK_NODATA))
+                self._mask.update_tags(**(tags or {}), threshold=str(threshold), values="1 change, 0 no change, 255 nodata")
+
+    def write(self, row0: int, prob: np.ndarray, valid: np.ndarray) -> None:
+        """Write rows ``row0 .. row0 + len(prob)`` (prob float (rows, width), valid bool)."""
+        n = prob.shape[0]
+        window = Window(0, row0, self.width, n)
+        mask = threshold_mask(prob, valid, self.threshold)
+        self.changed_pixels += int(np.count_nonzero(mask == 1))
+        self.valid_pixels += int(np.count_nonzero(valid))
+        if self._prob is not None:
+            self._prob.write(encode_probability(prob, valid, self.prob_dtype), 1, window=window)
+        if self._mask is not None:
+            self._mask.write(mask, 1, window=window)
+        self._rows_written = max(self._rows_written, row0 + n)
+
+    def close(self, overviews: bool = True) -> None:
+        """Close the files and (when complete and asked) build overviews."""
+        for ds in (self._prob, self._mask):
+            if ds is not None and not ds.closed:
+                ds.close()
+        if overviews and self._rows_written >= self.height:
+            if self.prob_path:
+                build_overviews(self.prob_path, Resampling.average)
+            if self.mask_path:
+                build_overviews(self.mask_path, Resampling.nearest)
+
+    def abort(self) -> None:
+        """Close without overviews and delete the files."""
+        self.close(overviews=False)
+        for p in (self.prob_path, self.mask_path):
+            if p is not None and p.exists():
+                p.unlink()
