@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+from statistics import NormalDist
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Optional, Union
@@ -150,7 +151,7 @@ class _Date:
 def _noise(rng: np.random.Generator, height: int, width: int, cell: float) -> np.ndarray:
     """Smooth random field (H, W), zero mean and unit std, features about ``cell`` px."""
     if cell <= 2:
-        field_ = ndimage.gaussian_filter(rng.standard_normal((height, width)).astype(np.float32), cell / 2)
+        field_ = ndimage.gaussian_filter(rng.standard_normal((height, width), dtype=np.float32), cell / 2)
     else:
         gh, gw = int(height / cell) + 3, int(width / cell) + 3
         grid = rng.standard_normal((gh, gw)).astype(np.float32)
@@ -266,11 +267,17 @@ def make_scene(
     dates = [_make_date(rng, grass, lawn, nuisance), _make_date(rng, grass, lawn, nuisance)]
 
     # --- ground texture (shared by both dates) --------------------------------------------
-    mix = _fractal(rng, h, w, cell=rng.uniform(60, 160), octaves=4)
+    mix = _fractal(rng, h, w, cell=rng.uniform(60, 160), octaves=3)
     grass_w = np.clip(0.5 + 0.35 * mix, 0, 1)
-    soil_w = np.clip(_fractal(rng, h, w, cell=rng.uniform(40, 120), octaves=3) - 0.9, 0, 1) * 0.8
-    tex = _fractal(rng, h, w, cell=24, octaves=4)  # ground brightness variation
+    soil_w = np.clip(_fractal(rng, h, w, cell=rng.uniform(40, 120), octaves=2) - 0.9, 0, 1) * 0.8
+    tex = _fractal(rng, h, w, cell=24, octaves=3)  # ground brightness variation
     grain = _noise(rng, h, w, 1.2)  # fine grain (grass blades, roof texture)
+    # ground = (w_grass * grass(date) + fixed) * brightness; grass colour depends on the season
+    brightness = 1 + 0.09 * tex + 0.05 * grain
+    w_grass = grass_w * (1 - soil_w) * brightness
+    fixed = ((1 - grass_w) * (1 - soil_w) * brightness)[None] * dry[:, None, None] \
+        + (soil_w * brightness)[None] * soil[:, None, None]
+    del mix, grass_w, soil_w, brightness
 
     # --- street grid -----------------------------------------------------------------------
     theta = rng.uniform(0, math.pi)
@@ -290,6 +297,10 @@ def make_scene(
     road = np.clip(road_w / 2 - dist_road + 0.5, 0, 1)
     walk = np.clip(road_w / 2 + 1 + walk_w - dist_road + 0.5, 0, 1) * np.clip(dist_road - road_w / 2 - 1 + 0.5, 0, 1)
     del a_map, b_map, dist_a, dist_b, dist_road
+    # streets as one layer: image = image * (1 - street_alpha) + street_colour (premultiplied)
+    street_alpha = np.clip(road + walk, 0, 1)
+    street_colour = (walk * (1 + 0.03 * grain))[None] * sidewalk[:, None, None] \
+        + (road * (1 + 0.04 * tex + 0.03 * grain))[None] * asphalt[:, None, None]
 
     # --- lots and buildings --------------------------------------------------------------------
     corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], np.float32)
@@ -300,12 +311,21 @@ def make_scene(
     lot_depth = spacing_b / 2 - road_w / 2 - 1 - walk_w
     buildings: list[_Building] = []
     field_blocks: list[tuple[float, float, float, float]] = []  # (a_lo, a_hi, b_lo, b_hi)
+    p_field = rng.uniform(0.05, 0.45)  # share of blocks left as fields (rural .. dense suburb)
+    # fields gather in districts: a smooth random function of position, thresholded
+    waves = [(rng.normal(0, 2 * math.pi / 700, 2), rng.uniform(0, 2 * math.pi)) for _ in range(6)]
+    cut = NormalDist().inv_cdf(p_field) * math.sqrt(len(waves) / 2)
+
+    def rural(x: float, y: float) -> bool:
+        return sum(math.cos(k[0] * x + k[1] * y + ph) for k, ph in waves) + rng.normal(0, 0.4) < cut
+    p_vacant = rng.uniform(0.05, 0.25)  # share of empty lots in a built block
     for k in k_range:
         for j in j_range:
             a_lo = a0 + j * spacing_a + road_w / 2 + walk_w + 2
             a_hi = a0 + (j + 1) * spacing_a - road_w / 2 - walk_w - 2
             b_street = b0 + k * spacing_b
-            if rng.random() < 0.18:
+            am, bm = (a_lo + a_hi) / 2, b_street + spacing_b / 2
+            if rural(am * ct - bm * st, am * st + bm * ct):
                 field_blocks.append((a_lo, a_hi, b_street, b_street + spacing_b))
                 continue
             # one block = the lots on both sides of the gap between streets k and k+1
@@ -318,7 +338,7 @@ def make_scene(
                 lot_w = (a_hi - a_lo) / n_lots
                 bl_frac = rng.uniform(0.5, 0.8)
                 for i in range(n_lots):
-                    if rng.random() < 0.12:
+                    if rng.random() < p_vacant:
                         continue
                     a_mid = a_lo + (i + 0.5) * lot_w
                     length = float(np.clip(lot_w * bl_frac * rng.uniform(0.9, 1.1), 8, 40))
@@ -415,7 +435,7 @@ def make_scene(
     for _ in range(n_woods):
         centre = rng.uniform(0, 1, 2) * [w, h]
         spread = rng.uniform(15, 60)
-        cand = np.concatenate([cand, centre + rng.normal(0, spread, (int(rng.uniform(10, 60) * (h * w) / 512 ** 2) + 5, 2))])
+        cand = np.concatenate([cand, centre + rng.normal(0, spread, (int(rng.uniform(10, 60)), 2))])
     for x, y in cand:
         r = rng.uniform(3, 10)
         if not (0 <= x < w and 0 <= y < h):
@@ -457,10 +477,8 @@ def make_scene(
     # --- render each date ----------------------------------------------------------------------------
     images = []
     for d, date in enumerate(dates):
-        ground_col = (grass_w[None] * date.grass[:, None, None] + (1 - grass_w[None]) * dry[:, None, None])
-        ground_col = ground_col * (1 - soil_w[None]) + soil[:, None, None] * soil_w[None]
-        img = ground_col * (1 + 0.09 * tex[None] + 0.05 * grain[None])
-        img = img.astype(np.float32)
+        img = w_grass[None] * date.grass[:, None, None]
+        img += fixed
         if d == 1:
             for p in patches:
                 cov = p.coverage(h, w)
@@ -481,8 +499,8 @@ def make_scene(
                     rows, cols, c, u, v = cov
                     c2 = _box(u, v, b.shape.length + 6, b.shape.depth + 6)
                     _paint(img, rows, cols, soil[:, None, None] * (1 + 0.1 * grain[rows, cols])[None], c2 * 0.9)
-        _paint(img, slice(None), slice(None), sidewalk[:, None, None] * (1 + 0.03 * grain)[None], walk)
-        _paint(img, slice(None), slice(None), asphalt[:, None, None] * (1 + 0.04 * tex + 0.03 * grain)[None], road)
+        img *= 1 - street_alpha[None]
+        img += street_colour
         for b in buildings:
             if b.exists[d] and b.drive is not None:
                 cov = b.drive.coverage(h, w)
@@ -552,7 +570,7 @@ def make_scene(
 
     # misregistration of the whole after image
     shift = rng.uniform(-misregistration, misregistration, 2) if misregistration > 0 else (0.0, 0.0)
-    after = ndimage.shift(images[1], (0, shift[0], shift[1]), order=1, mode="nearest")
+    after = _subpixel_shift(images[1], float(shift[0]), float(shift[1]))
     before = images[0]
     return Scene(_to_uint8(before), _to_uint8(after), (label * 255).astype(np.uint8))
 
@@ -560,10 +578,28 @@ def make_scene(
 def _photometric(img: np.ndarray, date: _Date, rng: np.random.Generator) -> np.ndarray:
     """Camera of one date: blur, gain, gamma, haze and sensor noise on (3, H, W) 0..255."""
     out = ndimage.gaussian_filter(img, (0, date.blur, date.blur)) if date.blur > 0.05 else img
-    out = np.clip(out * date.gain[:, None, None], 0, 255) / 255.0
-    out = 255.0 * out ** date.gamma
-    out = out * (1 - date.haze / 255) + date.haze
-    out += rng.normal(0, date.noise, out.shape).astype(np.float32)
+    # gain, then gamma and haze through a lookup table on 1/16 grey levels
+    levels = np.linspace(0.0, 1.0, 4096, dtype=np.float32)
+    lut = 255.0 * levels ** date.gamma * (1 - date.haze / 255) + date.haze
+    out *= date.gain[:, None, None] * (4095 / 255)
+    np.clip(out, 0, 4095, out=out)
+    out = lut[out.astype(np.int16)]
+    out += date.noise * rng.standard_normal(out.shape, dtype=np.float32)
+    return out
+
+
+def _subpixel_shift(img: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """Bilinear shift of (C, H, W) by (dy, dx) px (content moves down/right), edges repeated."""
+    c, h, w = img.shape
+    iy, ix = int(math.floor(dy)), int(math.floor(dx))
+    fy, fx = dy - iy, dx - ix
+    pad = max(abs(iy), abs(ix)) + 2
+    padded = np.pad(img, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+    # separable: along x on the padded rows, then along y
+    cols = padded[:, :, pad - ix:pad - ix + w] * (1 - fx)
+    cols += padded[:, :, pad - ix - 1:pad - ix - 1 + w] * fx
+    out = cols[:, pad - iy:pad - iy + h] * (1 - fy)
+    out += cols[:, pad - iy - 1:pad - iy - 1 + h] * fy
     return out
 
 
