@@ -156,7 +156,7 @@ def _inner_window(bounds: tuple[float, float, float, float], transform: Affine, 
     inv = ~transform
     xs, ys = [], []
     for x, y in ((bounds[0], bounds[1]), (bounds[0], bounds[3]), (bounds[2], bounds[1]), (bounds[2], bounds[3])):
-        c, r = inv * (x, y)
+        c, r = inv @ (x, y)
         xs.append(c), ys.append(r)
     c0 = max(0, math.ceil(min(xs) - _EPS))
     c1 = min(width, math.floor(max(xs) + _EPS))
@@ -176,7 +176,7 @@ def _same_grid(bt: Affine, at: Affine) -> Optional[tuple[int, int]]:
     for k in ("a", "b", "d", "e"):
         if abs(getattr(bt, k) - getattr(at, k)) > 1e-9 * scale:
             return None
-    c, r = ~at * (bt.c, bt.f)
+    c, r = ~at @ (bt.c, bt.f)
     if abs(c - round(c)) > _EPS or abs(r - round(r)) > _EPS:
         return None
     return int(round(c)), int(round(r))
@@ -260,7 +260,7 @@ def open_pair(
                 a_off = (int(area.col_off), int(area.row_off))
                 events.log(f"{apath}: resampled onto the before's grid (bilinear)")
         width, height = int(area.width), int(area.height)
-        transform = btr * Affine.translation(area.col_off, area.row_off)
+        transform = btr @ Affine.translation(area.col_off, area.row_off)
         bsrc = DateSource(bpath, bds, bb, bds.dtypes[bb[0] - 1], int(area.col_off), int(area.row_off),
                           nodata=bds.nodata)
         asrc = DateSource(apath, a_src, ab, ads.dtypes[ab[0] - 1], a_off[0], a_off[1], warped=warped,
