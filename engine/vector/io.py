@@ -164,11 +164,15 @@ class VectorWriter:
 
     def _write(self, frame, append: bool) -> None:
         import pyogrio
+        from pyogrio.errors import DataLayerError, DataSourceError
 
-        with warnings.catch_warnings():  # no CRS (pixel space) is reported by the caller
-            warnings.filterwarnings("ignore", message="'crs' was not provided")
-            pyogrio.write_dataframe(frame, self._write_path, layer=self._layer(self._stage_driver),
-                                    driver=self._stage_driver, geometry_type="Polygon", append=append)
+        try:
+            with warnings.catch_warnings():  # no CRS (pixel space) is reported by the caller
+                warnings.filterwarnings("ignore", message="'crs' was not provided")
+                pyogrio.write_dataframe(frame, self._write_path, layer=self._layer(self._stage_driver),
+                                        driver=self._stage_driver, geometry_type="Polygon", append=append)
+        except (DataSourceError, DataLayerError, OSError) as exc:
+            raise UserError(f"{self.path}: cannot write ({_first_line(exc)})") from None
 
     def close(self) -> None:
         """Finish the file: an empty layer if nothing was written; convert staged formats."""
@@ -190,14 +194,18 @@ class VectorWriter:
 
     def _convert_stage(self) -> None:
         """Stream the staging GeoPackage into the target format (no full load in memory)."""
+        from pyogrio.errors import DataLayerError, DataSourceError
         from pyogrio.raw import open_arrow, write_arrow
 
-        with open_arrow(self._stage, layer=LAYER_NAME, use_pyarrow=False) as (meta, reader):
-            write_arrow(
-                reader, self.path, layer=LAYER_NAME, driver=self.driver,
-                geometry_name=meta["geometry_name"] or "geometry", geometry_type="Polygon",
-                crs=meta["crs"], encoding=None,
-            )
+        try:
+            with open_arrow(self._stage, layer=LAYER_NAME, use_pyarrow=False) as (meta, reader):
+                write_arrow(
+                    reader, self.path, layer=LAYER_NAME, driver=self.driver,
+                    geometry_name=meta["geometry_name"] or "geometry", geometry_type="Polygon",
+                    crs=meta["crs"], encoding=None,
+                )
+        except (DataSourceError, DataLayerError, OSError) as exc:
+            raise UserError(f"{self.path}: cannot write ({_first_line(exc)})") from None
 
     def abort(self) -> None:
         """Delete whatever was written (target and staging file)."""
@@ -205,3 +213,8 @@ class VectorWriter:
         remove_vector(self.path)
         if self._stage is not None:
             remove_vector(self._stage)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

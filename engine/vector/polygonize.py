@@ -47,7 +47,7 @@ __all__ = [
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Upper bound on pixels per strip: very wide rasters get fewer rows per strip.
-MAX_STRIP_PIXELS = 32 * 1024 * 1024
+MAX_STRIP_PIXELS = 16 * 1024 * 1024
 #: Finished polygons are georeferenced, filtered and written in batches of this many.
 BATCH = 20_000
 
@@ -69,7 +69,8 @@ def polygonize_to_file(mask_path: PathLike, prob_path: Optional[PathLike], out_p
         events: progress (``stage="vectorize"``, one step a strip) and cancel checks.
         window_rows: rows per strip (memory ~ ``window_rows × width × 9`` bytes).
     Returns:
-        ``{"polygons": n, "area_m2": total, "area_units": "m2" | "pixel"}``.
+        ``{"polygons": n, "area_m2": total, "area_units": "m2" | "pixel", "dropped_small": k}``
+        (``k`` polygons were smaller than ``min_area_m2``).
     Raises:
         UserError: unreadable rasters, grids that differ, bad options, unsupported format.
         Cancelled: ``events.check_cancel()`` asked to stop.
@@ -96,7 +97,8 @@ def polygonize_to_file(mask_path: PathLike, prob_path: Optional[PathLike], out_p
         width, height = mask_ds.width, mask_ds.height
         grid = MapGrid(mask_ds.transform, mask_ds.crs, width, height)
         if grid.kind == "pixel":
-            events.warn(f"{mask_path}: no CRS; polygons are in pixel space and area_m2 is in pixel units")
+            events.warn(f"{mask_path}: no CRS; polygons are in the raster's own coordinates and area_m2 / "
+                        "--min-area / --simplify are in its units (pixels without georeferencing)")
         rows = max(1, min(int(window_rows), MAX_STRIP_PIXELS // max(1, width)))
         total = math.ceil(height / rows)
         mask_nodata = mask_ds.nodata
@@ -128,7 +130,8 @@ def polygonize_to_file(mask_path: PathLike, prob_path: Optional[PathLike], out_p
         mask_ds.close()
         if prob_ds is not None:
             prob_ds.close()
-    return {"polygons": sink.count, "area_m2": sink.total_area, "area_units": grid.area_units}
+    return {"polygons": sink.count, "area_m2": sink.total_area, "area_units": grid.area_units,
+            "dropped_small": sink.dropped}
 
 
 class _PolygonSink:
@@ -140,6 +143,7 @@ class _PolygonSink:
         self.min_area, self.simplify_m, self.has_prob = min_area_m2, simplify_m, has_prob
         self.buffer: list[Component] = []
         self.count = 0
+        self.dropped = 0
         self.total_area = 0.0
 
     def add(self, comps: list[Component]) -> None:
@@ -159,11 +163,12 @@ class _PolygonSink:
             keep = self.grid.areas_m2(geoms) >= self.min_area
             geoms = geoms[keep]
             comps = [c for c, k in zip(comps, keep) if k]
+            self.dropped += int((~keep).sum())
             if not comps:
                 return
         if self.simplify_m > 0:
             geoms = self.grid.simplify(geoms, self.simplify_m)
-        geoms = shapely.orient_polygons(geoms)  # exterior counter-clockwise, holes clockwise
+        geoms = _orient(geoms)
         areas = self.grid.areas_m2(geoms)
         n = len(comps)
         data = {
@@ -184,6 +189,15 @@ class _PolygonSink:
     def abort(self) -> None:
         self.buffer = []
         self.writer.abort()
+
+
+def _orient(geoms: np.ndarray) -> np.ndarray:
+    """Exterior rings counter-clockwise, holes clockwise (the OGC/GeoJSON convention)."""
+    if hasattr(shapely, "orient_polygons"):  # shapely >= 2.1
+        return shapely.orient_polygons(geoms)
+    from shapely.geometry.polygon import orient
+
+    return np.array([orient(g) for g in geoms], dtype=object)
 
 
 def _open(path: PathLike):

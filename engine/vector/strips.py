@@ -194,13 +194,15 @@ class StripMerger:
 def _label_stats(labels: np.ndarray, n: int, prob: Optional[np.ndarray]) -> tuple:
     """Per label 0..n: pixel count, probability sum, valid count, max (-inf where none)."""
     flat = labels.ravel()
-    pixels = np.bincount(flat, minlength=n + 1)
+    idx = np.flatnonzero(flat)  # changed pixels only: cheap for sparse masks
+    lab = flat[idx]
+    pixels = np.bincount(lab, minlength=n + 1)
     if prob is None:
-        zeros = np.zeros(n + 1)
-        return pixels, zeros, np.zeros(n + 1, dtype=np.int64), np.full(n + 1, -np.inf)
-    p = np.asarray(prob).ravel()
-    sel = (flat > 0) & np.isfinite(p)
-    lab, val = flat[sel], p[sel].astype(np.float64)
+        return pixels, np.zeros(n + 1), np.zeros(n + 1, dtype=np.int64), np.full(n + 1, -np.inf)
+    val = np.asarray(prob).ravel()[idx].astype(np.float64)
+    ok = np.isfinite(val)
+    if not ok.all():
+        lab, val = lab[ok], val[ok]
     psum = np.bincount(lab, weights=val, minlength=n + 1)
     pcount = np.bincount(lab, minlength=n + 1)
     pmax = np.full(n + 1, -np.inf)

@@ -91,7 +91,7 @@ def test_min_area_drops_small_blobs(tmp_path):
     assert stats["polygons"] == 102
     stats = polygonize_to_file(tmp_path / "mask.tif", None, tmp_path / "big.gpkg", min_area_m2=50, window_rows=64)
     frame = _read(tmp_path / "big.gpkg")
-    assert stats["polygons"] == 2 and list(frame.id) == [1, 2]
+    assert stats["polygons"] == 2 and stats["dropped_small"] == 100 and list(frame.id) == [1, 2]
     assert sorted(frame.area_m2) == pytest.approx([75.0, 100.0])
     stats = polygonize_to_file(tmp_path / "mask.tif", None, tmp_path / "one.gpkg", min_area_m2=80, window_rows=64)
     assert stats["polygons"] == 1 and stats["area_m2"] == pytest.approx(100.0)
@@ -236,7 +236,7 @@ def test_raster_without_crs_works_in_pixel_space(tmp_path):
     events, seen = _recorder()
     stats = polygonize_to_file(tmp_path / "mask.tif", None, tmp_path / "out.gpkg", events=events, window_rows=16)
     frame = _read(tmp_path / "out.gpkg")
-    assert stats == {"polygons": 1, "area_m2": 200.0, "area_units": "pixel"}
+    assert stats == {"polygons": 1, "area_m2": 200.0, "area_units": "pixel", "dropped_small": 0}
     assert frame.area_m2[0] == 200.0 and frame.crs is None
     assert frame.geometry[0].bounds == (5.0, 10.0, 25.0, 20.0)
     assert any(e["event"] == "log" and e["level"] == "warning" and "pixel" in e["message"] for e in seen)
@@ -282,6 +282,9 @@ def test_bad_inputs_are_one_line_user_errors(tmp_path):
     write_geotiff(tmp_path / "p16.tif", np.zeros((40, 40), np.uint16))
     with pytest.raises(UserError, match="p16.tif: probability raster must be uint8"):
         polygonize_to_file(tmp_path / "mask.tif", tmp_path / "p16.tif", tmp_path / "out.gpkg")
+    for ext in (".gpkg", ".geojson"):
+        with pytest.raises(UserError, match=f"nowhere/out{ext}: cannot write"):
+            polygonize_to_file(tmp_path / "mask.tif", None, tmp_path / "nowhere" / f"out{ext}")
     with pytest.raises(UserError, match="--min-area"):
         polygonize_to_file(tmp_path / "mask.tif", None, tmp_path / "out.gpkg", min_area_m2=-1)
     assert not (tmp_path / "out.gpkg").exists()
