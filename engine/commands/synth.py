@@ -3,7 +3,7 @@
 Default layout (``--layout scenes``)::
 
     DIR/scene_000_before.tif  scene_000_after.tif  scene_000_label.tif  ...
-    DIR/scenes.csv            before,after,labels (relative paths; ``prepare --pairs`` reads it)
+    DIR/scenes.csv            name,before,after,labels (relative paths; ``prepare --pairs`` reads it)
 
 ``--layout dataset`` writes the authors' layout directly (``train|val|test/{A,B,label}``
 tiles of ``--tile-size`` px, whole scenes assigned to splits), through ``prepare``.
@@ -62,11 +62,11 @@ def generate_scenes(folder: Path, scenes: int, size: int, seed: int, change: tup
         events.check_cancel()
         name = f"scene_{i:03d}"
         paths = write_scene_pair(folder, name, size, scene_seed(seed, i), index=i, change_fraction=change)
-        rows.append({"before": paths["before"].name, "after": paths["after"].name, "labels": paths["label"].name})
+        rows.append({"name": name, "before": paths["before"].name, "after": paths["after"].name, "labels": paths["label"].name})
         events.progress(i + 1, scenes, "scenes")
     csv_path = folder / "scenes.csv"
     with open(csv_path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["before", "after", "labels"])
+        writer = csv.DictWriter(fh, fieldnames=["name", "before", "after", "labels"])
         writer.writeheader()
         writer.writerows(rows)
     return csv_path
@@ -80,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--scenes {args.scenes}: must be at least 1")
     if args.size < 32:
         raise UserError(f"--size {args.size}: must be at least 32 px")
-    if args.layout == "dataset" and not 16 <= args.tile_size <= args.size:
-        raise UserError(f"--tile-size {args.tile_size}: must be between 16 and --size ({args.size})")
+    if args.layout == "dataset" and (args.tile_size % 32 or not 32 <= args.tile_size <= args.size):
+        raise UserError(f"--tile-size {args.tile_size}: must be a multiple of 32 between 32 and --size ({args.size})")
     change = _parse_range(args.change)
     out = check_output_dir(args.out, args.overwrite)
     events = make_events(args.progress)

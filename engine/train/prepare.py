@@ -1,18 +1,58 @@
 """Dataset preparation: map sheets (before, after, labels) -> the authors' tile layout.
 
-Filled in below; :func:`staged_output` is shared with ``synth``.
+One *sheet* is a before raster, an after raster and change labels (a raster, or a
+vector file of change polygons). Every sheet is cut into ``tile_size`` tiles on the
+before's grid (the after is warped onto it when its grid differs, the vector labels are
+reprojected and rasterized onto it) and written as georeferenced GeoTIFF tiles::
+
+    OUT/train/A/NAME.tif  OUT/train/B/NAME.tif  OUT/train/label/NAME.tif  (uint8 0/255)
+    OUT/train/list/train.txt                       one NAME.tif a line
+    OUT/val/...  OUT/test/...
+    OUT/dataset.json                               CRS, GSD, bands, sources, counts
+
+Splits never share an area: with enough sheets whole sheets go to one split each;
+otherwise each sheet is cut into horizontal bands of tile rows that are assigned to the
+splits, and a tile that would overlap a tile of another split is dropped.
+
+The pure helpers (:func:`tile_origins`, :func:`assign_sheets`, :func:`assign_bands`,
+:func:`parse_split`) need no files; :func:`prepare_dataset` does the I/O.
 """
 from __future__ import annotations
 
 import contextlib
+import csv
+import json
+import math
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Sequence, Union
+
+import numpy as np
 
 from ..errors import UserError
+from ..events import Events
 
-__all__ = ["staged_output", "check_output_dir"]
+__all__ = [
+    "SPLITS",
+    "Sheet",
+    "assign_bands",
+    "assign_sheets",
+    "check_output_dir",
+    "parse_split",
+    "prepare_dataset",
+    "read_pairs",
+    "staged_output",
+    "tile_origins",
+]
+
+SPLITS = ("train", "val", "test")
+VECTOR_SUFFIXES = {".gpkg", ".shp", ".geojson", ".json", ".fgb", ".gml", ".kml", ".sqlite", ".gdb"}
+
+
+# --------------------------------------------------------------------------------------
+# output folder
 
 
 def check_output_dir(out: Union[str, Path], overwrite: bool) -> Path:
@@ -22,8 +62,8 @@ def check_output_dir(out: Union[str, Path], overwrite: bool) -> Path:
         raise UserError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{out}: exists and is not empty (use --overwrite to replace it)")
-    if not out.parent.is_dir():
-        raise UserError(f"{out.parent}: output's parent folder does not exist")
+    if not out.absolute().parent.is_dir():
+        raise UserError(f"{out.absolute().parent}: output's parent folder does not exist")
     return out
 
 
@@ -35,7 +75,7 @@ def staged_output(out: Union[str, Path], overwrite: bool = False) -> Iterator[Pa
     replaced (only allowed with ``overwrite`` or when it is empty); on any error the
     staging folder is removed, so no half-written dataset is left behind.
     """
-    out = check_output_dir(out, overwrite)
+    out = check_output_dir(out, overwrite).absolute()
     stage = out.parent / f".{out.name}.part-{os.getpid()}"
     if stage.exists():
         shutil.rmtree(stage)
@@ -48,3 +88,534 @@ def staged_output(out: Union[str, Path], overwrite: bool = False) -> Iterator[Pa
     if out.exists():
         shutil.rmtree(out)
     os.replace(stage, out)
+
+
+# --------------------------------------------------------------------------------------
+# options and the pairs table
+
+
+@dataclass
+class Sheet:
+    """One before/after/labels triplet (paths) and its tile-name stem."""
+
+    before: Path
+    after: Path
+    labels: Path
+    name: str = ""
+
+
+def parse_split(text: str) -> tuple[float, float, float]:
+    """``"0.6,0.3,0.1"`` -> (train, val, test) fractions; each >= 0, train > 0, sum 1."""
+    try:
+        parts = tuple(float(v) for v in str(text).split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or any(not math.isfinite(p) or p < 0 for p in parts):
+        raise UserError(f"--split {text}: expected three fractions train,val,test, e.g. 0.6,0.3,0.1")
+    if abs(sum(parts) - 1) > 1e-3:
+        raise UserError(f"--split {text}: the fractions must add up to 1 (they add up to {sum(parts):g})")
+    if parts[0] <= 0:
+        raise UserError(f"--split {text}: the train fraction must be above 0")
+    return parts  # type: ignore[return-value]
+
+
+def read_pairs(csv_path: Union[str, Path]) -> list[Sheet]:
+    """Read a sheets table: columns ``before,after,labels`` (optional ``name``).
+
+    Paths are relative to the table's folder (absolute paths work too). Each file must
+    exist. Sheet names default to the before's file stem, made unique.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise UserError(f"{csv_path}: file not found")
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = [c.strip().lower() for c in (reader.fieldnames or [])]
+            rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"{csv_path}: not a readable CSV table ({exc})") from None
+    missing = [c for c in ("before", "after", "labels") if c not in columns]
+    if missing:
+        raise UserError(f"{csv_path}: missing column(s) {', '.join(missing)}; expected a header before,after,labels")
+    sheets = []
+    for i, row in enumerate(rows, start=2):
+        if not any(row.values()):
+            continue
+        paths = {}
+        for key in ("before", "after", "labels"):
+            if not row.get(key):
+                raise UserError(f"{csv_path}: line {i}: empty {key} path")
+            p = Path(row[key])
+            paths[key] = p if p.is_absolute() else csv_path.parent / p
+        sheets.append(Sheet(paths["before"], paths["after"], paths["labels"], row.get("name", "")))
+    if not sheets:
+        raise UserError(f"{csv_path}: no sheets listed (expected rows before,after,labels)")
+    return sheets
+
+
+def _unique_names(sheets: Sequence[Sheet]) -> list[str]:
+    names, seen = [], {}
+    for s in sheets:
+        stem = s.name or s.before.stem
+        for suffix in ("_before", "-before", "_A", "_t1"):
+            if not s.name and stem.endswith(suffix) and len(stem) > len(suffix):
+                stem = stem[: -len(suffix)]
+        base = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem) or "sheet"
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        names.append(base if n == 0 else f"{base}_{n + 1}")
+    return names
+
+
+# --------------------------------------------------------------------------------------
+# pure helpers: tile grid and split assignment
+
+
+def tile_origins(length: int, tile: int, stride: int) -> list[int]:
+    """Start offsets (px) of tiles along one axis covering ``[0, length)``.
+
+    Tiles start every ``stride`` px; when the last one does not reach the end, one more
+    is placed flush with the end (so the whole sheet is used). Empty when
+    ``length < tile``.
+    """
+    if length < tile:
+        return []
+    starts = list(range(0, length - tile + 1, stride))
+    if starts[-1] + tile < length:
+        starts.append(length - tile)
+    return starts
+
+
+def _quotas(n: int, fractions: Sequence[float]) -> list[int]:
+    """Split ``n`` items by ``fractions`` (largest remainder), at least one per non-zero
+    fraction when ``n`` allows."""
+    raw = [n * f for f in fractions]
+    counts = [int(math.floor(r)) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: raw[i] - counts[i], reverse=True)[: n - sum(counts)]:
+        counts[i] += 1
+    for i, f in enumerate(fractions):
+        if f > 0 and counts[i] == 0:
+            donor = max(range(len(counts)), key=lambda j: counts[j])
+            if counts[donor] > 1:
+                counts[donor] -= 1
+                counts[i] += 1
+    return counts
+
+
+def assign_sheets(tile_counts: Sequence[int], fractions: Sequence[float], seed: int) -> list[int]:
+    """Assign whole sheets to splits (0 train, 1 val, 2 test), tiles close to ``fractions``.
+
+    Sheets are taken in a seeded random order; each goes to the split furthest below
+    its share of tiles. Every split with a non-zero fraction gets at least one sheet
+    when there are enough sheets.
+    """
+    n = len(tile_counts)
+    rng = np.random.default_rng(seed)
+    order = list(rng.permutation(n))
+    total = float(sum(tile_counts)) or 1.0
+    wanted = [i for i, f in enumerate(fractions) if f > 0]
+    result = [-1] * n
+    got = [0.0] * len(fractions)
+    # one sheet for each split that needs one, the smallest splits first
+    if n >= len(wanted):
+        for split in sorted(wanted, key=lambda i: fractions[i]):
+            sheet = order.pop(0)
+            result[sheet] = split
+            got[split] += tile_counts[sheet]
+    for sheet in order:
+        split = max(wanted, key=lambda i: fractions[i] * total - got[i])
+        result[sheet] = split
+        got[split] += tile_counts[sheet]
+    return result
+
+
+def assign_bands(row_starts: Sequence[int], tile: int, fractions: Sequence[float], seed: int) -> list[int]:
+    """Split one sheet by rows: the split (0, 1, 2) of each tile row, or -1 to drop it.
+
+    Tile rows are grouped into about ten horizontal bands (at least one row each);
+    bands go to splits in a seeded random order, counts proportional to
+    ``fractions``. A tile row that overlaps (``|start - other| < tile``) a row of another
+    split is dropped, so no pixel is shared between splits.
+    """
+    n_rows = len(row_starts)
+    if n_rows == 0:
+        return []
+    n_bands = min(n_rows, 10)
+    band_of = [min(i * n_bands // n_rows, n_bands - 1) for i in range(n_rows)]
+    quotas = _quotas(n_bands, fractions)
+    labels = [s for s, q in enumerate(quotas) for _ in range(q)]
+    rng = np.random.default_rng(seed)
+    band_split = [labels[i] for i in rng.permutation(n_bands)]
+    split = [band_split[band_of[i]] for i in range(n_rows)]
+    result = list(split)
+    for i in range(n_rows):
+        for j in range(i):  # earlier rows win
+            if result[j] >= 0 and split[j] != split[i] and abs(row_starts[i] - row_starts[j]) < tile:
+                result[i] = -1
+                break
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# reading one sheet on the before's grid
+
+
+@dataclass
+class _SheetReader:
+    """Opened rasters of one sheet; :meth:`read` returns one tile on the before's grid."""
+
+    sheet: Sheet
+    stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    warnings: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.before = self._open_raster(self.sheet.before, "before")
+        self.after = self._open_raster(self.sheet.after, "after")
+        b, a = self.before, self.after
+        if a.count != b.count:
+            raise UserError(f"{self.sheet.after}: {a.count} band(s), but the before has {b.count}")
+        if a.dtypes[0] != b.dtypes[0]:
+            raise UserError(f"{self.sheet.after}: data type {a.dtypes[0]}, but the before is {b.dtypes[0]}")
+        self.after_view = self._on_before_grid(a, self.sheet.after, "bilinear")
+        self.labels_raster = None
+        self.shapes = None
+        if self._is_vector(self.sheet.labels):
+            self._load_vector(self.sheet.labels)
+        else:
+            lab = self._open_raster(self.sheet.labels, "labels")
+            self.labels_raster = self._on_before_grid(lab, self.sheet.labels, "nearest")
+        self.odd_label_values: set = set()
+
+    # -- opening --
+    def _open_raster(self, path: Path, role: str):
+        import rasterio
+        from rasterio.errors import RasterioIOError
+
+        if not path.exists():
+            raise UserError(f"{path}: file not found ({role})")
+        try:
+            ds = rasterio.open(path)
+        except RasterioIOError:
+            raise UserError(f"{path}: not a raster GDAL can read ({role})") from None
+        self.stack.enter_context(ds)
+        return ds
+
+    @staticmethod
+    def _is_vector(path: Path) -> bool:
+        if not path.exists():
+            raise UserError(f"{path}: file not found (labels)")
+        if path.suffix.lower() in VECTOR_SUFFIXES or path.is_dir():
+            return True
+        import rasterio
+        from rasterio.errors import RasterioIOError
+
+        try:
+            with rasterio.open(path):
+                return False
+        except RasterioIOError:
+            return True
+
+    def _on_before_grid(self, ds, path: Path, resampling: str):
+        """``ds`` itself when it shares the before's grid, else a WarpedVRT onto it."""
+        from rasterio.enums import Resampling
+        from rasterio.vrt import WarpedVRT
+
+        b = self.before
+        same_size = (ds.width, ds.height) == (b.width, b.height)
+        if ds.crs is None or b.crs is None:
+            if ds.crs is None and b.crs is None and same_size:
+                return ds
+            if same_size and ds.crs is None and ds.transform.is_identity:
+                self.warnings.append(f"{path}: no georeference; assumed to be on the before's grid (same size)")
+                return ds
+            which = path if ds.crs is None else self.sheet.before
+            raise UserError(f"{which}: has no CRS, so {path.name} ({ds.width}x{ds.height} px) cannot be matched to "
+                            f"the before ({b.width}x{b.height} px)")
+        if ds.crs == b.crs and ds.transform.almost_equals(b.transform) and same_size:
+            return ds
+        # must overlap the before
+        from rasterio.warp import transform_bounds
+
+        left, bottom, right, top = transform_bounds(ds.crs, b.crs, *ds.bounds)
+        bl, bb, br, bt = b.bounds
+        if left >= br or right <= bl or bottom >= bt or top <= bb:
+            raise UserError(f"{path}: does not overlap the before raster {self.sheet.before.name}")
+        # outside the source: nodata where it has one, else an alpha band (read_masks sees it)
+        vrt = WarpedVRT(ds, crs=b.crs, transform=b.transform, width=b.width, height=b.height,
+                        resampling=getattr(Resampling, resampling), nodata=ds.nodata,
+                        add_alpha=ds.nodata is None)
+        self.stack.enter_context(vrt)
+        return vrt
+
+    def _load_vector(self, path: Path) -> None:
+        import geopandas as gpd
+
+        try:
+            gdf = gpd.read_file(path)
+        except Exception as exc:  # pyogrio raises several error types for unreadable files
+            raise UserError(f"{path}: not a raster or vector file GDAL can read ({str(exc).splitlines()[0]})") from None
+        if len(gdf) and gdf.crs is None:
+            raise UserError(f"{path}: the vector labels have no CRS (add a .prj or save them with one)")
+        if self.before.crs is None:
+            raise UserError(f"{self.sheet.before}: has no CRS, so vector labels cannot be placed on it")
+        gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
+        if len(gdf):
+            gdf = gdf.to_crs(self.before.crs)
+            kinds = gdf.geometry.geom_type
+            polys = kinds.isin(["Polygon", "MultiPolygon"])
+            if not polys.all():
+                self.warnings.append(f"{path}: {int((~polys).sum())} non-polygon feature(s) ignored")
+            gdf = gdf[polys]
+        if len(gdf) == 0:
+            self.warnings.append(f"{path}: no change polygons; every tile is labelled no change")
+        self.shapes = gdf.geometry.reset_index(drop=True)
+        self.sindex = self.shapes.sindex if len(self.shapes) else None
+
+    # -- reading --
+    def read(self, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Tile at (row, col) px: before, after (bands, size, size), change bool (size, size)
+        and the fraction of pixels valid in both dates."""
+        from rasterio.windows import Window
+
+        win = Window(col, row, size, size)
+        bands = list(range(1, self.before.count + 1))
+        a = self.before.read(bands, window=win)
+        b = self.after_view.read(bands, window=win)
+        valid = self.before.read_masks(1, window=win) > 0
+        valid &= self.after_view.read_masks(1, window=win) > 0
+        if self.labels_raster is not None:
+            lab = self.labels_raster.read(1, window=win)
+            values = np.unique(lab)
+            odd = set(values.tolist()) - {0, 1, 255}
+            if odd:
+                self.odd_label_values |= odd
+            change = lab > 0
+        else:
+            change = self._rasterize(win, size)
+        return a, b, change, float(valid.mean())
+
+    def _rasterize(self, win, size: int) -> np.ndarray:
+        from rasterio.features import rasterize
+        from rasterio.windows import bounds, transform
+        from shapely.geometry import box
+
+        if self.sindex is None:
+            return np.zeros((size, size), bool)
+        tile_box = box(*bounds(win, self.before.transform))
+        hits = self.sindex.query(tile_box, predicate="intersects")
+        if len(hits) == 0:
+            return np.zeros((size, size), bool)
+        out = rasterize(((g, 1) for g in self.shapes.iloc[hits]), out_shape=(size, size),
+                        transform=transform(win, self.before.transform), fill=0, dtype="uint8")
+        return out > 0
+
+    def close(self) -> None:
+        self.stack.close()
+
+
+# --------------------------------------------------------------------------------------
+# the dataset
+
+
+def _write_tile(path: Path, array: np.ndarray, profile: dict) -> None:
+    import rasterio
+
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(array)
+
+
+def _source_path(path: Path, stage: Path) -> str:
+    """Path as stored in dataset.json: relative to the dataset when inside it."""
+    path = path.absolute()
+    try:
+        return path.relative_to(stage).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def prepare_dataset(
+    sheets: Sequence[Sheet],
+    out_dir: Union[str, Path],
+    *,
+    tile_size: int = 512,
+    stride: int = 512,
+    split: Sequence[float] = (0.6, 0.3, 0.1),
+    seed: int = 42,
+    keep_empty: float = 1.0,
+    events: Optional[Events] = None,
+) -> dict:
+    """Cut ``sheets`` into tiles and write the authors' layout into ``out_dir``.
+
+    Args:
+        sheets: triplets to read (paths must exist).
+        out_dir: existing, empty folder written into (use :func:`staged_output`).
+        tile_size: tile edge in px; stride: px between tile starts.
+        split: (train, val, test) fractions.
+        seed: seeds the split assignment and the ``keep_empty`` draw.
+        keep_empty: fraction (0..1) of tiles without any change to keep.
+        events: progress, warnings and cancel checks.
+
+    Returns:
+        counts per split: ``{"train": {"tiles": n, "change_pixels": n, "empty_tiles": n}, ...}``
+        plus ``"dropped"`` (tiles dropped: empty draw, nodata, split borders).
+    """
+    from rasterio.windows import Window
+    from rasterio.windows import transform as win_transform
+
+    from .. import __version__
+
+    events = events or Events()
+    out_dir = Path(out_dir).absolute()
+    if not sheets:
+        raise UserError("no sheets to prepare")
+    if not 0 <= keep_empty <= 1:
+        raise UserError(f"--keep-empty {keep_empty}: must be a fraction between 0 and 1")
+    names = _unique_names(sheets)
+    for s, n in zip(sheets, names):
+        s.name = n
+
+    # open every sheet once to validate before writing anything
+    readers = []
+    try:
+        for s in sheets:
+            readers.append(_SheetReader(s))
+        for r in readers:
+            for w in r.warnings:
+                events.warn(w)
+        grids = []
+        for r in readers:
+            rows = tile_origins(r.before.height, tile_size, stride)
+            cols = tile_origins(r.before.width, tile_size, stride)
+            if not rows or not cols:
+                raise UserError(f"{r.sheet.before}: {r.before.width}x{r.before.height} px, smaller than "
+                                f"--tile-size {tile_size}")
+            grids.append((rows, cols))
+
+        n_wanted = sum(1 for f in split if f > 0)
+        by_sheet = len(sheets) >= n_wanted
+        if by_sheet:
+            sheet_split = assign_sheets([len(r) * len(c) for r, c in grids], split, seed)
+        # the plan: (reader index, row, col, split)
+        plan = []
+        dropped_border = 0
+        for i, (rows, cols) in enumerate(grids):
+            row_split = [sheet_split[i]] * len(rows) if by_sheet else assign_bands(rows, tile_size, split, seed + i)
+            for row, sp in zip(rows, row_split):
+                if sp < 0:
+                    dropped_border += len(cols)
+                    continue
+                plan.extend((i, row, col, sp) for col in cols)
+
+        for sp in SPLITS:
+            for sub in ("A", "B", "label", "list"):
+                (out_dir / sp / sub).mkdir(parents=True, exist_ok=True)
+        counts = {sp: {"tiles": 0, "change_pixels": 0, "empty_tiles": 0} for sp in SPLITS}
+        lists: dict[str, list[str]] = {sp: [] for sp in SPLITS}
+        per_source = [{sp: 0 for sp in SPLITS} for _ in sheets]
+        rng = np.random.default_rng(seed)
+        dropped_empty = dropped_nodata = 0
+        events.start(command="prepare", sheets=len(sheets), tiles=len(plan), tile_size=tile_size, stride=stride,
+                     split_by="sheet" if by_sheet else "region")
+        for k, (i, row, col, sp) in enumerate(plan):
+            events.check_cancel()
+            r = readers[i]
+            a, b, change, valid = r.read(row, col, tile_size)
+            keep_draw = rng.random()
+            if valid < 0.5:
+                dropped_nodata += 1
+            elif not change.any() and keep_draw >= keep_empty:
+                dropped_empty += 1
+            else:
+                split_name = SPLITS[sp]
+                name = f"{r.sheet.name}_{row}_{col}.tif"
+                geo = {}
+                if r.before.crs is not None:
+                    geo = dict(crs=r.before.crs, transform=win_transform(Window(col, row, tile_size, tile_size),
+                                                                         r.before.transform))
+                base = dict(driver="GTiff", width=tile_size, height=tile_size, compress="deflate", **geo)
+                img_profile = dict(base, count=a.shape[0], dtype=a.dtype)
+                if a.shape[0] == 3 and a.dtype == np.uint8:
+                    img_profile["photometric"] = "RGB"
+                if r.before.nodata is not None:
+                    img_profile["nodata"] = r.before.nodata
+                _write_tile(out_dir / split_name / "A" / name, a, img_profile)
+                _write_tile(out_dir / split_name / "B" / name, b, img_profile)
+                _write_tile(out_dir / split_name / "label" / name,
+                            (change.astype(np.uint8) * 255)[None], dict(base, count=1, dtype="uint8"))
+                lists[split_name].append(name)
+                c = counts[split_name]
+                c["tiles"] += 1
+                n_change = int(change.sum())
+                c["change_pixels"] += n_change
+                c["empty_tiles"] += int(n_change == 0)
+                per_source[i][split_name] += 1
+            events.progress(k + 1, len(plan), "tiles")
+
+        for r in readers:
+            if r.odd_label_values:
+                vals = sorted(r.odd_label_values)[:5]
+                events.warn(f"{r.sheet.labels}: label values other than 0/255 ({', '.join(map(str, vals))}...); "
+                            "every value above 0 is treated as change")
+        for sp in SPLITS:
+            (out_dir / sp / "list" / f"{sp}.txt").write_text("".join(n + "\n" for n in lists[sp]))
+        total = sum(c["tiles"] for c in counts.values())
+        if total == 0:
+            raise UserError("no tiles written: every tile was dropped (no valid data, or --keep-empty 0 "
+                            "and no change in the labels)")
+        for sp, f in zip(SPLITS, split):
+            if f > 0 and counts[sp]["tiles"] == 0:
+                events.warn(f"split {sp} got no tiles (too few sheets or tile rows for --split)")
+
+        first = readers[0].before
+        crs_set = {r.before.crs.to_string() if r.before.crs else None for r in readers}
+        gsds = [(abs(r.before.transform.a), abs(r.before.transform.e)) for r in readers]
+        meta = {
+            "format": "hrmnet-tiles",
+            "version": 1,
+            "created_by": f"hrmnet-engine {__version__} prepare",
+            "layout": "{split}/{A,B,label}/NAME.tif + {split}/list/{split}.txt",
+            "crs": crs_set.pop() if len(crs_set) == 1 else None,
+            "gsd": _gsd(gsds),
+            "bands": {
+                "count": first.count,
+                "dtype": first.dtypes[0],
+                "descriptions": [d or f"band {j + 1}" for j, d in enumerate(first.descriptions)],
+                "nodata": first.nodata,
+            },
+            "label": {"dtype": "uint8", "change": 255, "no_change": 0},
+            "tile_size": tile_size,
+            "stride": stride,
+            "split": dict(zip(SPLITS, split)),
+            "split_by": "sheet" if by_sheet else "region",
+            "seed": seed,
+            "keep_empty": keep_empty,
+            "counts": {**counts, "dropped": {"empty": dropped_empty, "nodata": dropped_nodata,
+                                             "split_border": dropped_border}},
+            "sources": [
+                {
+                    "name": r.sheet.name,
+                    "before": _source_path(r.sheet.before, out_dir),
+                    "after": _source_path(r.sheet.after, out_dir),
+                    "labels": _source_path(r.sheet.labels, out_dir),
+                    "crs": r.before.crs.to_string() if r.before.crs else None,
+                    "size": [r.before.width, r.before.height],
+                    "split": SPLITS[sheet_split[i]] if by_sheet else "region",
+                    "tiles": per_source[i],
+                }
+                for i, r in enumerate(readers)
+            ],
+        }
+        (out_dir / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
+    finally:
+        for r in readers:
+            r.close()
+    return meta["counts"]
+
+
+def _gsd(gsds: list[tuple[float, float]]) -> Optional[float]:
+    """One ground sampling distance (CRS units per px) when all sheets agree, else None."""
+    xs = [g for pair in gsds for g in pair]
+    if not xs or max(xs) - min(xs) > 1e-6 * max(xs):
+        return None
+    return float(xs[0])
