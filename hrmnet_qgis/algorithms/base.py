@@ -1,0 +1,193 @@
+"""What every HRMNet algorithm shares: running the engine and reporting to Processing.
+
+An algorithm only maps its parameters to the engine's command-line options
+(:meth:`EngineAlgorithm.engine_args`); this base class runs the engine with
+:func:`hrmnet_qgis.runner.run_engine`, shows its events in the Processing log and
+turns its failures into :class:`QgsProcessingException` with the engine's message.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from qgis.core import (
+    QgsMapLayer,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProviderRegistry,
+)
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
+
+from ..engine_python import EngineSetupError, engine_python
+from ..runner import EngineCancelled, EngineError, EngineRun, run_engine
+
+__all__ = ["EngineAlgorithm", "FeedbackReporter", "layer_file", "StyleLoader", "DEVICES", "PRECISIONS"]
+
+PLUGIN_DIR = Path(__file__).resolve().parents[1]
+STYLES = PLUGIN_DIR / "styles"
+DEVICES = ["auto", "cpu", "cuda"]
+PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
+
+
+class FeedbackReporter:
+    """Shows engine events in a :class:`QgsProcessingFeedback`.
+
+    progress → ``setProgress`` (percent of the current stage), log → ``pushInfo`` /
+    ``pushWarning``, start → one line with device, precision and sizes.
+    """
+
+    def __init__(self, feedback: Optional[QgsProcessingFeedback]) -> None:
+        self.feedback = feedback
+        self.stage = ""
+
+    def __call__(self, event: dict) -> None:
+        fb = self.feedback
+        if fb is None:
+            return
+        kind = event.get("event")
+        if kind == "progress":
+            total = max(int(event.get("total") or 0), 1)
+            stage = str(event.get("stage") or "")
+            if stage and stage != self.stage:
+                self.stage = stage
+                fb.setProgressText(stage)
+            fb.setProgress(100.0 * min(int(event.get("done") or 0), total) / total)
+        elif kind == "log":
+            message = str(event.get("message", ""))
+            if event.get("level") == "warning":
+                fb.pushWarning(message)
+            else:
+                fb.pushInfo(message)
+        elif kind == "start":
+            fb.pushInfo("Engine started: " + describe_start(event))
+        elif kind == "done":
+            stats = event.get("stats") or {}
+            if stats:
+                fb.pushInfo("Engine finished: " + ", ".join(f"{k}={_short(v)}" for k, v in stats.items()))
+        elif kind == "error":
+            fb.reportError(str(event.get("message", "")), fatalError=False)
+
+    def stderr(self, line: str) -> None:
+        if self.feedback is not None and line.strip():
+            self.feedback.pushConsoleInfo(line)
+
+
+def describe_start(event: dict) -> str:
+    """``device=…, precision=…`` first, then the other scalar fields of a start event."""
+    keys = ["device", "precision"] + [k for k in event if k not in ("event", "device", "precision")]
+    parts = [f"{k}={_short(event[k])}" for k in keys if k in event and not isinstance(event[k], (dict, list))]
+    return ", ".join(parts)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return str(value)[:200]
+    return str(value)
+
+
+def layer_file(layer: Optional[QgsMapLayer], name: str) -> str:
+    """The file behind a file-based layer, or a QgsProcessingException naming ``name``."""
+    if layer is None:
+        raise QgsProcessingException(f"{name}: no layer given")
+    parts = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source())
+    path = parts.get("path") or ""
+    if not path or not Path(path).exists():
+        raise QgsProcessingException(
+            f"{name}: layer '{layer.name()}' is not a file the engine can read ({layer.source()}); save it to a file first"
+        )
+    return path
+
+
+class StyleLoader(QgsProcessingLayerPostProcessorInterface):
+    """Applies a QML style shipped with the plugin to a layer loaded after the run."""
+
+    def __init__(self, qml: str) -> None:
+        super().__init__()
+        self.qml = str(STYLES / qml)
+
+    def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> None:  # noqa: N802
+        if layer is not None and layer.isValid():
+            _msg, ok = layer.loadNamedStyle(self.qml)
+            if ok:
+                layer.triggerRepaint()
+
+
+# Post-processors must outlive processAlgorithm (QGIS keeps a raw pointer to them).
+_KEEP_ALIVE: list = []
+
+
+class EngineAlgorithm(QgsProcessingAlgorithm):
+    """Base class: one engine subcommand per algorithm."""
+
+    COMMAND = ""
+
+    def tr(self, text: str) -> str:
+        return QCoreApplication.translate(type(self).__name__, text)
+
+    def createInstance(self) -> "EngineAlgorithm":  # noqa: N802
+        return type(self)()
+
+    def icon(self) -> QIcon:
+        return QIcon(str(PLUGIN_DIR / "icon.png"))
+
+    def group(self) -> str:
+        return ""
+
+    def groupId(self) -> str:  # noqa: N802
+        return ""
+
+    def helpUrl(self) -> str:  # noqa: N802
+        return "https://github.com/hrmnet-qgis/hrmnet-qgis#readme"
+
+    def run_engine(
+        self,
+        args: Sequence[str],
+        feedback: Optional[QgsProcessingFeedback],
+        cleanup: Sequence[str] = (),
+        stop_grace_s: float = 30.0,
+    ) -> EngineRun:
+        """Run ``python -m engine COMMAND args`` with this feedback; errors as QgsProcessingException."""
+        try:
+            python = engine_python()
+        except EngineSetupError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        reporter = FeedbackReporter(feedback)
+        if feedback is not None:
+            feedback.pushCommandInfo(f"{python} -m engine {self.COMMAND} " + " ".join(_quote(a) for a in args))
+        try:
+            return run_engine(
+                self.COMMAND,
+                args,
+                python=python,
+                on_event=reporter,
+                on_stderr=reporter.stderr,
+                is_cancelled=(feedback.isCanceled if feedback is not None else None),
+                cleanup=cleanup,
+                stop_grace_s=stop_grace_s,
+            )
+        except EngineCancelled as exc:
+            raise QgsProcessingException(self.tr("Cancelled: no output was written.")) from exc
+        except EngineError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+
+    def style_output(self, context: QgsProcessingContext, path: str, qml: str, name: str = "") -> None:
+        """Give the output ``path`` a shipped style (and a name) when QGIS loads it."""
+        if not path or not context.willLoadLayerOnCompletion(path):
+            return
+        details = context.layerToLoadOnCompletionDetails(path)
+        loader = StyleLoader(qml)
+        _KEEP_ALIVE.append(loader)
+        details.setPostProcessor(loader)
+        if name and not details.name:
+            details.name = name
+
+
+def _quote(arg: str) -> str:
+    text = str(arg)
+    return f'"{text}"' if (" " in text or not text) else text

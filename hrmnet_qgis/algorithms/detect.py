@@ -1,0 +1,224 @@
+"""``hrmnet:detectchanges``: parameters → ``python -m engine detect`` options."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterBand,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterVectorDestination,
+)
+
+from .. import settings
+from .base import DEVICES, PRECISIONS, EngineAlgorithm, layer_file
+
+__all__ = ["DetectChanges", "VECTOR_EXTENSIONS"]
+
+#: Vector formats the engine writes (chosen by extension).
+VECTOR_EXTENSIONS = ["gpkg", "shp", "fgb", "geojson"]
+
+
+def given(parameters: dict, name: str) -> bool:
+    """True when the user set the optional parameter ``name``."""
+    value = parameters.get(name)
+    return value is not None and not (isinstance(value, str) and value.strip() == "")
+
+
+class DetectChanges(EngineAlgorithm):
+    """Change polygons (and optionally probability and mask rasters) from two dates."""
+
+    COMMAND = "detect"
+    BEFORE = "BEFORE"
+    AFTER = "AFTER"
+    MODEL = "MODEL"
+    THRESHOLD = "THRESHOLD"
+    MIN_AREA = "MIN_AREA"
+    SIMPLIFY = "SIMPLIFY"
+    EXTENT = "EXTENT"
+    BANDS_BEFORE = "BANDS_BEFORE"
+    BANDS_AFTER = "BANDS_AFTER"
+    TILE_SIZE = "TILE_SIZE"
+    OVERLAP = "OVERLAP"
+    BATCH_SIZE = "BATCH_SIZE"
+    DEVICE = "DEVICE"
+    PRECISION = "PRECISION"
+    OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
+    OUTPUT_PROBABILITY = "OUTPUT_PROBABILITY"
+    OUTPUT_MASK = "OUTPUT_MASK"
+
+    def name(self) -> str:
+        return "detectchanges"
+
+    def displayName(self) -> str:  # noqa: N802
+        return self.tr("Detect changes")
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return self.tr(
+            "Finds changes between a BEFORE and an AFTER raster with an HRMNet model and writes them "
+            "as polygons (attributes id, area_m2, mean_prob, max_prob) in the BEFORE raster's CRS, "
+            "optionally with a change-probability raster (0-254 = probability × 254, 255 = no data) "
+            "and a 0/1 change mask.\n\n"
+            "The AFTER raster is warped to the BEFORE raster's grid on the fly; only the area both "
+            "cover (and EXTENT, when set) is processed. THRESHOLD, TILE_SIZE and OVERLAP default to "
+            "the values stored in the model. MIN_AREA is in square metres, SIMPLIFY in metres.\n\n"
+            "The engine runs in a separate Python process (see Plugins > HRMNet change detection > "
+            "Set up engine…)."
+        )
+
+    def initAlgorithm(self, config: Optional[dict] = None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.BEFORE, self.tr("Before (earlier date)")))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.AFTER, self.tr("After (later date)")))
+        default_model = _default_model()
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.MODEL,
+                self.tr("Model checkpoint"),
+                behavior=QgsProcessingParameterFile.File,
+                defaultValue=default_model or None,
+                fileFilter=self.tr("HRMNet checkpoints (*.safetensors *.pth);;All files (*.*)"),
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.THRESHOLD,
+                self.tr("Change probability threshold (empty: the model's)"),
+                QgsProcessingParameterNumber.Double,
+                defaultValue=None,
+                optional=True,
+                minValue=0.0,
+                maxValue=1.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.MIN_AREA, self.tr("Minimum polygon area (m²)"), QgsProcessingParameterNumber.Double,
+                defaultValue=0.0, minValue=0.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.SIMPLIFY, self.tr("Simplification tolerance (m, 0 = none)"), QgsProcessingParameterNumber.Double,
+                defaultValue=0.0, minValue=0.0,
+            )
+        )
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Limit to extent"), optional=True))
+
+        advanced = [
+            QgsProcessingParameterBand(self.BANDS_BEFORE, self.tr("Bands of BEFORE (empty: 1,2,3)"), None, self.BEFORE,
+                                       optional=True, allowMultiple=True),
+            QgsProcessingParameterBand(self.BANDS_AFTER, self.tr("Bands of AFTER (empty: 1,2,3)"), None, self.AFTER,
+                                       optional=True, allowMultiple=True),
+            QgsProcessingParameterNumber(self.TILE_SIZE, self.tr("Tile size (px, multiple of 32; empty: the model's)"),
+                                         QgsProcessingParameterNumber.Integer, None, True, 32, 8192),
+            QgsProcessingParameterNumber(self.OVERLAP, self.tr("Tile overlap (px; empty: the model's)"),
+                                         QgsProcessingParameterNumber.Integer, None, True, 0, 4096),
+            QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size (tiles; empty: automatic)"),
+                                         QgsProcessingParameterNumber.Integer, None, True, 1, 1024),
+            QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICES, defaultValue=0),
+            QgsProcessingParameterEnum(self.PRECISION, self.tr("Precision"), PRECISIONS, defaultValue=0),
+        ]
+        for param in advanced:
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
+
+        polygons = QgsProcessingParameterVectorDestination(
+            self.OUTPUT_POLYGONS, self.tr("Change polygons"), QgsProcessing.TypeVectorPolygon
+        )
+        self.addParameter(polygons)
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                self.OUTPUT_PROBABILITY, self.tr("Change probability"), optional=True, createByDefault=False
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                self.OUTPUT_MASK, self.tr("Change mask"), optional=True, createByDefault=False
+            )
+        )
+
+    def engine_args(self, parameters: dict, context: QgsProcessingContext) -> tuple[list[str], dict[str, str]]:
+        """The ``detect`` options for these parameters, and the output paths by output name."""
+        before = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
+        after = self.parameterAsRasterLayer(parameters, self.AFTER, context)
+        args = ["--before", layer_file(before, self.BEFORE), "--after", layer_file(after, self.AFTER)]
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        if not model:
+            raise QgsProcessingException(self.tr("MODEL: no model checkpoint given"))
+        args += ["--model", model]
+
+        outputs = {
+            self.OUTPUT_POLYGONS: self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context),
+            self.OUTPUT_PROBABILITY: self.parameterAsOutputLayer(parameters, self.OUTPUT_PROBABILITY, context),
+            self.OUTPUT_MASK: self.parameterAsOutputLayer(parameters, self.OUTPUT_MASK, context),
+        }
+        options = {self.OUTPUT_POLYGONS: "--out-vector", self.OUTPUT_PROBABILITY: "--out-probability",
+                   self.OUTPUT_MASK: "--out-mask"}
+        polygons = outputs[self.OUTPUT_POLYGONS]
+        if polygons:
+            ext = polygons.rsplit(".", 1)[-1].lower() if "." in polygons else ""
+            if ext not in VECTOR_EXTENSIONS:
+                raise QgsProcessingException(
+                    f"{polygons}: unsupported vector format (use one of .{', .'.join(VECTOR_EXTENSIONS)})"
+                )
+        for key, path in outputs.items():
+            if path:
+                args += [options[key], path]
+        if not any(outputs.values()):
+            raise QgsProcessingException(self.tr("No output chosen: set change polygons, probability or mask"))
+
+        if given(parameters, self.THRESHOLD):
+            args += ["--threshold", _num(self.parameterAsDouble(parameters, self.THRESHOLD, context))]
+        args += ["--min-area", _num(self.parameterAsDouble(parameters, self.MIN_AREA, context))]
+        args += ["--simplify", _num(self.parameterAsDouble(parameters, self.SIMPLIFY, context))]
+        if given(parameters, self.EXTENT):
+            rect = self.parameterAsExtent(parameters, self.EXTENT, context, before.crs())
+            if not rect.isNull() and not rect.isEmpty():
+                args += ["--extent", ",".join(_num(v) for v in (rect.xMinimum(), rect.yMinimum(),
+                                                                 rect.xMaximum(), rect.yMaximum()))]
+        for name, option in ((self.BANDS_BEFORE, "--bands-before"), (self.BANDS_AFTER, "--bands-after")):
+            if given(parameters, name):
+                bands = [b for b in self.parameterAsInts(parameters, name, context) if b > 0]
+                if bands:
+                    args += [option, ",".join(str(b) for b in bands)]
+        for name, option in ((self.TILE_SIZE, "--tile-size"), (self.OVERLAP, "--overlap"),
+                             (self.BATCH_SIZE, "--batch-size")):
+            if given(parameters, name):
+                args += [option, str(self.parameterAsInt(parameters, name, context))]
+        args += ["--device", DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]]
+        args += ["--precision", PRECISIONS[self.parameterAsEnum(parameters, self.PRECISION, context)]]
+        # Processing has already asked the user about existing outputs.
+        args.append("--overwrite")
+        return args, {k: v for k, v in outputs.items() if v}
+
+    def processAlgorithm(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict[str, Any]:  # noqa: N802
+        args, outputs = self.engine_args(parameters, context)
+        self.run_engine(args, feedback, cleanup=list(outputs.values()))
+        self.style_output(context, outputs.get(self.OUTPUT_POLYGONS, ""), "polygons.qml")
+        self.style_output(context, outputs.get(self.OUTPUT_PROBABILITY, ""), "probability.qml")
+        self.style_output(context, outputs.get(self.OUTPUT_MASK, ""), "mask.qml")
+        return {
+            self.OUTPUT_POLYGONS: outputs.get(self.OUTPUT_POLYGONS),
+            self.OUTPUT_PROBABILITY: outputs.get(self.OUTPUT_PROBABILITY),
+            self.OUTPUT_MASK: outputs.get(self.OUTPUT_MASK),
+        }
+
+
+def _num(value: float) -> str:
+    return repr(float(value))
+
+
+def _default_model() -> str:
+    try:
+        return settings.get(settings.DEFAULT_MODEL)
+    except Exception:  # noqa: BLE001 - no settings storage (e.g. a bare QgsApplication): no default
+        return ""

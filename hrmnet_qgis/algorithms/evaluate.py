@@ -1,0 +1,99 @@
+"""``hrmnet:evaluate``: parameters → ``python -m engine evaluate`` options; metrics as outputs."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from qgis.core import (
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+)
+
+from .base import DEVICES, PRECISIONS, EngineAlgorithm
+from .detect import given
+
+__all__ = ["Evaluate", "METRICS", "metrics_from"]
+
+#: Metric keys of the engine (lowercase) → algorithm outputs (uppercase).
+METRICS = ["kappa", "iou", "f1", "precision", "recall", "oa"]
+SPLITS = ["test", "val", "train"]
+
+
+def metrics_from(done: dict, extra: list) -> dict[str, float]:
+    """The six metrics from the engine's ``done`` event (``stats.metrics``) or a JSON report."""
+    candidates = [done.get("stats") or {}, done.get("metrics") or {}, (done.get("stats") or {}).get("metrics") or {}]
+    candidates += [e for e in extra if isinstance(e, dict)]
+    candidates += [e.get("metrics") for e in extra if isinstance(e, dict) and isinstance(e.get("metrics"), dict)]
+    for source in candidates:
+        if all(isinstance(source.get(k), (int, float)) for k in METRICS):
+            return {k: float(source[k]) for k in METRICS}
+    raise QgsProcessingException("the engine reported no metrics")
+
+
+class Evaluate(EngineAlgorithm):
+    """Scores a checkpoint on one split of a dataset."""
+
+    COMMAND = "evaluate"
+
+    def name(self) -> str:
+        return "evaluate"
+
+    def displayName(self) -> str:  # noqa: N802
+        return self.tr("Evaluate a model")
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return self.tr(
+            "Kappa, IoU, F1, precision, recall and overall accuracy of the change class over one confusion "
+            "matrix of the whole split. With an output folder, writes a colour map per tile: true "
+            "positives white, false positives red, false negatives cyan, true negatives black."
+        )
+
+    def initAlgorithm(self, config: Optional[dict] = None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterFile("DATA", self.tr("Dataset folder"),
+                                                     behavior=QgsProcessingParameterFile.Folder))
+        self.addParameter(QgsProcessingParameterEnum("SPLIT", self.tr("Split"), SPLITS, defaultValue=0))
+        self.addParameter(QgsProcessingParameterFile("MODEL", self.tr("Model checkpoint"),
+                                                     fileFilter="HRMNet checkpoints (*.safetensors *.pth)"))
+        advanced = [
+            QgsProcessingParameterEnum("DEVICE", self.tr("Device"), DEVICES, defaultValue=0),
+            QgsProcessingParameterEnum("PRECISION", self.tr("Precision"), PRECISIONS, defaultValue=0),
+            QgsProcessingParameterNumber("BATCH_SIZE", self.tr("Batch size (tiles; empty: the engine's)"),
+                                         QgsProcessingParameterNumber.Integer, None, True, 1),
+        ]
+        for param in advanced:
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
+        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", self.tr("Colour maps folder"),
+                                                                  optional=True, createByDefault=False))
+        for key in METRICS:
+            self.addOutput(QgsProcessingOutputNumber(key.upper(), key))
+
+    def engine_args(self, parameters: dict, context: QgsProcessingContext) -> tuple[list[str], str]:
+        """The ``evaluate`` options for these parameters, and the colour-map folder ('' = none)."""
+        args = ["--data", self.parameterAsFile(parameters, "DATA", context),
+                "--split", SPLITS[self.parameterAsEnum(parameters, "SPLIT", context)],
+                "--model", self.parameterAsFile(parameters, "MODEL", context),
+                "--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
+                "--precision", PRECISIONS[self.parameterAsEnum(parameters, "PRECISION", context)]]
+        if given(parameters, "BATCH_SIZE"):
+            args += ["--batch-size", str(self.parameterAsInt(parameters, "BATCH_SIZE", context))]
+        out = self.parameterAsFileOutput(parameters, "OUTPUT", context) if given(parameters, "OUTPUT") else ""
+        if out:
+            args += ["--out", out]
+        return args, out
+
+    def processAlgorithm(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict[str, Any]:  # noqa: N802
+        args, out = self.engine_args(parameters, context)
+        run = self.run_engine(args, feedback, cleanup=[out] if out else [])
+        metrics = metrics_from(run.done, run.extra)
+        feedback.pushInfo("  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        result: dict[str, Any] = {k.upper(): v for k, v in metrics.items()}
+        if out:
+            result["OUTPUT"] = out
+        return result

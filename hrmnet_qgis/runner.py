@@ -1,0 +1,340 @@
+"""Run ``python -m engine COMMAND ... --progress jsonl`` in a separate process.
+
+This module is plain Python (no QGIS, no torch): the Processing algorithms, the
+training dialog and the tests all use it. The engine runs in its own interpreter so
+that its libraries (torch, rasterio, pyproj, ...) never load into QGIS's process.
+
+Protocol (see ``engine/events.py``): one JSON object a line on stdout, with
+``event`` one of ``start``, ``log``, ``progress``, ``done``, ``error``. A user
+mistake exits 2 with one line on stderr, a cancel exits 130.
+
+Cancelling sends the engine an interrupt (SIGINT; CTRL_BREAK on Windows) so it can
+roll back its temporary files, waits, then terminates it; afterwards every output
+path handed in ``cleanup`` that did not exist before the run, and every new file
+beside it whose name starts with that output's name, is removed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess  # nosec B404 - the engine runs as a child process by design (list argv, no shell)
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+__all__ = [
+    "EngineError",
+    "EngineCancelled",
+    "EngineRun",
+    "engine_root",
+    "engine_env",
+    "run_engine",
+    "OutputGuard",
+]
+
+EventHandler = Callable[[dict], None]
+
+#: Exit code of the engine for a cancel / Ctrl-C.
+EXIT_CANCELLED = 130
+#: Lines of stderr kept to explain a failure.
+STDERR_TAIL = 40
+
+
+class EngineError(Exception):
+    """The engine failed; ``str(exc)`` is its one-line message.
+
+    Attributes:
+        returncode: the engine's exit status (2 for a user mistake).
+        stderr: the last lines the engine wrote on stderr.
+    """
+
+    def __init__(self, message: str, returncode: Optional[int] = None, stderr: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.stderr = list(stderr)
+
+
+class EngineCancelled(Exception):
+    """The run was cancelled by the caller; partial outputs have been removed."""
+
+
+def engine_root(plugin_dir: Optional[Path] = None) -> Path:
+    """The folder that contains the ``engine`` package (what goes on PYTHONPATH).
+
+    In an installed plugin the engine ships inside the plugin folder
+    (``hrmnet_qgis/engine``); in the source tree it sits beside it.
+    """
+    plugin_dir = Path(plugin_dir or Path(__file__).resolve().parent)
+    for candidate in (plugin_dir, plugin_dir.parent):
+        if (candidate / "engine" / "__main__.py").is_file():
+            return candidate
+    raise EngineError(f"{plugin_dir}: the engine package is missing from the plugin (reinstall the plugin)")
+
+
+def engine_env(base: Optional[dict] = None, root: Optional[Path] = None) -> dict:
+    """Environment for the engine process: ``root`` first on PYTHONPATH, unbuffered output.
+
+    Variables that would make the engine's interpreter pick up QGIS's own Python
+    (PYTHONHOME, QGIS's PYTHONPATH) are dropped.
+    """
+    env = dict(os.environ if base is None else base)
+    env.pop("PYTHONHOME", None)
+    env["PYTHONPATH"] = str(root or engine_root())
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
+@dataclass
+class OutputGuard:
+    """Remembers what existed before a run, to remove what a failed run left behind.
+
+    Args:
+        targets: output files or folders of the run.
+    """
+
+    targets: Sequence[str]
+    _before: dict = field(default_factory=dict)
+    _existed: set = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        for t in self.targets:
+            path = Path(t)
+            if path.exists():
+                self._existed.add(str(path))
+            parent = path.parent
+            if parent.is_dir() and str(parent) not in self._before:
+                self._before[str(parent)] = set(os.listdir(parent))
+
+    def leftovers(self) -> list[Path]:
+        """Paths created since the guard was made that belong to one of the targets."""
+        found: list[Path] = []
+        for t in self.targets:
+            path = Path(t)
+            before = self._before.get(str(path.parent))
+            if str(path) not in self._existed and path.exists():
+                found.append(path)
+            if before is None or not path.parent.is_dir():
+                continue
+            stem = path.stem if path.suffix else path.name
+            for name in sorted(set(os.listdir(path.parent)) - before):
+                candidate = path.parent / name
+                if candidate in found:
+                    continue
+                bare = name.lstrip(".~_")
+                if bare.startswith(stem) or bare.startswith("tmp" + stem) or bare.startswith("tmp-" + stem):
+                    found.append(candidate)
+        return found
+
+    def clean(self) -> list[Path]:
+        """Remove :meth:`leftovers`; returns what was removed."""
+        removed = []
+        for path in self.leftovers():
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                removed.append(path)
+            except FileNotFoundError:
+                pass
+        return removed
+
+
+@dataclass
+class EngineRun:
+    """What a finished run reported.
+
+    Attributes:
+        done: the ``done`` event (``outputs`` and ``stats``), or {} when none came.
+        start: the ``start`` event, or {}.
+        extra: JSON objects on stdout that were not events (e.g. ``--json`` reports).
+        returncode: the engine's exit status (0).
+    """
+
+    done: dict
+    start: dict
+    extra: list
+    returncode: int
+
+
+def _reader(stream, tag: str, out: "queue.Queue[tuple[str, Optional[str]]]") -> None:
+    try:
+        for line in iter(stream.readline, ""):
+            out.put((tag, line.rstrip("\r\n")))
+    finally:
+        out.put((tag, None))
+
+
+def _interrupt(proc: subprocess.Popen) -> None:
+    try:
+        if os.name == "nt":
+            proc.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
+        else:
+            proc.send_signal(signal.SIGINT)
+    except (OSError, ValueError):
+        pass
+
+
+def _stop(proc: subprocess.Popen, grace_s: float) -> None:
+    """Interrupt, then terminate, then kill ``proc``; returns when it has exited."""
+    _interrupt(proc)
+    for timeout, action in ((grace_s, proc.terminate), (5.0, proc.kill), (5.0, None)):
+        try:
+            proc.wait(timeout=timeout)
+            return
+        except subprocess.TimeoutExpired:
+            if action is not None:
+                action()
+
+
+def _message_from(error_event: Optional[str], stderr: Sequence[str], rc: int) -> str:
+    if error_event:
+        return error_event
+    lines = [s.strip() for s in stderr if s.strip()]
+    if lines:
+        last = lines[-1]
+        if last.startswith("error: "):
+            return last[len("error: "):]
+        if any(s.startswith("Traceback") for s in lines):
+            return f"the engine crashed: {last}"
+        return last
+    return f"the engine exited with code {rc} and no message"
+
+
+def run_engine(
+    command: str,
+    args: Iterable[str],
+    *,
+    python: str,
+    on_event: Optional[EventHandler] = None,
+    on_stderr: Optional[Callable[[str], None]] = None,
+    is_cancelled: Optional[Callable[[], bool]] = None,
+    cleanup: Sequence[str] = (),
+    stop_grace_s: float = 30.0,
+    root: Optional[Path] = None,
+    poll_s: float = 0.1,
+) -> EngineRun:
+    """Run one engine command to the end and return what it reported.
+
+    Args:
+        command: engine subcommand (``detect``, ``train``, ...).
+        args: its options, already as strings (``--progress jsonl`` is added).
+        python: the interpreter that has the engine's requirements.
+        on_event: called with each JSON event (start, log, progress, done, error);
+            stdout lines that are not JSON come as ``log`` events.
+        on_stderr: called with each line the engine writes on stderr.
+        is_cancelled: polled every ``poll_s`` seconds; True stops the engine.
+        cleanup: output paths to remove (with their temporary siblings) when the run
+            fails or is cancelled; paths that existed before the run are kept.
+        stop_grace_s: seconds the engine gets to roll back after an interrupt.
+        root: folder holding the ``engine`` package (default: :func:`engine_root`).
+        poll_s: seconds between cancel checks.
+
+    Raises:
+        EngineCancelled: ``is_cancelled`` became True (outputs removed).
+        EngineError: the engine exited non-zero (message = its one-line error).
+    """
+    argv = [str(python), "-m", "engine", command, *[str(a) for a in args], "--progress", "jsonl"]
+    guard = OutputGuard(list(cleanup))
+    kwargs: dict = {}
+    if os.name == "nt":
+        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)  # type: ignore[attr-defined]
+    try:
+        proc = subprocess.Popen(  # nosec B603 - list argv, no shell; python is the configured engine interpreter
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            env=engine_env(root=root),
+            **kwargs,
+        )
+    except OSError as exc:
+        raise EngineError(f"{python}: cannot start the engine's Python ({exc.strerror or exc})") from exc
+
+    lines: "queue.Queue[tuple[str, Optional[str]]]" = queue.Queue()
+    readers = [
+        threading.Thread(target=_reader, args=(proc.stdout, "out", lines), daemon=True),
+        threading.Thread(target=_reader, args=(proc.stderr, "err", lines), daemon=True),
+    ]
+    for t in readers:
+        t.start()
+
+    start: dict = {}
+    done: dict = {}
+    extra: list = []
+    error_message: Optional[str] = None
+    stderr_tail: list[str] = []
+    open_streams = 2
+    cancelled = False
+    try:
+        while open_streams:
+            if not cancelled and is_cancelled is not None and is_cancelled():
+                cancelled = True
+                _stop(proc, stop_grace_s)
+            try:
+                tag, line = lines.get(timeout=poll_s)
+            except queue.Empty:
+                continue
+            if line is None:
+                open_streams -= 1
+                continue
+            if tag == "err":
+                stderr_tail = (stderr_tail + [line])[-STDERR_TAIL:]
+                if on_stderr is not None:
+                    on_stderr(line)
+                continue
+            event = _parse(line)
+            if event is None:
+                event = {"event": "log", "level": "info", "message": line}
+            elif "event" not in event:
+                extra.append(event)
+                continue
+            kind = event.get("event")
+            if kind == "start":
+                start = event
+            elif kind == "done":
+                done = event
+            elif kind == "error":
+                error_message = str(event.get("message", "")).strip() or None
+            if on_event is not None:
+                on_event(event)
+        rc = proc.wait()
+    except BaseException:
+        if proc.poll() is None:
+            _stop(proc, stop_grace_s)
+        guard.clean()
+        raise
+    finally:
+        for t in readers:
+            t.join(timeout=1.0)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    if cancelled or rc == EXIT_CANCELLED:
+        guard.clean()
+        raise EngineCancelled("cancelled; no output was written")
+    if rc != 0:
+        guard.clean()
+        raise EngineError(_message_from(error_message, stderr_tail, rc), rc, stderr_tail)
+    return EngineRun(done=done, start=start, extra=extra, returncode=rc)
+
+
+def _parse(line: str) -> Optional[dict]:
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None

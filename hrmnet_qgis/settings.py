@@ -1,0 +1,28 @@
+"""The plugin's settings (QgsSettings keys under ``hrmnet/``)."""
+from __future__ import annotations
+
+__all__ = ["ENGINE_PYTHON", "DEFAULT_MODEL", "get", "put"]
+
+#: Path of the Python interpreter that runs the engine (set by "Set up engine").
+ENGINE_PYTHON = "hrmnet/engine_python"
+#: Checkpoint proposed as MODEL by the detection algorithm (set by the training dialog).
+DEFAULT_MODEL = "hrmnet/default_model"
+
+
+def get(key: str, default: str = "") -> str:
+    """The setting ``key`` as a string (``default`` when unset)."""
+    from qgis.core import QgsSettings
+
+    value = QgsSettings().value(key, default)
+    return "" if value is None else str(value)
+
+
+def put(key: str, value: str) -> None:
+    """Store ``value`` under ``key`` (empty string removes it)."""
+    from qgis.core import QgsSettings
+
+    settings = QgsSettings()
+    if value:
+        settings.setValue(key, str(value))
+    else:
+        settings.remove(key)
