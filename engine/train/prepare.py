@@ -25,6 +25,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
@@ -290,12 +291,14 @@ class _SheetReader:
     # -- opening --
     def _open_raster(self, path: Path, role: str):
         import rasterio
-        from rasterio.errors import RasterioIOError
+        from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
         if not path.exists():
             raise UserError(f"{path}: file not found ({role})")
         try:
-            ds = rasterio.open(path)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                ds = rasterio.open(path)
         except RasterioIOError:
             raise UserError(f"{path}: not a raster GDAL can read ({role})") from None
         self.stack.enter_context(ds)
@@ -311,8 +314,10 @@ class _SheetReader:
         from rasterio.errors import RasterioIOError
 
         try:
-            with rasterio.open(path):
-                return False
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with rasterio.open(path):
+                    return False
         except RasterioIOError:
             return True
 
@@ -329,9 +334,11 @@ class _SheetReader:
             if same_size and ds.crs is None and ds.transform.is_identity:
                 self.warnings.append(f"{path}: no georeference; assumed to be on the before's grid (same size)")
                 return ds
-            which = path if ds.crs is None else self.sheet.before
-            raise UserError(f"{which}: has no CRS, so {path.name} ({ds.width}x{ds.height} px) cannot be matched to "
-                            f"the before ({b.width}x{b.height} px)")
+            if ds.crs is None:
+                raise UserError(f"{path}: {ds.width}x{ds.height} px without georeference, so it cannot be matched "
+                                f"to the before {self.sheet.before.name} ({b.width}x{b.height} px)")
+            raise UserError(f"{self.sheet.before}: no georeference, so {path.name} ({ds.width}x{ds.height} px) "
+                            f"cannot be matched to it ({b.width}x{b.height} px)")
         if ds.crs == b.crs and ds.transform.almost_equals(b.transform) and same_size:
             return ds
         # must overlap the before
