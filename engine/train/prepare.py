@@ -39,6 +39,7 @@ __all__ = [
     "SPLITS",
     "Sheet",
     "assign_bands",
+    "assign_bands_multi",
     "assign_sheets",
     "check_output_dir",
     "parse_split",
@@ -234,28 +235,43 @@ def assign_sheets(tile_counts: Sequence[int], fractions: Sequence[float], seed: 
 def assign_bands(row_starts: Sequence[int], tile: int, fractions: Sequence[float], seed: int) -> list[int]:
     """Split one sheet by rows: the split (0, 1, 2) of each tile row, or -1 to drop it.
 
-    Tile rows are grouped into about ten horizontal bands (at least one row each);
-    bands go to splits in a seeded random order, counts proportional to
-    ``fractions``. A tile row that overlaps (``|start - other| < tile``) a row of another
-    split is dropped, so no pixel is shared between splits.
+    Same as :func:`assign_bands_multi` for a single sheet.
     """
-    n_rows = len(row_starts)
-    if n_rows == 0:
-        return []
-    n_bands = min(n_rows, 10)
-    band_of = [min(i * n_bands // n_rows, n_bands - 1) for i in range(n_rows)]
+    return assign_bands_multi([row_starts], tile, fractions, seed)[0]
+
+
+def assign_bands_multi(rows_per_sheet: Sequence[Sequence[int]], tile: int, fractions: Sequence[float],
+                       seed: int) -> list[list[int]]:
+    """Split sheets by rows: per sheet, the split (0, 1, 2) of each tile row, or -1 to drop it.
+
+    The tile rows of each sheet are grouped into up to ten horizontal bands (at least
+    one row each). All bands of all sheets are pooled and go to the splits in a seeded
+    random order, counts proportional to ``fractions`` (each non-zero split gets a band
+    when there are enough). A tile row that overlaps (``|start - other| < tile``) a row
+    of another split in the same sheet is dropped, so no pixel is shared between splits.
+    """
+    band_of = []  # per sheet, the global band index of each row
+    n_bands = 0
+    for rows in rows_per_sheet:
+        n_rows = len(rows)
+        k = min(n_rows, 10)
+        band_of.append([n_bands + min(i * k // n_rows, k - 1) for i in range(n_rows)])
+        n_bands += k
     quotas = _quotas(n_bands, fractions)
     labels = [s for s, q in enumerate(quotas) for _ in range(q)]
     rng = np.random.default_rng(seed)
     band_split = [labels[i] for i in rng.permutation(n_bands)]
-    split = [band_split[band_of[i]] for i in range(n_rows)]
-    result = list(split)
-    for i in range(n_rows):
-        for j in range(i):  # earlier rows win
-            if result[j] >= 0 and split[j] != split[i] and abs(row_starts[i] - row_starts[j]) < tile:
-                result[i] = -1
-                break
-    return result
+    results = []
+    for rows, bands in zip(rows_per_sheet, band_of):
+        split = [band_split[b] for b in bands]
+        result = list(split)
+        for i in range(len(rows)):
+            for j in range(i):  # earlier rows win
+                if result[j] >= 0 and split[j] != split[i] and abs(rows[i] - rows[j]) < tile:
+                    result[i] = -1
+                    break
+        results.append(result)
+    return results
 
 
 # --------------------------------------------------------------------------------------
@@ -503,11 +519,13 @@ def prepare_dataset(
         by_sheet = len(sheets) >= n_wanted
         if by_sheet:
             sheet_split = assign_sheets([len(r) * len(c) for r, c in grids], split, seed)
+        else:
+            row_splits = assign_bands_multi([r for r, _ in grids], tile_size, split, seed)
         # the plan: (reader index, row, col, split)
         plan = []
         dropped_border = 0
         for i, (rows, cols) in enumerate(grids):
-            row_split = [sheet_split[i]] * len(rows) if by_sheet else assign_bands(rows, tile_size, split, seed + i)
+            row_split = [sheet_split[i]] * len(rows) if by_sheet else row_splits[i]
             for row, sp in zip(rows, row_split):
                 if sp < 0:
                     dropped_border += len(cols)

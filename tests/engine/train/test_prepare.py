@@ -20,6 +20,7 @@ from engine.events import Events
 from engine.train.prepare import (
     Sheet,
     assign_bands,
+    assign_bands_multi,
     assign_sheets,
     parse_split,
     prepare_dataset,
@@ -77,6 +78,11 @@ def test_bands_of_one_sheet_never_overlap_across_splits():
         for s2, b in kept:
             if a != b:
                 assert abs(s1 - s2) >= 64
+
+
+def test_bands_are_pooled_over_sheets_so_small_sheets_still_fill_every_split():
+    result = assign_bands_multi([[0, 64], [0, 64]], 64, (0.6, 0.3, 0.1), seed=0)
+    assert sorted(sp for rows in result for sp in rows) == [0, 0, 1, 2]
 
 
 def test_whole_sheets_go_to_splits_in_about_the_requested_shares():
