@@ -314,3 +314,17 @@ def test_read_pairs_resolves_paths_relative_to_the_table(tmp_path):
     out.mkdir()
     with pytest.raises(UserError, match="m1_after.tif"):
         prepare_dataset(read_pairs(table), out, tile_size=64, stride=64)
+
+
+def test_labels_elsewhere_or_without_crs_are_refused(sheet, tmp_path):
+    far = write_geotiff(tmp_path / "far.tif", sheet["scene"].label, origin=(600_000.0, 5_100_000.0))
+    gpkg = tmp_path / "nocrs.gpkg"
+    gpd.GeoDataFrame({"id": [1]}, geometry=[shape({"type": "Polygon", "coordinates": [[
+        (400_010, 5_099_990), (400_020, 5_099_990), (400_020, 5_099_980), (400_010, 5_099_990)]]})]).to_file(gpkg)
+    for labels, words in ((far, "does not overlap"), (gpkg, "no CRS")):
+        out = tmp_path / f"ds_{labels.stem}"
+        out.mkdir()
+        with pytest.raises(UserError, match=words) as err:
+            prepare_dataset([Sheet(sheet["before"], sheet["after"], labels)], out, tile_size=64, stride=64)
+        assert str(err.value).startswith(str(labels))
+        assert not any(out.iterdir())
