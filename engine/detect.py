@@ -488,8 +488,9 @@ def detect(
         )
 
         # temporary outputs; the vector needs mask and probability files
-        prob_tmp = temporary_path(targets.get("probability") or targets.get("vector").with_suffix(".tif"), "prob")
-        mask_tmp = temporary_path(targets.get("mask") or targets.get("vector").with_suffix(".tif"), "mask")
+        anchor = next(iter(targets.values())).with_suffix(".tif")
+        prob_tmp = temporary_path(targets.get("probability", anchor), "prob")
+        mask_tmp = temporary_path(targets.get("mask", anchor), "mask")
         need_prob = "probability" in targets or "vector" in targets
         need_mask = "mask" in targets or "vector" in targets
         temps += [p for p, need in ((prob_tmp, need_prob), (mask_tmp, need_mask)) if need]
