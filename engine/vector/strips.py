@@ -15,6 +15,7 @@ Memory: one strip's labels plus the pending pieces; the scene is never held whol
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Iterator, Optional
 
 import numpy as np
@@ -22,7 +23,6 @@ import shapely
 from affine import Affine
 from rasterio.features import shapes
 from scipy import ndimage
-from shapely.geometry import shape
 
 __all__ = ["Component", "StripMerger", "polygonize_array"]
 
@@ -70,14 +70,44 @@ class _Group:
         self.prob_max = max(self.prob_max, other.prob_max)
 
     def finish(self) -> Component:
-        if len(self.pieces) == 1:
-            geom = self.pieces[0]
-        else:
-            # Pieces meet along seams; union them, then drop the collinear vertices left
-            # where seams were (tolerance 0 removes only exactly collinear points).
-            geom = shapely.simplify(shapely.unary_union(self.pieces), 0.0, preserve_topology=True)
+        geom = self.pieces[0] if len(self.pieces) == 1 else _merge_pieces(self.pieces)
         pmax = float(self.prob_max) if self.prob_count else float("nan")
         return Component(geom, int(self.pixels), float(self.prob_sum), int(self.prob_count), pmax)
+
+
+def _merge_pieces(pieces: list) -> shapely.Polygon:
+    """One polygon from pieces of one component cut at strip seams.
+
+    A piece's holes lie strictly inside its strip (a hole touching a seam would not be
+    enclosed), so no other piece touches them: only the outer rings are unioned, which
+    is much cheaper than unioning polygons with many holes, and the pieces' holes are
+    added back unchanged. The union leaves vertices where seams were; they are exactly
+    collinear (integer pixel corners) and are removed.
+    """
+    shells = shapely.polygons([p.exterior for p in pieces])
+    union = shapely.union_all(shells)
+    if union.geom_type != "Polygon":  # cannot happen for pieces linked across seams
+        return shapely.union_all(pieces)
+    rings = [_drop_collinear(np.asarray(union.exterior.coords))]
+    rings += [_drop_collinear(np.asarray(r.coords)) for r in union.interiors]
+    holes = [h for p in pieces for h in p.interiors]
+    holes = [shapely.linearrings(r) for r in rings[1:]] + holes
+    shell = shapely.linearrings(rings[0])
+    if not holes:
+        return shapely.polygons(shell)
+    return shapely.polygons(shell, holes=np.array(holes, dtype=object))
+
+
+def _drop_collinear(ring: np.ndarray) -> np.ndarray:
+    """Closed ring (n+1, 2) without the vertices that lie on the line through their neighbours.
+
+    Exact for pixel-corner coordinates (integers), which is what it is used on.
+    """
+    pts = ring[:-1]
+    prev, nxt = np.roll(pts, 1, axis=0), np.roll(pts, -1, axis=0)
+    cross = (pts[:, 0] - prev[:, 0]) * (nxt[:, 1] - pts[:, 1]) - (pts[:, 1] - prev[:, 1]) * (nxt[:, 0] - pts[:, 0])
+    keep = pts[cross != 0]
+    return np.vstack([keep, keep[:1]])
 
 
 class StripMerger:
@@ -211,14 +241,32 @@ def _label_stats(labels: np.ndarray, n: int, prob: Optional[np.ndarray]) -> tupl
 
 
 def _label_polygons(labels: np.ndarray, n: int, row_off: int) -> list:
-    """Polygon of each label 1..n in whole-raster pixel coordinates (index 0 unused)."""
+    """Polygon of each label 1..n in whole-raster pixel coordinates (index 0 unused).
+
+    GDAL's polygonizer yields GeoJSON-like rings; they are flattened into one coordinate
+    array and turned into shapely geometries in a few vectorized calls (a ring at a time
+    in Python would dominate the run time for components with thousands of holes).
+    """
+    values: list[int] = []
+    rings_per_poly: list[int] = []
+    ring_lengths: list[int] = []
+    rings: list = []
+    for geom, value in shapes(labels, mask=labels > 0, connectivity=4, transform=Affine.translation(0, row_off)):
+        coords = geom["coordinates"]
+        values.append(int(value))
+        rings_per_poly.append(len(coords))
+        ring_lengths.extend(map(len, coords))
+        rings.extend(coords)
     polys: list = [None] * (n + 1)
-    transform = Affine.translation(0, row_off)
-    for geom, value in shapes(labels, mask=labels > 0, connectivity=4, transform=transform):
-        lab = int(value)
-        poly = shape(geom)
+    if not values:
+        return polys
+    total = int(np.sum(ring_lengths))
+    xy = np.fromiter(chain.from_iterable(chain.from_iterable(rings)), dtype=np.float64, count=2 * total)
+    ring_geoms = shapely.linearrings(xy.reshape(-1, 2), indices=np.repeat(np.arange(len(ring_lengths)), ring_lengths))
+    poly_geoms = shapely.polygons(ring_geoms, indices=np.repeat(np.arange(len(values)), rings_per_poly))
+    for lab, poly in zip(values, poly_geoms):
         # One 4-connected label is one polygon; guard anyway.
-        polys[lab] = poly if polys[lab] is None else shapely.unary_union([polys[lab], poly])
+        polys[lab] = poly if polys[lab] is None else shapely.union_all([polys[lab], poly])
     return polys
 
 
