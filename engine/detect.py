@@ -431,7 +431,8 @@ def detect(
                             [before, after], overwrite)
 
     # --- inputs
-    pair = open_pair(before, after, bands_before, bands_after, ext, events)
+    opening: list[dict] = []  # pairing logs wait until the model loaded: a model error stays one line
+    pair = open_pair(before, after, bands_before, bands_after, ext, Events(opening.append))
     temps: list[Path] = []
     vector_tmp: Optional[Path] = None
     writer: Optional[GeoTiffStripWriter] = None
@@ -454,6 +455,8 @@ def detect(
                 model_info = ModelInfo()
             dev_info = predictor.describe() if hasattr(predictor, "describe") else {"device": "custom", "precision": "?"}
 
+        for event in opening:
+            events.emit(event.pop("event"), **event)
         tile_size = int(tile_size if tile_size is not None else model_info.tile_size)
         if overlap is None:
             overlap = int(model_info.overlap)

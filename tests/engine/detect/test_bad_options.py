@@ -1,0 +1,73 @@
+"""User mistakes in outputs and options: exit 2, one stderr line naming the file or
+option, no traceback, nothing left behind."""
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import torch
+
+from .conftest import changed_pair, run_cli
+from .test_bad_input import _fails
+
+
+@pytest.fixture()
+def setup(tmp_path):
+    before, after = changed_pair(tmp_path, size=(40, 50), square=(5, 5, 10, 10))
+    out = tmp_path / "out"
+    out.mkdir()
+    return before, after, out
+
+
+def _args(before, after, model, *extra):
+    return ["--before", before, "--after", after, "--model", model, *extra]
+
+
+def test_output_folder_missing(setup, checkpoints):
+    before, after, out = setup
+    target = out / "nowhere" / "v.gpkg"
+    _fails(run_cli(*_args(before, after, checkpoints["none"], "--out-vector", target)), str(target), "does not exist")
+    assert not list(out.iterdir())
+
+
+def test_output_folder_not_writable(setup, checkpoints, tmp_path):
+    before, after, out = setup
+    if os.geteuid() == 0:  # root writes anywhere a normal folder allows: use a kernel file system
+        folder = "/sys"
+        try:
+            open(os.path.join(folder, ".probe.tif"), "wb").close()
+            pytest.skip("no read-only folder available to root here")
+        except OSError:
+            pass
+    else:
+        folder = tmp_path / "readonly"
+        folder.mkdir()
+        folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    target = os.path.join(folder, "p.tif")
+    _fails(run_cli(*_args(before, after, checkpoints["none"], "--out-probability", target)), target, "not writable")
+    assert not os.path.exists(target)
+
+
+def test_unsupported_vector_extension(setup, checkpoints):
+    before, after, out = setup
+    target = out / "changes.kml"
+    _fails(run_cli(*_args(before, after, checkpoints["none"], "--out-vector", target)), str(target), ".kml")
+    assert not list(out.iterdir())
+
+
+@pytest.mark.parametrize("tile,overlap,option", [("100", "16", "--tile-size 100"), ("64", "32", "--overlap 32")])
+def test_bad_tiling(setup, checkpoints, tile, overlap, option):
+    before, after, out = setup
+    res = run_cli(*_args(before, after, checkpoints["none"], "--out-mask", out / "m.tif", "--tile-size", tile,
+                         "--overlap", overlap))
+    _fails(res, option)
+    assert not list(out.iterdir())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+def test_cuda_asked_for_but_absent(setup, checkpoints):
+    before, after, out = setup
+    res = run_cli(*_args(before, after, checkpoints["none"], "--out-mask", out / "m.tif", "--device", "cuda"))
+    _fails(res, "--device cuda", "CUDA is not available")
+    assert not list(out.iterdir())
