@@ -33,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="0.6,0.3,0.1", help="train,val,test fractions of the scenes for --layout dataset")
     p.add_argument("--change", default="0.02,0.08", metavar="LO,HI",
                    help="range of the fraction of changed pixels per scene (default 0.02,0.08)")
+    p.add_argument("--workers", type=int, default=1, help="processes generating scenes in parallel (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--progress", choices=["bar", "jsonl", "none"], default="bar", help="progress display")
     p.set_defaults(func=run)
@@ -53,17 +54,44 @@ def _parse_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def generate_scenes(folder: Path, scenes: int, size: int, seed: int, change: tuple[float, float], events) -> Path:
-    """Write ``scenes`` scene triplets and ``scenes.csv`` into ``folder``; returns the csv."""
+def _write_one(folder: Path, i: int, size: int, seed: int, change: tuple[float, float]) -> dict:
     from ..train.synth import write_scene_pair
 
-    rows = []
-    for i in range(scenes):
-        events.check_cancel()
-        name = f"scene_{i:03d}"
-        paths = write_scene_pair(folder, name, size, scene_seed(seed, i), index=i, change_fraction=change)
-        rows.append({"name": name, "before": paths["before"].name, "after": paths["after"].name, "labels": paths["label"].name})
-        events.progress(i + 1, scenes, "scenes")
+    name = f"scene_{i:03d}"
+    paths = write_scene_pair(folder, name, size, scene_seed(seed, i), index=i, change_fraction=change)
+    return {"name": name, "before": paths["before"].name, "after": paths["after"].name, "labels": paths["label"].name}
+
+
+def generate_scenes(folder: Path, scenes: int, size: int, seed: int, change: tuple[float, float], events,
+                    workers: int = 1) -> Path:
+    """Write ``scenes`` scene triplets and ``scenes.csv`` into ``folder``; returns the csv.
+
+    ``workers`` > 1 generates scenes in that many processes; the files are the same.
+    """
+    rows: list = [None] * scenes
+    if workers <= 1 or scenes == 1:
+        for i in range(scenes):
+            events.check_cancel()
+            rows[i] = _write_one(folder, i, size, seed, change)
+            events.progress(i + 1, scenes, "scenes")
+    else:
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            pending = {pool.submit(_write_one, folder, i, size, seed, change): i for i in range(scenes)}
+            done_count = 0
+            try:
+                while pending:
+                    events.check_cancel()
+                    done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        rows[pending.pop(fut)] = fut.result()
+                        done_count += 1
+                        events.progress(done_count, scenes, "scenes")
+            except BaseException:
+                for fut in pending:
+                    fut.cancel()
+                raise
     csv_path = folder / "scenes.csv"
     with open(csv_path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["name", "before", "after", "labels"])
@@ -82,13 +110,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--size {args.size}: must be at least 32 px")
     if args.layout == "dataset" and (args.tile_size % 32 or not 32 <= args.tile_size <= args.size):
         raise UserError(f"--tile-size {args.tile_size}: must be a multiple of 32 between 32 and --size ({args.size})")
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers}: must be at least 1")
     change = _parse_range(args.change)
     out = check_output_dir(args.out, args.overwrite)
     events = make_events(args.progress)
     events.start(command="synth", scenes=args.scenes, size=args.size, seed=args.seed, layout=args.layout)
     with staged_output(out, args.overwrite) as stage:
         if args.layout == "scenes":
-            csv_path = generate_scenes(stage, args.scenes, args.size, args.seed, change, events)
+            csv_path = generate_scenes(stage, args.scenes, args.size, args.seed, change, events, args.workers)
             outputs = {"folder": str(out), "pairs": str(out / csv_path.name)}
             stats = {"scenes": args.scenes}
         else:
@@ -97,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             split = parse_split(args.split)
             scene_dir = stage / "scenes"
             scene_dir.mkdir()
-            csv_path = generate_scenes(scene_dir, args.scenes, args.size, args.seed, change, events)
+            csv_path = generate_scenes(scene_dir, args.scenes, args.size, args.seed, change, events, args.workers)
             counts = prepare_dataset(read_pairs(csv_path), stage, tile_size=args.tile_size, stride=args.tile_size,
                                      split=split, seed=args.seed, keep_empty=1.0, events=events)
             outputs = {"folder": str(out)}

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 
+from engine.commands.synth import scene_seed
 from engine.train.synth import make_scene, write_scene_pair
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -98,7 +99,8 @@ def test_written_scene_is_georeferenced_in_utm_with_half_metre_pixels(tmp_path):
 
 def test_cli_writes_scene_triplets_and_a_pairs_table(tmp_path):
     out = tmp_path / "scenes"
-    res = run_engine("synth", "--out", str(out), "--scenes", "2", "--size", "96", "--seed", "3", "--progress", "none")
+    res = run_engine("synth", "--out", str(out), "--scenes", "2", "--size", "96", "--seed", "3", "--workers", "2",
+                     "--progress", "none")
     assert res.returncode == 0, res.stderr
     with open(out / "scenes.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -106,6 +108,11 @@ def test_cli_writes_scene_triplets_and_a_pairs_table(tmp_path):
     for row in rows:
         for key in ("before", "after", "labels"):
             assert (out / row[key]).is_file()
+    # the files hold the documented scene of (seed, index), whatever the number of workers
+    expected = make_scene(96, scene_seed(3, 1))
+    with rasterio.open(out / rows[1]["before"]) as b, rasterio.open(out / rows[1]["labels"]) as lab:
+        np.testing.assert_array_equal(b.read(), expected.before)
+        np.testing.assert_array_equal(lab.read(1), expected.label)
     # a second run does not clobber the folder
     again = run_engine("synth", "--out", str(out), "--scenes", "1", "--size", "96", "--progress", "none")
     assert again.returncode == 2
