@@ -484,9 +484,14 @@ def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
             "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "rng_torch": torch.get_rng_state(),
             "config": {k: getattr(cfg, k) for k in RECIPE}, "run": asdict(run),
         }
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        _atomic_write(out / "state.pt", buf.getvalue())
+        path = out / "state.pt"
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
 
     def validate() -> None:
         metrics: dict = {}

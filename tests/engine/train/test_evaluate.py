@@ -1,0 +1,92 @@
+"""``evaluate``: metrics over the whole split, table or JSON, colour maps, bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.checkpoint import ModelInfo, save_checkpoint
+from engine.model import HRMNet
+from engine.train.evaluate import colour_map
+from tests.conftest import ROOT
+from tests.engine.train.tiny_dataset import make_dataset
+
+FINAL_HEAD = "kr_decoder.mask_generation.mask_generation.3"
+
+
+def constant_model(path, logit: float):
+    """A checkpoint whose final change map is sigmoid(logit) everywhere."""
+    torch.manual_seed(0)
+    state = HRMNet().state_dict()
+    state[FINAL_HEAD + ".weight"].zero_()
+    state[FINAL_HEAD + ".bias"].fill_(logit)
+    save_checkpoint(path, state, ModelInfo())
+    return path
+
+
+def engine(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_colour_map():
+    pred = np.array([[1, 1], [0, 0]], bool)
+    label = np.array([[1, 0], [1, 0]], bool)
+    rgb = colour_map(pred, label)
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 2, 3)
+    assert rgb[0, 0].tolist() == [255, 255, 255]  # TP white
+    assert rgb[0, 1].tolist() == [255, 0, 0]  # FP red
+    assert rgb[1, 0].tolist() == [0, 255, 255]  # FN cyan
+    assert rgb[1, 1].tolist() == [0, 0, 0]  # TN black
+
+
+def test_levir_sample_json_with_hand_checked_metrics(shared_dir, tmp_path):
+    # A model that calls every pixel change: TP = the label's change pixels, FP = the rest.
+    root = shared_dir / "data" / "levir_sample"
+    label = np.asarray(Image.open(root / "test" / "label" / "train_645_512_1024_512_1024.png")) > 0
+    pos, n = int(label.sum()), label.size
+    model = constant_model(tmp_path / "all.safetensors", 20.0)
+    p = engine("evaluate", "--data", str(root), "--split", "test", "--model", str(model), "--json",
+               "--device", "cpu", "--out", str(tmp_path / "maps"))
+    assert p.returncode == 0, p.stderr
+    result = json.loads(p.stdout)
+    assert result["confusion"] == {"tp": pos, "fp": n - pos, "fn": 0, "tn": 0}
+    assert result["precision"] == pytest.approx(pos / n)
+    assert result["recall"] == 1.0 and result["oa"] == pytest.approx(pos / n)
+    assert result["f1"] == pytest.approx(2 * pos / (2 * pos + n - pos))
+    assert result["iou"] == pytest.approx(pos / n) and result["kappa"] == pytest.approx(0.0)
+    rgb = np.asarray(Image.open(tmp_path / "maps" / "train_645_512_1024_512_1024.png"))
+    assert rgb.shape == (512, 512, 3)
+    assert np.all(rgb[label] == 255) and np.all(rgb[~label] == [255, 0, 0])  # TP white, FP red
+
+
+def test_whole_split_table_and_maps(tmp_path):
+    data = make_dataset(tmp_path / "data", {"test": 3}, size=64, fmt="tif")
+    model = constant_model(tmp_path / "none.safetensors", -20.0)  # detects nothing
+    p = engine("evaluate", "--data", str(data), "--model", str(model), "--out", str(tmp_path / "maps"),
+               "--device", "cpu", "--batch-size", "2", "--progress", "none")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert "3 tiles" in lines[0]
+    table = {line.split()[0]: line.split()[1] for line in lines[1:7]}
+    assert list(table) == ["kappa", "iou", "f1", "precision", "recall", "oa"]
+    assert float(table["oa"]) == pytest.approx(1 - 3 * 16 * 16 / (3 * 64 * 64), abs=1e-4)
+    assert float(table["f1"]) == 0.0
+    assert "FN 768" in lines[7]  # three 16x16 squares missed
+    maps = sorted(x.name for x in (tmp_path / "maps").iterdir())
+    assert maps == ["t00.png", "t01.png", "t02.png"]
+    rgb = np.asarray(Image.open(tmp_path / "maps" / "t00.png"))
+    assert {tuple(c) for c in rgb.reshape(-1, 3)} == {(0, 0, 0), (0, 255, 255)}  # TN black, FN cyan
+
+
+def test_bad_input_one_line(tmp_path):
+    data = make_dataset(tmp_path / "data", {"test": 1}, size=64)
+    model = constant_model(tmp_path / "m.safetensors", 0.0)
+    p = engine("evaluate", "--data", str(data), "--split", "val", "--model", str(model), "--device", "cpu")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "split 'val' not found" in p.stderr
+    p = engine("evaluate", "--data", str(data), "--model", str(tmp_path / "missing.safetensors"), "--device", "cpu")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "model file not found" in p.stderr
