@@ -284,9 +284,16 @@ class _SheetReader:
 
     sheet: Sheet
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
-    warnings: list = field(default_factory=list)
+    notes: list = field(default_factory=list)  # warnings for the user
 
     def __post_init__(self) -> None:
+        try:
+            self._open()
+        except BaseException:
+            self.stack.close()
+            raise
+
+    def _open(self) -> None:
         self.before = self._open_raster(self.sheet.before, "before")
         self.after = self._open_raster(self.sheet.after, "after")
         b, a = self.before, self.after
@@ -348,7 +355,7 @@ class _SheetReader:
             if ds.crs is None and b.crs is None and same_size:
                 return ds
             if same_size and ds.crs is None and ds.transform.is_identity:
-                self.warnings.append(f"{path}: no georeference; assumed to be on the before's grid (same size)")
+                self.notes.append(f"{path}: no georeference; assumed to be on the before's grid (same size)")
                 return ds
             if ds.crs is None:
                 raise UserError(f"{path}: {ds.width}x{ds.height} px without georeference, so it cannot be matched "
@@ -388,10 +395,10 @@ class _SheetReader:
             kinds = gdf.geometry.geom_type
             polys = kinds.isin(["Polygon", "MultiPolygon"])
             if not polys.all():
-                self.warnings.append(f"{path}: {int((~polys).sum())} non-polygon feature(s) ignored")
+                self.notes.append(f"{path}: {int((~polys).sum())} non-polygon feature(s) ignored")
             gdf = gdf[polys]
         if len(gdf) == 0:
-            self.warnings.append(f"{path}: no change polygons; every tile is labelled no change")
+            self.notes.append(f"{path}: no change polygons; every tile is labelled no change")
         self.shapes = gdf.geometry.reset_index(drop=True)
         self.sindex = self.shapes.sindex if len(self.shapes) else None
 
@@ -504,8 +511,8 @@ def prepare_dataset(
         for s in sheets:
             readers.append(_SheetReader(s))
         for r in readers:
-            for w in r.warnings:
-                events.warn(w)
+            for note in r.notes:
+                events.warn(note)
         grids = []
         for r in readers:
             rows = tile_origins(r.before.height, tile_size, stride)

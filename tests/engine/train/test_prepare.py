@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.features import shapes
-from rasterio.transform import from_origin
 from shapely.geometry import shape
 
 from engine.errors import UserError
