@@ -250,18 +250,20 @@ def _label_polygons(labels: np.ndarray, n: int, row_off: int) -> list:
     values: list[int] = []
     rings_per_poly: list[int] = []
     ring_lengths: list[int] = []
-    rings: list = []
+    chunks: list[np.ndarray] = []  # coordinates per polygon as float arrays, not Python tuples
     for geom, value in shapes(labels, mask=labels > 0, connectivity=4, transform=Affine.translation(0, row_off)):
         coords = geom["coordinates"]
         values.append(int(value))
         rings_per_poly.append(len(coords))
-        ring_lengths.extend(map(len, coords))
-        rings.extend(coords)
+        lengths = [len(r) for r in coords]
+        ring_lengths.extend(lengths)
+        chunks.append(np.fromiter(chain.from_iterable(chain.from_iterable(coords)), dtype=np.float64,
+                                  count=2 * sum(lengths)))
     polys: list = [None] * (n + 1)
     if not values:
         return polys
-    total = int(np.sum(ring_lengths))
-    xy = np.fromiter(chain.from_iterable(chain.from_iterable(rings)), dtype=np.float64, count=2 * total)
+    xy = np.concatenate(chunks)
+    del chunks
     ring_geoms = shapely.linearrings(xy.reshape(-1, 2), indices=np.repeat(np.arange(len(ring_lengths)), ring_lengths))
     poly_geoms = shapely.polygons(ring_geoms, indices=np.repeat(np.arange(len(values)), rings_per_poly))
     for lab, poly in zip(values, poly_geoms):
