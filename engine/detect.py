@@ -18,6 +18,7 @@ callback and cancel check), and a :class:`Predictor` when a stand-in model is wa
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import queue
@@ -264,7 +265,7 @@ class _WriterThread:
         self.writer = writer
         self.area_rows = area_rows
         self.changed_area_m2: Optional[float] = 0.0
-        self.queue: "queue.Queue" = queue.Queue(maxsize=4)
+        self.queue: "queue.Queue" = queue.Queue(maxsize=2)  # strips are width x stride: keep few
         self.error: Optional[BaseException] = None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="detect-writer", daemon=True)
@@ -436,6 +437,7 @@ def detect(
     temps: list[Path] = []
     vector_tmp: Optional[Path] = None
     writer: Optional[GeoTiffStripWriter] = None
+    env = contextlib.ExitStack()
     try:
         # --- model and runtime
         if predictor is None:
@@ -503,6 +505,7 @@ def detect(
             pair.crs, prob_path=prob_tmp if need_prob else None, mask_path=mask_tmp if need_mask else None,
             prob_dtype=probability_dtype, threshold=threshold, tags=tags)
 
+        env.enter_context(_gdal_cache(pair, grid, writer))
         t_tiles = time.perf_counter()
         changed_area = _run_tiles(pair, grid, rad_b, rad_a, batch, predictor, writer, events)
         t_infer = time.perf_counter() - t_tiles
@@ -548,6 +551,7 @@ def detect(
                             info={"radiometry": {"before": rad_b.describe(), "after": rad_a.describe()},
                                   "tile_shape": grid.shape, "batch_size": batch, **pair.describe()})
     finally:
+        env.close()
         pair.close()
         if writer is not None:
             writer.close(overviews=False)
@@ -557,6 +561,29 @@ def detect(
             from .vector.io import remove_vector
 
             remove_vector(vector_tmp)
+
+
+def gdal_cache_bytes(width: int, tile_rows: int, bytes_per_pixel: int, out_bytes_per_pixel: int) -> int:
+    """GDAL block cache (bytes) for a scene ``width`` px wide: a band of input blocks one
+    tile (plus a block) high for both dates, and two block rows of each output; at
+    least 64 MiB, at most 1 GiB. A fixed cache keeps memory flat across scene sizes
+    (GDAL's default, 5 % of RAM, would fill up on large scenes)."""
+    need = width * (tile_rows + 256) * bytes_per_pixel + width * 2 * 256 * out_bytes_per_pixel
+    return int(min(max(1.5 * need, 64 << 20), 1 << 30))
+
+
+def _gdal_cache(pair: RasterPair, grid: TileGrid, writer: GeoTiffStripWriter):
+    """rasterio.Env with a bounded GDAL_CACHEMAX, unless the user set one."""
+    import rasterio
+
+    if "GDAL_CACHEMAX" in os.environ:
+        return contextlib.nullcontext()
+    bpp = 0
+    for src in (pair.before, pair.after):
+        ds = src.dataset
+        bpp += sum(np.dtype(t).itemsize for t in ds.dtypes)
+    out_bpp = (np.dtype(writer.prob_dtype).itemsize if writer.prob_path else 0) + (1 if writer.mask_path else 0)
+    return rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(pair.width, grid.shape[0], bpp, out_bpp))
 
 
 def _commit(targets: dict[str, Path], prob_tmp: Path, mask_tmp: Path, vector_tmp: Optional[Path],

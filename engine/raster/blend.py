@@ -110,7 +110,8 @@ class StripBlender:
         end = self.grid.rows.finished(grid_row)
         n = end - self._row0
         norm = self._row_sum[self._row0:end, None] * self._col_sum[None, :]
-        prob = np.clip(self._acc[:n] / norm, 0.0, 1.0)
+        prob = np.divide(self._acc[:n], norm, dtype=np.float32)
+        np.clip(prob, 0.0, 1.0, out=prob)
         strip = Strip(row0=self._row0, prob=prob, valid=self._valid[:n].copy())
         # move the band down: keep the rows not yet final at the top
         keep = self._acc.shape[0] - n

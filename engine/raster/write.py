@@ -44,7 +44,10 @@ BLOCK = 256
 def encode_probability(prob: np.ndarray, valid: np.ndarray, dtype: str = "uint8") -> np.ndarray:
     """Probabilities (rows, cols) float in [0, 1] -> stored values (see module docstring)."""
     if dtype == "uint8":
-        out = np.rint(np.clip(prob, 0.0, 1.0) * 254.0).astype(np.uint8)
+        tmp = np.multiply(prob, np.float32(254.0), dtype=np.float32)  # one temporary, reused in place
+        np.clip(tmp, 0.0, 254.0, out=tmp)
+        np.rint(tmp, out=tmp)
+        out = tmp.astype(np.uint8)
         out[~valid] = PROB_NODATA_U8
         return out
     if dtype == "float32":
