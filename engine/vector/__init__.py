@@ -2,9 +2,10 @@
 
 Public entry points: :func:`polygonize_to_file` and the output-file helpers
 (:func:`check_vector_path`, :func:`vector_sidecars`, :func:`move_vector`,
-:func:`remove_vector`).
+:func:`remove_vector`, :func:`temporary_vector_path`).
 """
-from .io import SUPPORTED_VECTOR_EXTENSIONS, check_vector_path, move_vector, remove_vector, vector_sidecars
+from .io import (SUPPORTED_VECTOR_EXTENSIONS, check_vector_path, move_vector, remove_vector, temporary_vector_path,
+                 vector_sidecars)
 from .polygonize import polygonize_to_file
 
 __all__ = [
@@ -14,4 +15,5 @@ __all__ = [
     "vector_sidecars",
     "move_vector",
     "remove_vector",
+    "temporary_vector_path",
 ]

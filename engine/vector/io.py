@@ -28,6 +28,7 @@ __all__ = [
     "check_vector_path",
     "vector_driver",
     "vector_sidecars",
+    "temporary_vector_path",
     "move_vector",
     "remove_vector",
     "VectorWriter",
@@ -86,6 +87,14 @@ def vector_sidecars(path: PathLike) -> list[Path]:
     if suffix.isupper():
         extras = tuple(e.upper() for e in extras)
     return [path] + [path.with_suffix(e) for e in extras]
+
+
+def temporary_vector_path(dst: PathLike) -> Path:
+    """A fresh hidden path beside ``dst`` with the same extension, to write to and then
+    :func:`move_vector` onto ``dst`` (e.g. ``out/.changes.1a2b3c4d.partial.shp``)."""
+    dst = Path(dst)
+    check_vector_path(dst)
+    return dst.with_name(f".{dst.stem}.{uuid.uuid4().hex[:8]}.partial{dst.suffix}")
 
 
 def move_vector(src: PathLike, dst: PathLike) -> None:

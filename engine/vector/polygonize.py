@@ -31,7 +31,7 @@ import shapely
 from ..errors import UserError
 from ..events import Events
 from .io import (FIELDS, SUPPORTED_VECTOR_EXTENSIONS, VectorWriter, check_vector_path, move_vector,
-                 remove_vector, vector_sidecars)
+                 remove_vector, temporary_vector_path, vector_sidecars)
 from .measure import MapGrid
 from .strips import Component, StripMerger
 
@@ -42,6 +42,7 @@ __all__ = [
     "vector_sidecars",
     "move_vector",
     "remove_vector",
+    "temporary_vector_path",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -67,7 +68,8 @@ def polygonize_to_file(mask_path: PathLike, prob_path: Optional[PathLike], out_p
             for geographic CRSs; pixel units without CRS) are dropped.
         simplify_m: topology-preserving simplification tolerance in metres (0: none).
         events: progress (``stage="vectorize"``, one step a strip) and cancel checks.
-        window_rows: rows per strip (memory ~ ``window_rows × width × 9`` bytes).
+        window_rows: rows per strip (working memory about 16 bytes per strip pixel; very wide
+            rasters get fewer rows so a strip stays under ``MAX_STRIP_PIXELS``).
     Returns:
         ``{"polygons": n, "area_m2": total, "area_units": "m2" | "pixel", "dropped_small": k}``
         (``k`` polygons were smaller than ``min_area_m2``).

@@ -6,7 +6,8 @@ import pyogrio
 import pytest
 
 from engine.errors import UserError
-from engine.vector import check_vector_path, move_vector, polygonize_to_file, remove_vector, vector_sidecars
+from engine.vector import (check_vector_path, move_vector, polygonize_to_file, remove_vector, temporary_vector_path,
+                           vector_sidecars)
 from tests.rasters import write_geotiff
 
 
@@ -51,3 +52,21 @@ def test_move_vector_replaces_a_shapefile_with_all_its_sidecars(tmp_path):
 def test_move_vector_refuses_a_change_of_format(tmp_path):
     with pytest.raises(ValueError):
         move_vector(tmp_path / "a.shp", tmp_path / "a.gpkg")
+
+
+@pytest.mark.parametrize("ext", [".shp", ".gpkg", ".fgb", ".geojson"])
+def test_write_to_a_temporary_path_then_move_into_place(tmp_path, ext):
+    mask = np.zeros((20, 20), np.uint8)
+    mask[2:6, 2:6] = 1
+    write_geotiff(tmp_path / "mask.tif", mask)
+    final = tmp_path / f"changes{ext}"
+    tmp = temporary_vector_path(final)
+    assert tmp.parent == final.parent and tmp.suffix == ext and tmp != final
+    polygonize_to_file(tmp_path / "mask.tif", None, tmp)
+    move_vector(tmp, final)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["mask.tif"] + [p.name for p in vector_sidecars(final)
+                                                                               if p.exists()])
+    frame = pyogrio.read_dataframe(final)
+    assert len(frame) == 1 and frame.area_m2[0] == pytest.approx(4.0)
+    if ext == ".shp":
+        assert pyogrio.list_layers(final)[0][0] == "changes"
