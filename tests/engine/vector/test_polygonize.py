@@ -288,3 +288,25 @@ def test_bad_inputs_are_one_line_user_errors(tmp_path):
     with pytest.raises(UserError, match="--min-area"):
         polygonize_to_file(tmp_path / "mask.tif", None, tmp_path / "out.gpkg", min_area_m2=-1)
     assert not (tmp_path / "out.gpkg").exists()
+
+
+def test_memory_follows_the_strip_not_the_scene(tmp_path):
+    import tracemalloc
+
+    rng = np.random.default_rng(3)
+    mask = np.zeros((2048, 2048), np.uint8)
+    for r, c in rng.integers(0, 2000, size=(400, 2)):
+        mask[r:r + 40, c:c + 30] = 1
+    write_geotiff(tmp_path / "mask.tif", mask)
+    write_geotiff(tmp_path / "prob.tif", np.where(mask == 1, 200, 5).astype(np.uint8), nodata=255)
+    scene_bytes = mask.size * 4  # one float32 or int32 array of the whole scene: 16 MiB
+    del mask
+    peaks = {}
+    for rows in (128, 4096):
+        tracemalloc.start()
+        polygonize_to_file(tmp_path / "mask.tif", tmp_path / "prob.tif", tmp_path / f"out{rows}.gpkg",
+                           window_rows=rows)
+        peaks[rows] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks[4096] > scene_bytes  # the control: one strip = whole scene
+    assert peaks[128] < scene_bytes / 2
