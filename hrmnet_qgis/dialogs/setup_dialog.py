@@ -110,7 +110,7 @@ class SetupEngineDialog(QDialog):
             ))
 
         self.task = BackgroundTask("HRMNet: set up engine", work, cancelled_types=(SetupCancelled,))
-        self.task.event.connect(self._on_event)
+        self.task.reported.connect(self._on_event)
         self.task.ended.connect(self._on_ended)
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)

@@ -15,15 +15,15 @@ __all__ = ["BackgroundTask"]
 
 
 class BackgroundTask(QgsTask):
-    """Runs ``work(self)``; emits ``event`` for each report and ``ended`` at the end.
+    """Runs ``work(self)``; emits ``reported`` for each report and ``ended`` at the end.
 
     Signals:
-        event(dict): one event reported by the job.
+        reported(dict): one event reported by the job.
         ended(str, object): ``("ok", result)``, ``("cancelled", message)`` or
             ``("error", message)``; emitted in the main thread.
     """
 
-    event = pyqtSignal(object)
+    reported = pyqtSignal(object)
     ended = pyqtSignal(str, object)
 
     def __init__(self, description: str, work: Callable[["BackgroundTask"], Any],
@@ -35,7 +35,7 @@ class BackgroundTask(QgsTask):
 
     def report(self, event: dict) -> None:
         """Send ``event`` to the GUI (safe from the worker thread)."""
-        self.event.emit(event)
+        self.reported.emit(event)
         if event.get("event") == "progress" and event.get("total"):
             self.setProgress(100.0 * float(event.get("done", 0)) / float(event["total"]))
 

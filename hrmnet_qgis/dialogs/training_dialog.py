@@ -180,7 +180,7 @@ class TrainingDialog(QDialog):
                               is_cancelled=task.isCanceled, stop_grace_s=300.0)
 
         self.task = BackgroundTask("HRMNet training", work, cancelled_types=(EngineCancelled,))
-        self.task.event.connect(self._on_event)
+        self.task.reported.connect(self._on_event)
         self.task.ended.connect(self._on_ended)
         self._set_running(True)
         self.status.setText("Training…")

@@ -114,6 +114,15 @@ def scenes(data_dir) -> list[tuple[Path, Path, Path]]:
 
 
 @pytest.fixture(scope="session")
+def dataset(data_dir) -> Path:
+    """A tiny training dataset in the authors' layout (64² GeoTIFF tiles of three scenes)."""
+    out = data_dir / "dataset"
+    engine("synth", "--out", str(out), "--scenes", "3", "--size", "64", "--layout", "dataset", "--tile-size", "64",
+           "--progress", "none")
+    return out
+
+
+@pytest.fixture(scope="session")
 def far_raster(data_dir, scenes) -> Path:
     """A copy of the first scene's after raster moved 100 km east (overlaps nothing)."""
     from osgeo import gdal

@@ -1,0 +1,13 @@
+"""Shared helpers of the plugin tests (QGIS only; never the engine's libraries)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def detect_params(scene, model_path, threshold: float, out_dir: Path, **extra) -> dict:
+    """Parameters of hrmnet:detectchanges for one synthetic scene (128 px tiles, CPU)."""
+    before, after, _ = scene
+    params = {"BEFORE": str(before), "AFTER": str(after), "MODEL": str(model_path), "THRESHOLD": threshold,
+              "TILE_SIZE": 128, "OVERLAP": 32, "DEVICE": 1, "OUTPUT_POLYGONS": str(out_dir / "changes.shp")}
+    params.update(extra)
+    return params

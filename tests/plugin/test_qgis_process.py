@@ -1,0 +1,54 @@
+"""The built plugin through ``qgis_process.bin`` (plugin enabled with QGIS_PLUGINPATH → build/)."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from .conftest import QGIS_PROCESS, headless_env
+
+pytestmark = pytest.mark.qgis
+
+
+def qgis_process(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([QGIS_PROCESS, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def env(built_plugin):
+    env = headless_env(built_plugin)
+    enabled = qgis_process(env, "plugins", "enable", "hrmnet_qgis")
+    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
+    return env
+
+
+def test_qgis_process_lists_the_provider(env):
+    listed = qgis_process(env, "list")
+    assert listed.returncode == 0
+    assert "HRMNet change detection" in listed.stdout
+    for alg in ("hrmnet:detectchanges", "hrmnet:train", "hrmnet:evaluate", "hrmnet:preparedataset"):
+        assert alg in listed.stdout
+
+
+def test_qgis_process_runs_detectchanges(env, scenes, model_path, threshold, tmp_path):
+    before, after, _ = scenes[1]
+    out = tmp_path / "out.shp"
+    prob = tmp_path / "prob.tif"
+    run = qgis_process(env, "run", "hrmnet:detectchanges", "--json", "--",
+                       f"BEFORE={before}", f"AFTER={after}", f"MODEL={model_path}", f"OUTPUT_POLYGONS={out}",
+                       f"OUTPUT_PROBABILITY={prob}", f"THRESHOLD={threshold}", "TILE_SIZE=128", "OVERLAP=32")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert out.is_file() and out.with_suffix(".dbf").is_file() and prob.is_file()
+    result = json.loads(run.stdout[run.stdout.index("{"):])
+    assert result["results"]["OUTPUT_POLYGONS"] == str(out)
+
+
+def test_qgis_process_reports_an_engine_error(env, scenes, far_raster, model_path, tmp_path):
+    out = tmp_path / "out.shp"
+    run = qgis_process(env, "run", "hrmnet:detectchanges", "--",
+                       f"BEFORE={scenes[0][0]}", f"AFTER={far_raster}", f"MODEL={model_path}",
+                       f"OUTPUT_POLYGONS={out}", "TILE_SIZE=128", "OVERLAP=32")
+    assert run.returncode != 0
+    assert "overlap" in (run.stdout + run.stderr).lower()
+    assert list(tmp_path.iterdir()) == []
