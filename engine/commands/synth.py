@@ -4,6 +4,7 @@ Default layout (``--layout scenes``)::
 
     DIR/scene_000_before.tif  scene_000_after.tif  scene_000_label.tif  ...
     DIR/scenes.csv            name,before,after,labels (relative paths; ``prepare --pairs`` reads it)
+    DIR/synth.json            the options, the command line and each scene's seed
 
 ``--layout dataset`` writes the authors' layout directly (``train|val|test/{A,B,label}``
 tiles of ``--tile-size`` px, whole scenes assigned to splits), through ``prepare``.
@@ -14,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
+import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="0.6,0.3,0.1", help="train,val,test fractions of the scenes for --layout dataset")
     p.add_argument("--change", default="0.02,0.08", metavar="LO,HI",
                    help="range of the fraction of changed pixels per scene (default 0.02,0.08)")
+    p.add_argument("--misregistration", type=float, default=1.0, metavar="PX",
+                   help="largest shift of the after image along each axis, px (default 1)")
+    p.add_argument("--nuisance", type=float, default=1.0,
+                   help="0..1 strength of the unlabelled illumination, colour and season changes (default 1)")
     p.add_argument("--workers", type=int, default=1, help="processes generating scenes in parallel (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--progress", choices=["bar", "jsonl", "none"], default="bar", help="progress display")
@@ -54,31 +62,33 @@ def _parse_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _write_one(folder: Path, i: int, size: int, seed: int, change: tuple[float, float]) -> dict:
+def _write_one(folder: Path, i: int, size: int, seed: int, options: dict) -> dict:
     from ..train.synth import write_scene_pair
 
     name = f"scene_{i:03d}"
-    paths = write_scene_pair(folder, name, size, scene_seed(seed, i), index=i, change_fraction=change)
+    paths = write_scene_pair(folder, name, size, scene_seed(seed, i), index=i, **options)
     return {"name": name, "before": paths["before"].name, "after": paths["after"].name, "labels": paths["label"].name}
 
 
-def generate_scenes(folder: Path, scenes: int, size: int, seed: int, change: tuple[float, float], events,
+def generate_scenes(folder: Path, scenes: int, size: int, seed: int, options: dict, events,
                     workers: int = 1) -> Path:
     """Write ``scenes`` scene triplets and ``scenes.csv`` into ``folder``; returns the csv.
 
-    ``workers`` > 1 generates scenes in that many processes; the files are the same.
+    ``options`` go to :func:`engine.train.synth.make_scene` (change_fraction,
+    misregistration, nuisance). ``workers`` > 1 generates scenes in that many processes;
+    the files are the same.
     """
     rows: list = [None] * scenes
     if workers <= 1 or scenes == 1:
         for i in range(scenes):
             events.check_cancel()
-            rows[i] = _write_one(folder, i, size, seed, change)
+            rows[i] = _write_one(folder, i, size, seed, options)
             events.progress(i + 1, scenes, "scenes")
     else:
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            pending = {pool.submit(_write_one, folder, i, size, seed, change): i for i in range(scenes)}
+            pending = {pool.submit(_write_one, folder, i, size, seed, options): i for i in range(scenes)}
             done_count = 0
             try:
                 while pending:
@@ -101,8 +111,10 @@ def generate_scenes(folder: Path, scenes: int, size: int, seed: int, change: tup
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import __version__
     from ..events import make_events
-    from ..train.prepare import check_output_dir, staged_output
+    from ..train.prepare import check_output_dir, parse_split, staged_output
+    from ..train.synth import DEFAULT_CRS, DEFAULT_PIXEL_SIZE
 
     if args.scenes < 1:
         raise UserError(f"--scenes {args.scenes}: must be at least 1")
@@ -113,25 +125,40 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: must be at least 1")
     change = _parse_range(args.change)
+    if not 0 <= args.misregistration <= 8:
+        raise UserError(f"--misregistration {args.misregistration}: must be between 0 and 8 px")
+    if not 0 <= args.nuisance <= 1:
+        raise UserError(f"--nuisance {args.nuisance}: must be between 0 and 1")
+    options = dict(change_fraction=change, misregistration=args.misregistration, nuisance=args.nuisance)
+    split = parse_split(args.split) if args.layout == "dataset" else None
     out = check_output_dir(args.out, args.overwrite)
     events = make_events(args.progress)
     events.start(command="synth", scenes=args.scenes, size=args.size, seed=args.seed, layout=args.layout)
     with staged_output(out, args.overwrite) as stage:
         if args.layout == "scenes":
-            csv_path = generate_scenes(stage, args.scenes, args.size, args.seed, change, events, args.workers)
+            csv_path = generate_scenes(stage, args.scenes, args.size, args.seed, options, events, args.workers)
             outputs = {"folder": str(out), "pairs": str(out / csv_path.name)}
             stats = {"scenes": args.scenes}
         else:
-            from ..train.prepare import parse_split, prepare_dataset, read_pairs
+            from ..train.prepare import prepare_dataset, read_pairs
 
-            split = parse_split(args.split)
             scene_dir = stage / "scenes"
             scene_dir.mkdir()
-            csv_path = generate_scenes(scene_dir, args.scenes, args.size, args.seed, change, events, args.workers)
+            csv_path = generate_scenes(scene_dir, args.scenes, args.size, args.seed, options, events, args.workers)
             counts = prepare_dataset(read_pairs(csv_path), stage, tile_size=args.tile_size, stride=args.tile_size,
                                      split=split, seed=args.seed, keep_empty=1.0, events=events)
             outputs = {"folder": str(out)}
             stats = {"scenes": args.scenes, **counts}
+        (stage / "synth.json").write_text(json.dumps({
+            "created_by": f"hrmnet-engine {__version__} synth",
+            "command": "python -m engine synth " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+            "scenes": args.scenes, "size": args.size, "seed": args.seed, "layout": args.layout,
+            "tile_size": args.tile_size if args.layout == "dataset" else None,
+            "split": args.split if args.layout == "dataset" else None,
+            "crs": DEFAULT_CRS, "pixel_size": DEFAULT_PIXEL_SIZE,
+            "options": {**options, "change_fraction": list(change)},
+            "scene_seeds": [scene_seed(args.seed, i) for i in range(args.scenes)],
+        }, indent=2) + "\n")
     events.done(outputs=outputs, stats=stats)
     if args.progress != "jsonl":
         print(f"wrote {args.scenes} scene(s) to {out}")

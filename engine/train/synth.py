@@ -18,8 +18,8 @@ vanishes (some) between the dates: a cluster of new development plus scattered
 single changes, about 2-8 % of the pixels. Nothing else is labelled, although plenty
 changes: sun direction and height (so roof shading and shadows), illumination, gamma
 and colour balance, vegetation season, lawns around new houses, a cleared patch of
-soil, cars, blur, sensor noise and a sub-pixel to 1.5 px misregistration of the whole
-after image. A plain pixel difference therefore finds many false changes.
+soil, cars, blur, sensor noise and a random misregistration of the whole after image
+(up to 1 px along each axis by default). A plain pixel difference therefore finds many false changes.
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ class Scene(NamedTuple):
     Attributes:
         before: uint8 (3, H, W) RGB image of the first date.
         after: uint8 (3, H, W) RGB image of the second date (misregistered by up to
-            about 1.5 px, as real pairs are).
+            ``misregistration`` px along each axis, as real pairs are).
         label: uint8 (H, W), 255 where a building appeared or vanished, else 0; on the
             grid of ``before``.
     """
@@ -220,10 +220,10 @@ def _make_date(rng: np.random.Generator, grass: np.ndarray, lawn: np.ndarray, st
         grass=grass * dry * rng.uniform(0.92, 1.08),
         lawn=lawn * np.array([1.0 + 0.25 * season, 1.0 - 0.05 * season, 1.0 - 0.1 * season], np.float32),
         foliage=np.array([1.0 + 0.3 * season, 1.0 + 0.05 * season, 1.0 - 0.1 * season], np.float32),
-        gain=(rng.uniform(1 - 0.15 * strength, 1 + 0.15 * strength)
-              * rng.uniform(1 - 0.06 * strength, 1 + 0.06 * strength, 3)).astype(np.float32),
-        gamma=float(np.exp(rng.uniform(-0.2, 0.2) * strength)),
-        haze=rng.uniform(0, 18) * strength,
+        gain=(rng.uniform(1 - 0.1 * strength, 1 + 0.1 * strength)
+              * rng.uniform(1 - 0.04 * strength, 1 + 0.04 * strength, 3)).astype(np.float32),
+        gamma=float(np.exp(rng.uniform(-0.15, 0.15) * strength)),
+        haze=rng.uniform(0, 12) * strength,
         blur=rng.uniform(0.2, 0.2 + 0.7 * strength),
         noise=rng.uniform(1.0, 1.0 + 3.0 * strength),
     )
@@ -234,7 +234,7 @@ def make_scene(
     seed: int,
     *,
     change_fraction: tuple[float, float] = (0.02, 0.08),
-    misregistration: float = 1.5,
+    misregistration: float = 1.0,
     nuisance: float = 1.0,
 ) -> Scene:
     """Generate one bi-temporal scene (deterministic for a given ``size`` and ``seed``).
