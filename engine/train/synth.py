@@ -11,7 +11,8 @@ What a scene contains (0.5 m pixels, so 2 px = 1 m):
 - lots along the streets with lawns, driveways and buildings 8-40 px a side
   (rectangles and L shapes; gable, hip and flat roofs in varied colours), lit by the
   sun of each date and casting shadows;
-- trees (textured crowns with shadows), along streets, in yards and in clusters.
+- trees (textured crowns with shadows), along streets, in yards and in clusters;
+- fields and woods gathered in districts, so density varies from rural to dense suburb.
 
 The label (255 = change) is the footprint of every building that appears (most) or
 vanishes (some) between the dates: a cluster of new development plus scattered
@@ -19,7 +20,8 @@ single changes, about 2-8 % of the pixels. Nothing else is labelled, although pl
 changes: sun direction and height (so roof shading and shadows), illumination, gamma
 and colour balance, vegetation season, lawns around new houses, a cleared patch of
 soil, cars, blur, sensor noise and a random misregistration of the whole after image
-(up to 1 px along each axis by default). A plain pixel difference therefore finds many false changes.
+(up to 1 px along each axis by default). A plain pixel difference therefore finds many
+false changes: with the best threshold chosen on the truth, its F1 is about 0.2.
 """
 from __future__ import annotations
 
