@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional, Union
 
@@ -103,25 +104,23 @@ def polygonize_to_file(mask_path: PathLike, prob_path: Optional[PathLike], out_p
                         "--min-area / --simplify are in its units (pixels without georeferencing)")
         rows = max(1, min(int(window_rows), MAX_STRIP_PIXELS // max(1, width)))
         total = math.ceil(height / rows)
-        mask_nodata = mask_ds.nodata
         sink = _PolygonSink(VectorWriter(out_path, grid.crs_string), grid, min_area_m2, simplify_m,
                             has_prob=prob_ds is not None)
+        windows = [Window(0, r0, width, min(rows, height - r0)) for r0 in range(0, height, rows)]
         try:
             merger = StripMerger(width)
-            for k in range(total):
-                events.check_cancel()
-                r0 = k * rows
-                n = min(rows, height - r0)
-                window = Window(0, r0, width, n)
-                raw = mask_ds.read(1, window=window)
-                mask = raw != 0
-                if mask_nodata is not None and not np.isnan(mask_nodata):
-                    mask &= raw != mask_nodata
-                if np.issubdtype(raw.dtype, np.floating):
-                    mask &= np.isfinite(raw)
-                prob = _read_prob(prob_ds, window) if prob_ds is not None else None
-                sink.add(merger.feed(mask, prob, r0, last=(k == total - 1)))
-                events.progress(k + 1, total, stage="vectorize")
+            # One reader thread fetches the next strip while this one is polygonized
+            # (GDAL reads and decompresses without the GIL); only it touches the datasets.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectorize-read") as pool:
+                ahead = pool.submit(_read_strip, mask_ds, prob_ds, windows[0])
+                for k, window in enumerate(windows):
+                    events.check_cancel()
+                    mask, prob = ahead.result()
+                    if k + 1 < total:
+                        ahead = pool.submit(_read_strip, mask_ds, prob_ds, windows[k + 1])
+                    sink.add(merger.feed(mask, prob, int(window.row_off), last=(k == total - 1)))
+                    del mask, prob
+                    events.progress(k + 1, total, stage="vectorize")
             sink.add(merger.finish())
             events.check_cancel()
             sink.close()
@@ -228,6 +227,27 @@ def _check_prob_dtype(prob_ds, prob_path: PathLike) -> None:
     if dtype != np.uint8 and not np.issubdtype(dtype, np.floating):
         raise UserError(f"{prob_path}: probability raster must be uint8 (0-254, nodata 255) or float (0-1), "
                         f"not {dtype}")
+
+
+def _read_strip(mask_ds, prob_ds, window) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """One strip: (bool change mask, float32 probabilities with NaN where unknown, or None)."""
+    import rasterio
+
+    try:
+        raw = mask_ds.read(1, window=window)
+        prob = _read_prob(prob_ds, window) if prob_ds is not None else None
+    except rasterio.errors.RasterioIOError as exc:
+        names = mask_ds.name if prob_ds is None else f"{mask_ds.name} or {prob_ds.name}"
+        reason = (str(exc.__cause__ or exc).strip().splitlines() or ["I/O error"])[0]
+        raise UserError(f"{names}: read failed at rows {window.row_off}..{window.row_off + window.height} "
+                        f"({reason})") from None
+    mask = raw != 0
+    nodata = mask_ds.nodata
+    if nodata is not None and not np.isnan(nodata):
+        mask &= raw != nodata
+    if np.issubdtype(raw.dtype, np.floating):
+        mask &= np.isfinite(raw)
+    return mask, prob
 
 
 def _read_prob(ds, window) -> np.ndarray:

@@ -310,3 +310,19 @@ def test_memory_follows_the_strip_not_the_scene(tmp_path):
         tracemalloc.stop()
     assert peaks[4096] > scene_bytes  # the control: one strip = whole scene
     assert peaks[128] < scene_bytes / 2
+
+
+def test_a_truncated_mask_is_a_user_error_and_leaves_nothing(tmp_path):
+    import rasterio
+
+    mask = (np.random.default_rng(0).random((1024, 512)) > 0.5).astype(np.uint8)
+    profile = dict(driver="GTiff", width=512, height=1024, count=1, dtype="uint8", crs=UTM33N,
+                   transform=from_origin(*ORIGIN, PIX, PIX), tiled=True, blockxsize=256, blockysize=256,
+                   compress="deflate")
+    with rasterio.open(tmp_path / "full.tif", "w", **profile) as dst:
+        dst.write(mask, 1)
+    data = (tmp_path / "full.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[:len(data) // 2])
+    with pytest.raises(UserError, match=r"cut.tif: read failed at rows \d+\.\.\d+"):
+        polygonize_to_file(tmp_path / "cut.tif", None, tmp_path / "out.shp", window_rows=256)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.tif", "full.tif"]
