@@ -3,10 +3,12 @@
 Three cases, decided by the raster's CRS:
 
 - projected: areas and tolerances in the CRS's linear unit, converted to metres with the
-  unit's factor (so US-feet CRSs work);
-- geographic (degrees): areas are measured, and simplification is done, in a Lambert
-  azimuthal equal-area projection centred on the scene on the CRS's own ellipsoid (exact
-  areas anywhere in the scene), then mapped back;
+  unit's factor (so US-feet CRSs work); pixel areas stay exact (a 100 x 100 px square of
+  0.5 m pixels is 2500 m²);
+- geographic (degrees), and projected CRSs whose areal scale at the scene centre is off by
+  more than 1 % (Web Mercator away from the equator): areas are measured, and
+  simplification is done, in a Lambert azimuthal equal-area projection centred on the
+  scene on the CRS's own ellipsoid (true areas anywhere in the scene), then mapped back;
 - no CRS: pixel space; "m²" and "metres" are the transform's units (pixels for a raster
   without georeferencing).
 """
@@ -18,7 +20,11 @@ import numpy as np
 import shapely
 from affine import Affine
 
-__all__ = ["MapGrid"]
+__all__ = ["MapGrid", "MAX_AREAL_DISTORTION"]
+
+#: A projected CRS whose area scale at the scene centre differs from 1 by more than this
+#: is measured in an equal-area projection instead of planar CRS units.
+MAX_AREAL_DISTORTION = 0.01
 
 
 class MapGrid:
@@ -38,16 +44,24 @@ class MapGrid:
         self.crs = CRS.from_user_input(crs.to_wkt() if hasattr(crs, "to_wkt") else crs) if crs else None
         self._to_eq = self._from_eq = None
         self.unit_factor = 1.0  # metres per CRS unit (projected)
+        self.areal_scale = 1.0  # CRS area / true area at the scene centre
         if self.crs is None:
             self.kind = "pixel"
-        elif self.crs.is_geographic:
-            self.kind = "geographic"
-            self._setup_equal_area(width, height)
-        else:
-            self.kind = "projected"
+            return
+        self.kind = "geographic" if self.crs.is_geographic else "projected"
+        centre = self._centre_lonlat(width, height)
+        if self.kind == "projected":
             axis = self.crs.axis_info[0] if self.crs.axis_info else None
             if axis is not None and axis.unit_conversion_factor:
                 self.unit_factor = float(axis.unit_conversion_factor)
+            self.areal_scale = _areal_scale(self.crs, centre) if centre is not None else 1.0
+        if centre is not None and (self.kind == "geographic" or abs(self.areal_scale - 1.0) > MAX_AREAL_DISTORTION):
+            self._setup_equal_area(*centre)
+
+    @property
+    def equal_area(self) -> bool:
+        """True when areas and simplification go through the scene's equal-area projection."""
+        return self._to_eq is not None
 
     @property
     def area_units(self) -> str:
@@ -62,16 +76,28 @@ class MapGrid:
         epsg = self.crs.to_epsg()
         return f"EPSG:{epsg}" if epsg else self.crs.to_wkt()
 
-    def _setup_equal_area(self, width: int, height: int) -> None:
-        from pyproj import CRS, Transformer
+    def _centre_lonlat(self, width: int, height: int) -> Optional[tuple[float, float]]:
+        """Longitude, latitude (degrees) of the scene centre, None if it cannot be found."""
+        from pyproj import Transformer
+
+        x, y = self.transform @ (width / 2.0, height / 2.0)
+        try:
+            geodetic = self.crs.geodetic_crs
+            if geodetic is None:
+                return None
+            lon, lat = Transformer.from_crs(self.crs, geodetic, always_xy=True).transform(x, y)
+        except Exception:  # pyproj raises a variety of errors for odd CRSs: measure planar then
+            return None
+        if not (np.isfinite(lon) and np.isfinite(lat)):
+            return None
+        return float(((lon + 180.0) % 360.0) - 180.0), float(np.clip(lat, -90.0, 90.0))
+
+    def _setup_equal_area(self, lon: float, lat: float) -> None:
+        from pyproj import Transformer
         from pyproj.crs import ProjectedCRS
         from pyproj.crs.coordinate_operation import LambertAzimuthalEqualAreaConversion
 
-        lon, lat = self.transform @ (width / 2.0, height / 2.0)
-        lat = float(np.clip(lat, -90.0, 90.0))
-        lon = float(((lon + 180.0) % 360.0) - 180.0)
-        geodetic = self.crs.geodetic_crs or CRS.from_epsg(4326)
-        eq = ProjectedCRS(conversion=LambertAzimuthalEqualAreaConversion(lat, lon), geodetic_crs=geodetic)
+        eq = ProjectedCRS(conversion=LambertAzimuthalEqualAreaConversion(lat, lon), geodetic_crs=self.crs.geodetic_crs)
         self._to_eq = Transformer.from_crs(self.crs, eq, always_xy=True)
         self._from_eq = Transformer.from_crs(eq, self.crs, always_xy=True)
 
@@ -92,7 +118,7 @@ class MapGrid:
     def areas_m2(self, map_geoms: np.ndarray) -> np.ndarray:
         """Areas (float64, m², or transform units² in pixel space) of map-coordinate geometries."""
         geoms = np.asarray(map_geoms, dtype=object)
-        if self.kind == "geographic":
+        if self.equal_area:
             return shapely.area(self._equal_area(geoms))
         return shapely.area(geoms) * self.unit_factor ** 2
 
@@ -101,8 +127,20 @@ class MapGrid:
         geoms = np.asarray(map_geoms, dtype=object)
         if metres <= 0 or len(geoms) == 0:
             return geoms
-        if self.kind == "geographic":
+        if self.equal_area:
             from_eq = self._from_eq
             simple = shapely.simplify(self._equal_area(geoms), metres, preserve_topology=True)
             return shapely.transform(simple, lambda xy: np.column_stack(from_eq.transform(xy[:, 0], xy[:, 1])))
         return shapely.simplify(geoms, metres / self.unit_factor, preserve_topology=True)
+
+
+def _areal_scale(crs, centre: tuple[float, float]) -> float:
+    """Area scale factor of the projected ``crs`` at ``centre`` (lon, lat), 1.0 if unknown."""
+    from pyproj import Proj
+
+    try:
+        factors = Proj(crs).get_factors(*centre)
+        scale = float(factors.areal_scale)
+    except Exception:  # not every CRS has a Proj definition with factors
+        return 1.0
+    return scale if np.isfinite(scale) and scale > 0 else 1.0

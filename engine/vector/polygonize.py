@@ -66,7 +66,8 @@ def polygonize_to_file(mask_path: PathLike, prob_path: Optional[PathLike], out_p
         out_path: .shp, .gpkg, .fgb or .geojson; replaced if it exists. On any error or
             cancel nothing is left there.
         min_area_m2: polygons smaller than this (m²; measured in an equal-area projection
-            for geographic CRSs; pixel units without CRS) are dropped.
+            for geographic CRSs and for projected ones distorting area by more than 1 %,
+            such as Web Mercator; pixel units without CRS) are dropped.
         simplify_m: topology-preserving simplification tolerance in metres (0: none).
         events: progress (``stage="vectorize"``, one step a strip) and cancel checks.
         window_rows: rows per strip (working memory about 16 bytes per strip pixel; very wide

@@ -326,3 +326,33 @@ def test_a_truncated_mask_is_a_user_error_and_leaves_nothing(tmp_path):
     with pytest.raises(UserError, match=r"cut.tif: read failed at rows \d+\.\.\d+"):
         polygonize_to_file(tmp_path / "cut.tif", None, tmp_path / "out.shp", window_rows=256)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.tif", "full.tif"]
+
+
+def test_web_mercator_areas_are_true_ground_areas(tmp_path):
+    # At 60° N a Web Mercator metre is half a ground metre: planar areas would be 4x too big.
+    x0, y0 = 1_669_792.0, 8_399_737.0  # about 15° E, 60° N
+    transform = from_origin(x0, y0, 1.0, 1.0)
+    mask = _mask(300, 300)
+    mask[50:250, 50:250] = 1
+    write_geotiff(tmp_path / "mask.tif", mask, crs="EPSG:3857", transform=transform)
+    polygonize_to_file(tmp_path / "mask.tif", None, tmp_path / "out.gpkg", window_rows=64)
+    frame = _read(tmp_path / "out.gpkg")
+    from pyproj import Transformer
+
+    to_lonlat = Transformer.from_crs("EPSG:3857", "EPSG:4326", always_xy=True)
+    lonlat = shapely.transform(frame.geometry[0], lambda xy: np.column_stack(to_lonlat.transform(xy[:, 0], xy[:, 1])))
+    geodesic = abs(Geod(ellps="WGS84").geometry_area_perimeter(lonlat)[0])
+    assert geodesic == pytest.approx(200 * 200 / 4, rel=0.02)
+    assert frame.area_m2[0] == pytest.approx(geodesic, rel=0.01)
+    assert CRS.from_user_input(frame.crs).to_epsg() == 3857
+
+
+def test_us_feet_crs_areas_are_in_square_metres(tmp_path):
+    mask = _mask(200, 200)
+    mask[20:120, 30:130] = 1  # 100 x 100 pixels of 2 US survey feet
+    write_geotiff(tmp_path / "mask.tif", mask, crs="EPSG:2263", origin=(980_000.0, 200_000.0), pixel_size=2.0)
+    stats = polygonize_to_file(tmp_path / "mask.tif", None, tmp_path / "out.gpkg", min_area_m2=3000, window_rows=64)
+    frame = _read(tmp_path / "out.gpkg")
+    ft = 1200 / 3937  # metres per US survey foot
+    assert stats["polygons"] == 1  # 200 x 200 ft = 3716 m², kept at min_area 3000 m²
+    assert frame.area_m2[0] == pytest.approx((200 * ft) ** 2, rel=1e-9)
