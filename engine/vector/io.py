@@ -34,7 +34,7 @@ __all__ = [
     "VectorWriter",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = Union[str, os.PathLike]
 
 SUPPORTED_VECTOR_EXTENSIONS = (".shp", ".gpkg", ".fgb", ".geojson")
 

@@ -46,7 +46,7 @@ __all__ = [
     "temporary_vector_path",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = Union[str, os.PathLike]
 
 #: Upper bound on pixels per strip: very wide rasters get fewer rows per strip.
 MAX_STRIP_PIXELS = 16 * 1024 * 1024
