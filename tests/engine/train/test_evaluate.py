@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -29,8 +30,19 @@ def constant_model(path, logit: float):
     return path
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a busy shared CPU, spinning thread pools make tiny models far slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def engine(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=env)
 
 
 def test_colour_map():
@@ -83,10 +95,13 @@ def test_whole_split_table_and_maps(tmp_path):
     assert {tuple(c) for c in rgb.reshape(-1, 3)} == {(0, 0, 0), (0, 255, 255)}  # TN black, FN cyan
 
 
-def test_bad_input_one_line(tmp_path):
+def test_bad_input_one_line(tmp_path, capsys):
+    from engine.cli import main
+
     data = make_dataset(tmp_path / "data", {"test": 1}, size=64)
     model = constant_model(tmp_path / "m.safetensors", 0.0)
     p = engine("evaluate", "--data", str(data), "--split", "val", "--model", str(model), "--device", "cpu")
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "split 'val' not found" in p.stderr
-    p = engine("evaluate", "--data", str(data), "--model", str(tmp_path / "missing.safetensors"), "--device", "cpu")
-    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "model file not found" in p.stderr
+    assert main(["evaluate", "--data", str(data), "--model", str(tmp_path / "missing.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.safetensors: model file not found" in err
