@@ -533,7 +533,8 @@ def detect(
             vector_tmp = temporary_path(targets["vector"], "vec")
             remove_vector(vector_tmp)
             vstats = polygonize_to_file(mask_tmp, prob_tmp, vector_tmp, min_area_m2=float(min_area),
-                                        simplify_m=float(simplify), events=events)
+                                        simplify_m=float(simplify), events=events,
+                                        window_rows=max(256, min(1024, (4 << 20) // pair.width)))
             stats["polygons"] = int(vstats.get("polygons", 0))
             stats["changed_area_m2"] = round(float(vstats.get("area_m2", 0.0)), 3)
         events.check_cancel()
@@ -563,13 +564,28 @@ def detect(
             remove_vector(vector_tmp)
 
 
-def gdal_cache_bytes(width: int, tile_rows: int, bytes_per_pixel: int, out_bytes_per_pixel: int) -> int:
-    """GDAL block cache (bytes) for a scene ``width`` px wide: a band of input blocks one
-    tile (plus a block) high for both dates, and two block rows of each output; at
-    least 64 MiB, at most 1 GiB. A fixed cache keeps memory flat across scene sizes
-    (GDAL's default, 5 % of RAM, would fill up on large scenes)."""
-    need = width * (tile_rows + 256) * bytes_per_pixel + width * 2 * 256 * out_bytes_per_pixel
-    return int(min(max(1.5 * need, 64 << 20), 1 << 30))
+def gdal_cache_bytes(inputs: Sequence[tuple[int, int, int, int]], width: int, tile_shape: tuple[int, int],
+                     out_bytes_per_pixel: int) -> int:
+    """GDAL block cache (bytes) that avoids decoding an input block twice per tile row.
+
+    Args:
+        inputs: per date (raster width, block rows, block cols, bytes per pixel of all bands).
+        width: processed width in pixels.
+        tile_shape: (rows, cols) of a tile.
+        out_bytes_per_pixel: bytes per pixel of all outputs (two block rows stay dirty).
+
+    A striped input (blocks as wide as the raster) needs a tile row of full-width strips;
+    a tiled one a few tiles' worth of blocks. At least 64 MiB, at most 1 GiB: a fixed
+    cache keeps memory flat across scene sizes (GDAL's default, 5 % of RAM, fills up).
+    """
+    th, tw = tile_shape
+    need = width * 2 * 256 * out_bytes_per_pixel
+    for raster_width, bh, bw, bpp in inputs:
+        if bw >= raster_width // 2:
+            need += raster_width * (th + bh) * bpp
+        else:
+            need += (th + bh) * (tw + 2 * bw) * bpp * 2
+    return int(min(max(1.25 * need, 64 << 20), 1 << 30))
 
 
 def _gdal_cache(pair: RasterPair, grid: TileGrid, writer: GeoTiffStripWriter):
@@ -578,12 +594,13 @@ def _gdal_cache(pair: RasterPair, grid: TileGrid, writer: GeoTiffStripWriter):
 
     if "GDAL_CACHEMAX" in os.environ:
         return contextlib.nullcontext()
-    bpp = 0
+    inputs = []
     for src in (pair.before, pair.after):
         ds = src.dataset
-        bpp += sum(np.dtype(t).itemsize for t in ds.dtypes)
+        bh, bw = ds.block_shapes[0]
+        inputs.append((ds.width, bh, bw, sum(np.dtype(t).itemsize for t in ds.dtypes)))
     out_bpp = (np.dtype(writer.prob_dtype).itemsize if writer.prob_path else 0) + (1 if writer.mask_path else 0)
-    return rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(pair.width, grid.shape[0], bpp, out_bpp))
+    return rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(inputs, pair.width, grid.shape, out_bpp))
 
 
 def _commit(targets: dict[str, Path], prob_tmp: Path, mask_tmp: Path, vector_tmp: Optional[Path],

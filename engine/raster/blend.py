@@ -64,22 +64,28 @@ class Strip:
 class StripBlender:
     """Accumulates tile predictions in row-major order and hands back finished rows.
 
+    Nodata pixels are kept as NaN in the accumulator (a pixel is nodata for every tile
+    that reads it), so the band costs 4 bytes a pixel. Finished rows are handed out in
+    strips of at most ``max_pixels`` pixels, so the temporaries of the writer stay small
+    however wide the scene is.
+
     Args:
         grid: the tile grid; tiles must be added grid row by grid row (any order within
             a row), each exactly once.
+        max_pixels: largest strip handed out (rows x width; at least one row).
     """
 
-    def __init__(self, grid: TileGrid) -> None:
+    def __init__(self, grid: TileGrid, max_pixels: int = 1 << 20) -> None:
         self.grid = grid
         height = grid.rows.length
         self._acc = np.zeros((height, grid.width), dtype=np.float32)
-        self._valid = np.zeros((height, grid.width), dtype=bool)
         self._row0 = 0  # area row of the band's first row
         self._col_sum = axis_weight_sum(grid.cols)
         self._row_sum = axis_weight_sum(grid.rows)
         self._profiles_r = [axis_profile(grid.rows, i) for i in range(grid.rows.count)]
         self._profiles_c = [axis_profile(grid.cols, j) for j in range(grid.cols.count)]
         self._pending = [grid.cols.count] * grid.rows.count
+        self.strip_rows = max(1, int(max_pixels) // grid.width)
 
     def add(self, tile: Tile, prob: np.ndarray, valid: np.ndarray) -> list[Strip]:
         """Add one tile's prediction.
@@ -90,7 +96,7 @@ class StripBlender:
             valid: (window rows, window cols) bool, True where both dates have data.
 
         Returns:
-            the rows that became final (empty list until a grid row is complete).
+            the rows that became final, top to bottom (empty until a grid row is complete).
         """
         w = tile.window
         h, wd = int(w.height), int(w.width)
@@ -98,26 +104,33 @@ class StripBlender:
         x0 = int(w.col_off)
         if y0 < 0:
             raise ValueError(f"tile {tile.row},{tile.col} added after its rows were flushed")
-        weight = self._profiles_r[tile.row][:h, None] * self._profiles_c[tile.col][None, :wd]
-        self._acc[y0:y0 + h, x0:x0 + wd] += prob[:h, :wd] * weight
-        self._valid[y0:y0 + h, x0:x0 + wd] = valid
+        weighted = prob[:h, :wd] * (self._profiles_r[tile.row][:h, None] * self._profiles_c[tile.col][None, :wd])
+        np.nan_to_num(weighted, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+        region = self._acc[y0:y0 + h, x0:x0 + wd]
+        region += weighted
+        if not valid.all():
+            region[~valid] = np.nan
         self._pending[tile.row] -= 1
         if self._pending[tile.row] == 0:
-            return [self._flush(tile.row)]
+            return self._flush(tile.row)
         return []
 
-    def _flush(self, grid_row: int) -> Strip:
+    def _flush(self, grid_row: int) -> list[Strip]:
         end = self.grid.rows.finished(grid_row)
         n = end - self._row0
-        norm = self._row_sum[self._row0:end, None] * self._col_sum[None, :]
-        prob = np.divide(self._acc[:n], norm, dtype=np.float32)
-        np.clip(prob, 0.0, 1.0, out=prob)
-        strip = Strip(row0=self._row0, prob=prob, valid=self._valid[:n].copy())
+        strips = []
+        for r in range(0, n, self.strip_rows):
+            rows = min(self.strip_rows, n - r)
+            a = self._acc[r:r + rows]
+            valid = ~np.isnan(a)
+            norm = self._row_sum[self._row0 + r:self._row0 + r + rows, None] * self._col_sum[None, :]
+            prob = np.divide(a, norm, dtype=np.float32)
+            np.nan_to_num(prob, copy=False, nan=0.0)
+            np.clip(prob, 0.0, 1.0, out=prob)
+            strips.append(Strip(row0=self._row0 + r, prob=prob, valid=valid))
         # move the band down: keep the rows not yet final at the top
         keep = self._acc.shape[0] - n
         self._acc[:keep] = self._acc[n:]
         self._acc[keep:] = 0
-        self._valid[:keep] = self._valid[n:]
-        self._valid[keep:] = False
         self._row0 = end
-        return strip
+        return strips

@@ -62,3 +62,20 @@ def test_band_memory_does_not_grow_with_scene_height():
     small = StripBlender(make_grid(500, 300, 128, 32))
     tall = StripBlender(make_grid(500, 30000, 128, 32))
     assert small._acc.shape == tall._acc.shape == (128, 500)
+
+
+def test_strips_are_capped_in_pixels_and_nodata_survives_blending():
+    grid = make_grid(300, 250, 96, 32)
+    blender = StripBlender(grid, max_pixels=300 * 10)
+    valid_map = np.ones((250, 300), bool)
+    valid_map[100:120, 50:200] = False
+    rows = []
+    for t in grid:
+        w = t.window
+        v = valid_map[w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width]
+        for s in blender.add(t, np.full(grid.shape, 0.6, np.float32), v):
+            assert s.prob.shape[0] <= 10
+            np.testing.assert_array_equal(s.valid, valid_map[s.row0:s.row0 + s.prob.shape[0]])
+            assert np.abs(s.prob[s.valid] - 0.6).max() < 1e-3
+            rows.extend(range(s.row0, s.row0 + s.prob.shape[0]))
+    assert rows == list(range(250))
