@@ -48,8 +48,9 @@ __all__ = [
 
 PathLike = Union[str, os.PathLike]
 
-#: Upper bound on pixels per strip: very wide rasters get fewer rows per strip.
-MAX_STRIP_PIXELS = 16 * 1024 * 1024
+#: Upper bound on pixels per strip, so working memory (about 16 bytes a strip pixel, some
+#: 70 MB) does not grow with the scene's width: wide rasters get fewer rows per strip.
+MAX_STRIP_PIXELS = 4 * 1024 * 1024
 #: Finished polygons are georeferenced, filtered and written in batches of this many.
 BATCH = 20_000
 
@@ -70,8 +71,8 @@ def polygonize_to_file(mask_path: PathLike, prob_path: Optional[PathLike], out_p
             such as Web Mercator; pixel units without CRS) are dropped.
         simplify_m: topology-preserving simplification tolerance in metres (0: none).
         events: progress (``stage="vectorize"``, one step a strip) and cancel checks.
-        window_rows: rows per strip (working memory about 16 bytes per strip pixel; very wide
-            rasters get fewer rows so a strip stays under ``MAX_STRIP_PIXELS``).
+        window_rows: most rows per strip (working memory about 16 bytes per strip pixel;
+            wide rasters get fewer rows so a strip stays under ``MAX_STRIP_PIXELS``).
     Returns:
         ``{"polygons": n, "area_m2": total, "area_units": "m2" | "pixel", "dropped_small": k}``
         (``k`` polygons were smaller than ``min_area_m2``).

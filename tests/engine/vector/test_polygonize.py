@@ -356,3 +356,17 @@ def test_us_feet_crs_areas_are_in_square_metres(tmp_path):
     ft = 1200 / 3937  # metres per US survey foot
     assert stats["polygons"] == 1  # 200 x 200 ft = 3716 m², kept at min_area 3000 m²
     assert frame.area_m2[0] == pytest.approx((200 * ft) ** 2, rel=1e-9)
+
+
+def test_wide_rasters_get_fewer_rows_per_strip(tmp_path, monkeypatch):
+    import engine.vector.polygonize as polygonize
+
+    monkeypatch.setattr(polygonize, "MAX_STRIP_PIXELS", 1000)
+    mask = _mask(95, 100)
+    mask[5:90, 40:60] = 1
+    write_geotiff(tmp_path / "mask.tif", mask)
+    events, seen = _recorder()
+    stats = polygonize_to_file(tmp_path / "mask.tif", None, tmp_path / "out.gpkg", events=events, window_rows=1024)
+    totals = {e["total"] for e in seen if e["event"] == "progress"}
+    assert totals == {10}  # 10 rows of 100 pixels a strip
+    assert stats["polygons"] == 1 and stats["area_m2"] == pytest.approx(85 * 20 * PIX ** 2)
