@@ -370,3 +370,22 @@ def test_wide_rasters_get_fewer_rows_per_strip(tmp_path, monkeypatch):
     totals = {e["total"] for e in seen if e["event"] == "progress"}
     assert totals == {10}  # 10 rows of 100 pixels a strip
     assert stats["polygons"] == 1 and stats["area_m2"] == pytest.approx(85 * 20 * PIX ** 2)
+
+
+@pytest.mark.parametrize("ext", SUPPORTED_VECTOR_EXTENSIONS)
+def test_outputs_open_in_the_system_gdal_with_fields_and_crs(tmp_path, ext):
+    mask = _mask(64, 64)
+    mask[4:20, 4:20] = 1
+    mask[30:60, 30:40] = 1
+    write_geotiff(tmp_path / "mask.tif", mask)
+    write_geotiff(tmp_path / "prob.tif", np.where(mask == 1, 254, 0).astype(np.uint8), nodata=255)
+    out = tmp_path / f"out{ext}"
+    polygonize_to_file(tmp_path / "mask.tif", tmp_path / "prob.tif", out, window_rows=16)
+    code = ("import sys; from osgeo import ogr; ds = ogr.Open(sys.argv[1]); lyr = ds.GetLayer(0); "
+            "d = lyr.GetLayerDefn(); f = lyr.GetNextFeature(); "
+            "print(lyr.GetFeatureCount(), lyr.GetSpatialRef().GetAuthorityCode(None), "
+            "','.join(d.GetFieldDefn(i).GetName() for i in range(d.GetFieldCount())), "
+            "f.GetGeometryRef().GetGeometryName(), f.GetField('max_prob'))")
+    done = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "32633", "id,area_m2,mean_prob,max_prob", "POLYGON", "1.0"]
