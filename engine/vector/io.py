@@ -179,7 +179,8 @@ class VectorWriter:
             with warnings.catch_warnings():  # no CRS (pixel space) is reported by the caller
                 warnings.filterwarnings("ignore", message="'crs' was not provided")
                 pyogrio.write_dataframe(frame, self._write_path, layer=self._layer(self._stage_driver),
-                                        driver=self._stage_driver, geometry_type="Polygon", append=append)
+                                        driver=self._stage_driver, geometry_type="Polygon", append=append,
+                                        **({} if append else _creation_options(self._stage_driver)))
         except (DataSourceError, DataLayerError, OSError) as exc:
             raise UserError(f"{self.path}: cannot write ({_first_line(exc)})") from None
 
@@ -222,6 +223,15 @@ class VectorWriter:
         remove_vector(self.path)
         if self._stage is not None:
             remove_vector(self._stage)
+
+
+def _creation_options(driver: str) -> dict:
+    """Dataset creation options for a new file of ``driver``."""
+    if driver == "GPKG":
+        # GeoPackage 1.2: what GDAL < 3.10 (QGIS 3.22-3.34 LTS) reads without warnings;
+        # GDAL >= 3.10 would write 1.4, which they report as "only partially supported".
+        return {"dataset_options": {"VERSION": "1.2"}}
+    return {}
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,6 +1,7 @@
 """polygonize_to_file on generated GeoTIFF masks with real CRSs."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -389,3 +390,50 @@ def test_outputs_open_in_the_system_gdal_with_fields_and_crs(tmp_path, ext):
     done = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["2", "32633", "id,area_m2,mean_prob,max_prob", "POLYGON", "1.0"]
+
+
+_QGIS_OPEN = """
+import os, sys, tempfile
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp())
+from qgis.core import QgsApplication, QgsVectorLayer
+app = QgsApplication([], False)
+app.initQgis()
+for path in sys.argv[1:]:
+    layer = QgsVectorLayer(path, "changes", "ogr")
+    print(os.path.basename(path), layer.isValid(), layer.featureCount(), layer.crs().authid(),
+          ",".join(layer.fields().names()), flush=True)
+os._exit(0)  # skip QGIS's teardown (it can crash at exit headless)
+"""
+
+
+@pytest.mark.qgis
+def test_outputs_open_in_qgis(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("qgis") is None:
+        pytest.skip("QGIS Python bindings not installed")
+    write_geotiff(tmp_path / "empty.tif", _mask(32, 32))
+    mask = _mask(32, 32)
+    mask[4:12, 4:12] = 1
+    write_geotiff(tmp_path / "one.tif", mask)
+    paths = []
+    for ext in SUPPORTED_VECTOR_EXTENSIONS:
+        for name in ("empty", "one"):
+            paths.append(tmp_path / f"{name}{ext}")
+            polygonize_to_file(tmp_path / f"{name}.tif", None, paths[-1])
+    # QGIS must not share a process with rasterio/pyproj (it crashes at exit)
+    env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"))
+    done = subprocess.run([sys.executable, "-c", _QGIS_OPEN, *map(str, paths)], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "partially supported" not in done.stderr  # GeoPackage version too new for QGIS's GDAL
+    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines() if line.strip()}
+    for ext in SUPPORTED_VECTOR_EXTENSIONS:
+        fields = ("fid," if ext == ".gpkg" else "") + "id,area_m2,mean_prob,max_prob"  # QGIS lists the GPKG fid
+        assert rows[f"one{ext}"] == ["True", "1", "EPSG:32633", fields]
+        empty = rows[f"empty{ext}"]
+        if ext == ".geojson":  # no features: no schema, no geometry type (QGIS opens it as a table)
+            assert empty[:2] == ["True", "0"]
+        else:
+            assert empty == ["True", "0", "EPSG:32633", fields]
