@@ -109,14 +109,17 @@ def rss_run(size: int) -> dict:
         folder = Path(tmp)
         before, after = _scene(folder, size)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), os.times()
         result = detect(before, after, predictor=InstantPredictor(), out_vector=folder / "changes.gpkg",
                         out_probability=folder / "prob.tif", out_mask=folder / "mask.tif", tile_size=512, overlap=128,
                         batch_size=4)
         seconds = time.perf_counter() - t0
+        c1 = os.times()
+    cpu = c1.user - c0.user + c1.system - c0.system
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"size": size, "megapixels": round(size * size / 1e6, 1), "seconds": round(seconds, 2),
-            "mpx_per_s": round(size * size / 1e6 / seconds, 2), "polygons": result.stats.get("polygons"),
+            "mpx_per_s": round(size * size / 1e6 / seconds, 2), "cpu_s": round(cpu, 2),
+            "mpx_per_cpu_s": round(size * size / 1e6 / cpu, 2), "polygons": result.stats.get("polygons"),
             "peak_rss_mib": round(peak), "rss_before_run_mib": round(rss_before)}
 
 
@@ -186,7 +189,7 @@ def run(device: str = "cpu", big: bool | None = None, parts: tuple = ("efficienc
         return
     small = _rss_subprocess(4096)
     yield {"benchmark": "overhead", "stand_in": "instant", **{k: small.get(k) for k in
-                                                                ("size", "seconds", "mpx_per_s", "polygons")}}
+                                                                ("size", "seconds", "mpx_per_s", "cpu_s", "mpx_per_cpu_s", "polygons")}}
     rows = [small]
     if big:
         rows.append(_rss_subprocess(16384))

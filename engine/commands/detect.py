@@ -21,6 +21,20 @@ def _bands(text: str) -> list[int]:
     return bands
 
 
+def _cancel_on_sigterm() -> None:
+    """SIGTERM cancels like Ctrl-C: the pipeline removes its temporary files, exit 130."""
+    import signal
+    import threading
+
+    from ..errors import Cancelled
+
+    def _raise(signum, frame):  # runs in the main thread
+        raise Cancelled("terminated")
+
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _raise)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detect", help="detect change between two rasters",
                        description="Detect change between a before and an after raster of any size.")
@@ -57,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not (args.out_vector or args.out_probability or args.out_mask):
         raise UserError("detect: give at least one of --out-vector, --out-probability, --out-mask")
+    _cancel_on_sigterm()
     events = make_events(args.progress)
     detect(
         args.before,

@@ -94,3 +94,33 @@ def test_existing_outputs_are_refused_unless_overwrite(tmp_path, checkpoints):
     assert "100%" in res.stderr  # the tqdm bar
     with rasterio.open(target) as ds:
         assert ds.width == 70
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupt_while_running_leaves_nothing(tmp_path, checkpoints, sig):
+    import signal
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    pair = changed_pair(tmp_path, size=(300, 300))
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "detect", "--before", pair[0], "--after", pair[1],
+                             "--model", checkpoints["random"], "--out-vector", out / "v.shp", "--out-probability",
+                             out / "p.tif", "--progress", "jsonl", "--batch-size", "1"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # wait until the tiles are being processed
+            if '"progress"' in line and '"done": 1' in line:
+                break
+        assert list(out.iterdir()), "temporary outputs exist while running"
+        proc.send_signal(getattr(signal, sig))
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert '"event": "error"' in rest
+    assert list(out.iterdir()) == []
