@@ -9,7 +9,8 @@ into QGIS.
 from __future__ import annotations
 
 import os
-import subprocess  # nosec B404 - probes an interpreter with a fixed list argv
+# bandit B404: probes an interpreter with a fixed list argv
+import subprocess  # nosec B404
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -57,7 +58,8 @@ def qgis_python_candidates() -> list[str]:
 def can_import_torch(python: str) -> bool:
     """True when ``python`` can import torch (checked once per interpreter, in a subprocess)."""
     try:
-        result = subprocess.run(  # nosec B603 - fixed list argv, no shell
+        # bandit B603: fixed list argv, no shell
+        result = subprocess.run(  # nosec B603
             [python, "-c", "import torch"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

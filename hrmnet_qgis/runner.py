@@ -20,7 +20,8 @@ import os
 import queue
 import shutil
 import signal
-import subprocess  # nosec B404 - the engine runs as a child process by design (list argv, no shell)
+# bandit B404: the engine runs as a child process by design (list argv, no shell)
+import subprocess  # nosec B404
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,7 +246,8 @@ def run_engine(
     if os.name == "nt":
         kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)  # type: ignore[attr-defined]
     try:
-        proc = subprocess.Popen(  # nosec B603 - list argv, no shell; python is the configured engine interpreter
+        # bandit B603: list argv, no shell; python is the configured engine interpreter
+        proc = subprocess.Popen(  # nosec B603
             argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

@@ -20,7 +20,8 @@ import os
 import queue
 import re
 import shutil
-import subprocess  # nosec B404 - runs venv and pip with list argv, no shell
+# bandit B404: runs venv and pip with list argv, no shell
+import subprocess  # nosec B404
 import sys
 import threading
 from pathlib import Path
@@ -128,7 +129,8 @@ def _run(argv: list[str], log: Log, is_cancelled: Callable[[], bool], on_line: O
     """Run ``argv``, stream its output to ``log``; return the output lines or raise."""
     log("$ " + " ".join(argv))
     try:
-        proc = subprocess.Popen(  # nosec B603 - list argv, no shell; interpreters chosen by the plugin
+        # bandit B603: list argv, no shell; interpreters chosen by the plugin
+        proc = subprocess.Popen(  # nosec B603
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, encoding="utf-8", errors="replace", bufsize=1, env=env,
         )

@@ -1,12 +1,15 @@
 """``hrmnet:preparedataset``: parameters → ``python -m engine prepare`` options."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional
 
 from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingOutputFile,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
@@ -62,7 +65,10 @@ class PrepareDataset(EngineAlgorithm):
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
+        self.addParameter(QgsProcessingParameterBoolean("OVERWRITE", self.tr("Replace a non-empty dataset folder"),
+                                                        defaultValue=False))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", self.tr("Dataset folder")))
+        self.addOutput(QgsProcessingOutputFile("DATASET_JSON", self.tr("Dataset description (dataset.json)")))
 
     def engine_args(self, parameters: dict, context: QgsProcessingContext) -> tuple[list[str], str]:
         """The ``prepare`` options for these parameters, and the dataset folder."""
@@ -86,9 +92,11 @@ class PrepareDataset(EngineAlgorithm):
             args += ["--stride", str(self.parameterAsInt(parameters, "STRIDE", context))]
         if given(parameters, "KEEP_EMPTY"):
             args += ["--keep-empty", repr(self.parameterAsDouble(parameters, "KEEP_EMPTY", context))]
+        if self.parameterAsBoolean(parameters, "OVERWRITE", context):
+            args.append("--overwrite")
         return args, out
 
     def processAlgorithm(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict[str, Any]:  # noqa: N802
         args, out = self.engine_args(parameters, context)
         self.run_engine(args, feedback, cleanup=[out])
-        return {"OUTPUT": out}
+        return {"OUTPUT": out, "DATASET_JSON": str(Path(out) / "dataset.json")}

@@ -17,7 +17,7 @@ EXPECTED = {
                      "INIT", "BACKBONE", "VAL_EVERY", "RESUME", "OVERWRITE", "SEED"},
     "hrmnet:evaluate": {"DATA", "SPLIT", "MODEL", "OUTPUT", "DEVICE", "PRECISION", "BATCH_SIZE"},
     "hrmnet:preparedataset": {"BEFORE", "AFTER", "LABELS", "PAIRS", "OUTPUT", "TILE_SIZE", "STRIDE", "SPLIT",
-                              "SEED", "KEEP_EMPTY"},
+                              "SEED", "KEEP_EMPTY", "OVERWRITE"},
 }
 ADVANCED = {"BANDS_BEFORE", "BANDS_AFTER", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE", "PRECISION"}
 

@@ -1,0 +1,67 @@
+"""hrmnet:preparedataset, hrmnet:evaluate and hrmnet:train through Processing in a real QGIS 3.22."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.qgis
+
+
+def test_prepare_from_a_pair_and_labels(qgis_app, scenes, tmp_path):
+    import processing
+
+    before, after, labels = scenes[0]
+    out = tmp_path / "dataset"
+    result = processing.run("hrmnet:preparedataset", {
+        "BEFORE": str(before), "AFTER": str(after), "LABELS": str(labels), "TILE_SIZE": 64,
+        "SPLIT": "0.5,0.5,0", "OUTPUT": str(out)})
+    assert result["OUTPUT"] == str(out)
+    info = json.loads((out / "dataset.json").read_text())
+    assert result["DATASET_JSON"] == str(out / "dataset.json")
+    assert "32633" in json.dumps(info.get("crs"))
+    assert list((out / "train" / "A").glob("*.tif")) or list((out / "val" / "A").glob("*.tif"))
+    assert [p.name for p in tmp_path.iterdir()] == ["dataset"], "no staging folder left"
+
+
+def test_prepare_needs_a_pair_or_a_sheets_table(qgis_app, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="SHEETS CSV"):
+        processing.run("hrmnet:preparedataset", {"TILE_SIZE": 64, "OUTPUT": str(tmp_path / "d")})
+
+
+def test_evaluate_reports_the_metrics_as_outputs(qgis_app, dataset, model_path, tmp_path):
+    import processing
+
+    maps = tmp_path / "maps"
+    result = processing.run("hrmnet:evaluate", {"DATA": str(dataset), "SPLIT": 0, "MODEL": str(model_path),
+                                                 "DEVICE": 1, "OUTPUT": str(maps)})
+    for key in ("KAPPA", "IOU", "F1", "PRECISION", "RECALL", "OA"):
+        assert isinstance(result[key], float) and -1.0 <= result[key] <= 1.0, key
+    assert 0.0 <= result["OA"] <= 1.0
+    assert result["OUTPUT"] == str(maps) and list(maps.glob("*.png"))
+
+
+def test_train_parameters_map_to_the_cli_options(qgis_app, dataset, tmp_path):
+    from qgis.core import QgsApplication, QgsProcessingContext
+
+    from hrmnet_qgis.algorithms.train import train_outputs
+
+    alg = QgsApplication.processingRegistry().createAlgorithmById("hrmnet:train")
+    params = {"DATA": str(dataset), "OUTPUT": str(tmp_path / "run"), "STEPS": 10, "BATCH_SIZE": 2, "LR": 1e-3,
+              "DEVICE": 1, "VAL_EVERY": 0, "INIT": str(tmp_path / "init.safetensors"), "RESUME": True}
+    args, out = alg.engine_args(params, QgsProcessingContext())
+    opts = dict(zip(args[::2], args[1::2]))
+    assert out == str(tmp_path / "run")
+    assert opts["--data"] == str(dataset) and opts["--out"] == out and opts["--steps"] == "10"
+    assert opts["--batch-size"] == "2" and float(opts["--lr"]) == 1e-3 and opts["--device"] == "cpu"
+    assert opts["--val-every"] == "0" and opts["--init"] == str(tmp_path / "init.safetensors")
+    assert "--resume" in args and "--overwrite" not in args and "--crop" not in args
+    # The done event of `engine train` → algorithm outputs.
+    done = {"outputs": {"best": f"{out}/best.safetensors", "last": f"{out}/last.safetensors",
+                        "metrics": f"{out}/metrics.csv"},
+            "stats": {"steps": 10, "best_step": 10, "best_val": {"f1": 0.25, "iou": 0.1}}}
+    outputs = train_outputs(out, done)
+    assert outputs["BEST_MODEL"] == f"{out}/best.safetensors" and outputs["BEST_F1"] == 0.25
