@@ -48,7 +48,10 @@ from .evaluate import confusion_over, eval_loader
 from .metrics import Confusion
 from .schedule import lr_factor, make_scheduler
 
-__all__ = ["TrainConfig", "DEFAULTS", "StepSampler", "train", "RUN_FILES", "CSV_COLUMNS"]
+__all__ = [
+    "TrainConfig", "DEFAULTS", "StepSampler", "train", "train_step", "make_optimizer", "training_runtime",
+    "RUN_FILES", "CSV_COLUMNS",
+]
 
 RUN_FILES = ("state.pt", "best.safetensors", "last.safetensors", "metrics.csv", "curves.png")
 CSV_COLUMNS = ("step", "loss", "lr", "val_kappa", "val_iou", "val_f1", "val_precision", "val_recall")
@@ -339,6 +342,39 @@ class _StopFlag:
 # --------------------------------------------------------------------------- the run
 
 
+def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
+               scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
+               rt: Runtime) -> tuple[torch.Tensor, float]:
+    """One optimizer step on a batch: x float (N, 6, H, W) normalised, y float (N, 1, H, W) in {0, 1}.
+
+    Forward under the runtime's autocast, the authors' loss in fp32, backward (scaled
+    for fp16), optimizer and schedule step. Returns the loss (a 0-d tensor on the
+    device, not synchronised) and the learning rate this step used.
+    """
+    from ..model import hrmnet_loss
+
+    x = rt.tensor(x)
+    y = y.to(rt.device, non_blocking=True)
+    with rt.autocast():
+        change, hard = model(x)
+    loss = hrmnet_loss(change, hard, y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    lr_used = optimizer.param_groups[0]["lr"]
+    scheduler.step()
+    return loss, lr_used
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, steps: int, rt: Runtime):
+    """The authors' AdamW, poly schedule with warm-up, and a grad scaler (enabled for fp16 only)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=BETAS, weight_decay=WEIGHT_DECAY)
+    scheduler = make_scheduler(optimizer, steps)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16")
+    return optimizer, scheduler, scaler
+
+
 @dataclass
 class _RunState:
     step: int = 0
@@ -347,6 +383,7 @@ class _RunState:
     best_metrics: dict = field(default_factory=dict)
     last_metrics: dict = field(default_factory=dict)
     seconds: float = 0.0
+    step_seconds: float = 0.0
     history: list = field(default_factory=list)
 
 
@@ -373,12 +410,14 @@ def train(cfg: TrainConfig, events: Optional[Events] = None) -> dict:
     return _train(cfg, events, dist)
 
 
-def _runtime(cfg: TrainConfig, dist: _Dist) -> Runtime:
-    device = cfg.device or "auto"
-    if dist.world > 1 and device in ("auto", "cuda") and torch.cuda.is_available():
-        device = f"cuda:{dist.local}"
-    rt = select_runtime(device, cfg.precision)
-    if rt.device.type == "cpu" and (cfg.precision or "auto") == "auto" and rt.precision != "fp32":
+def training_runtime(device: str = "auto", precision: str = "auto", world: int = 1, local_rank: int = 0) -> Runtime:
+    """The runtime for training: as :func:`select_runtime`, but fp32 on CPU unless bf16 is
+    asked, and process ``local_rank``'s own GPU under torchrun."""
+    device = device or "auto"
+    if world > 1 and device in ("auto", "cuda") and torch.cuda.is_available():
+        device = f"cuda:{local_rank}"
+    rt = select_runtime(device, precision)
+    if rt.device.type == "cpu" and (precision or "auto") == "auto" and rt.precision != "fp32":
         rt = Runtime(rt.device, "fp32", rt.channels_last)
     return rt
 
@@ -395,7 +434,7 @@ def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
     cfg = _resolve(cfg, saved["config"] if saved else None, events)
     _check_config(cfg, dist.world)
     data = Path(cfg.data)
-    rt = _runtime(cfg, dist)
+    rt = training_runtime(cfg.device, cfg.precision, dist.world, dist.local)
     if rt.device.type == "cpu" and dist.world > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world))
 
@@ -417,7 +456,7 @@ def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
 
     # Model, optimizer, schedule.
     torch.manual_seed(cfg.seed)
-    from ..model import HRMNet, hrmnet_loss
+    from ..model import HRMNet
 
     model = HRMNet()
     if cfg.init and not saved:
@@ -426,9 +465,7 @@ def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
     if cfg.backbone and not saved:
         _load_backbone(model, cfg.backbone)
     model = rt.prepare(model).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=BETAS, weight_decay=WEIGHT_DECAY)
-    scheduler = make_scheduler(optimizer, cfg.steps)
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16")
+    optimizer, scheduler, scaler = make_optimizer(model, cfg.lr, cfg.steps, rt)
     run = _RunState()
     if saved:
         model.load_state_dict(saved["model"])
@@ -544,17 +581,7 @@ def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
                 if cancelled:
                     raise Cancelled("cancelled")
                 x, y, _ = next(batches)
-                x = rt.tensor(x)
-                y = y.to(rt.device, non_blocking=True)
-                with rt.autocast():
-                    change, hard = ddp(x)
-                loss = hrmnet_loss(change, hard, y)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                lr_used = optimizer.param_groups[0]["lr"]
-                scheduler.step()
+                loss, lr_used = train_step(ddp, x, y, optimizer, scheduler, scaler, rt)
                 loss_value = loss.detach()
                 if dist.world > 1:
                     import torch.distributed as tdist
@@ -568,6 +595,7 @@ def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
                 now = time.perf_counter()
                 dt, t_last = now - t_last, now
                 run.seconds += dt
+                run.step_seconds += dt
                 ema = dt if ema is None else 0.9 * ema + 0.1 * dt
                 run.history.append([run.step, loss_f, lr_used] + [math.nan] * 5)
                 events.emit("progress", done=run.step, total=cfg.steps, stage="train", loss=round(loss_f, 5),
@@ -588,8 +616,8 @@ def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
 
     stats = {
         "steps": run.step, "seconds": round(run.seconds, 1),
-        "seconds_per_step": round(run.seconds / max(1, len(run.history)), 3),
-        "samples_per_second": round(cfg.batch_size * len(run.history) / max(run.seconds, 1e-9), 3),
+        "seconds_per_step": round(run.step_seconds / max(1, len(run.history)), 3),
+        "samples_per_second": round(cfg.batch_size * len(run.history) / max(run.step_seconds, 1e-9), 3),
         "best_step": run.best_step, "best_val": run.best_metrics, "last_val": run.last_metrics,
         **common,
     }
