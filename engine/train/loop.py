@@ -317,26 +317,31 @@ def _write_curves(path: Path, history: list[list[float]], best_step: Optional[in
 
 
 class _StopFlag:
-    """Ctrl-C sets a flag checked between steps (a second Ctrl-C interrupts at once)."""
+    """Ctrl-C, SIGTERM (and Ctrl-Break on Windows) set a flag checked between steps, so
+    the run stops after the current step with a resumable state; a second signal acts
+    at once (the previous handler is restored)."""
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGBREAK") if hasattr(signal, name))
 
     def __init__(self) -> None:
         self.set = False
-        self._old: Any = None
+        self._old: dict = {}
 
     def __enter__(self) -> "_StopFlag":
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.getsignal(signal.SIGINT)
 
             def handler(signum: int, frame: Any) -> None:
                 self.set = True
-                signal.signal(signal.SIGINT, self._old)
+                signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
 
-            signal.signal(signal.SIGINT, handler)
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.getsignal(sig)
+                signal.signal(sig, handler)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
 # --------------------------------------------------------------------------- the run
@@ -401,6 +406,8 @@ def train(cfg: TrainConfig, events: Optional[Events] = None) -> dict:
         import torch.distributed as tdist
 
         use_cuda = torch.cuda.is_available() and cfg.device not in ("cpu",)
+        if use_cuda:
+            torch.cuda.set_device(dist.local)
         if not tdist.is_initialized():
             tdist.init_process_group("nccl" if use_cuda else "gloo")
         try:
@@ -437,6 +444,8 @@ def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
     rt = training_runtime(cfg.device, cfg.precision, dist.world, dist.local)
     if rt.device.type == "cpu" and dist.world > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world))
+    if rt.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop size: pick the fastest kernels once
 
     train_samples = scan_split(data, "train")
     val_samples = scan_split(data, "val") if (data / "val").exists() else []

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -170,3 +171,29 @@ def test_bad_options():
         from engine.train.loop import _check_config
 
         _check_config(TrainConfig(data="d", steps=1, batch_size=3, lr=1e-3, crop=64, val_every=0, seed=0), world=2)
+
+
+def test_interrupt_stops_after_the_step_with_a_resumable_state(data, tmp_path):
+    """The plugin and Ctrl-C stop a run with SIGINT: exit 130, state.pt at the last whole step."""
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine", "train", "--data", str(data), "--out", str(run), "--steps", "500",
+         "--batch-size", "2", "--crop", "32", "--val-every", "0", "--device", "cpu", "--progress", "jsonl"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in proc.stdout:
+            if json.loads(line)["event"] == "progress":
+                proc.send_signal(signal.SIGINT)
+                break
+        rest = proc.stdout.read()
+        rc = proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    assert rc == 130
+    assert proc.stderr.read().strip() == "cancelled"
+    assert json.loads(rest.strip().splitlines()[-1]) == {"event": "error", "message": "cancelled"}
+    state = torch.load(run / "state.pt", weights_only=True)
+    assert 1 <= state["run"]["step"] < 500
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert len(rows) == state["run"]["step"]
