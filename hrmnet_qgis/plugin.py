@@ -34,8 +34,10 @@ class HrmnetPlugin:
         from .provider import HrmnetProvider
 
         if self.provider is None:
-            self.provider = HrmnetProvider()
-            QgsApplication.processingRegistry().addProvider(self.provider)
+            provider = HrmnetProvider()
+            # QGIS deletes a provider it refuses (same id already registered).
+            if QgsApplication.processingRegistry().addProvider(provider):
+                self.provider = provider  # the plugin keeps the Python object alive
 
     # GUI ----------------------------------------------------------------------
     def initGui(self) -> None:  # noqa: N802

@@ -72,10 +72,12 @@ def qgis_app():
     Processing.initialize()
     from hrmnet_qgis.provider import HrmnetProvider
 
+    # Keep the Python object alive: QGIS 3.22 does not take ownership of Python providers.
     provider = HrmnetProvider()
     QgsApplication.processingRegistry().addProvider(provider)
     yield app
-    QgsApplication.processingRegistry().removeProvider(provider)
+    if QgsApplication.processingRegistry().providerById("hrmnet") is not None:
+        QgsApplication.processingRegistry().removeProvider("hrmnet")
 
 
 @pytest.fixture(scope="session")
