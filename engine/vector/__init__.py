@@ -1,12 +1,14 @@
 """Vectorization: the change mask raster → change polygons (seams merged, holes kept).
 
-Public entry points: :func:`polygonize_to_file` and the output-file helpers
+Public entry points: :func:`polygonize_to_file` (files in, file out),
+:class:`Polygonizer` (mask strips in memory in, file out) and the output-file helpers
 (:func:`check_vector_path`, :func:`vector_sidecars`, :func:`move_vector`,
 :func:`remove_vector`, :func:`temporary_vector_path`).
 """
 from .io import (SUPPORTED_VECTOR_EXTENSIONS, check_vector_path, move_vector, remove_vector, temporary_vector_path,
                  vector_sidecars)
 from .polygonize import polygonize_to_file
+from .stream import Polygonizer, decode_mask, decode_prob
 
 __all__ = [
     "SUPPORTED_VECTOR_EXTENSIONS",
@@ -16,4 +18,7 @@ __all__ = [
     "move_vector",
     "remove_vector",
     "temporary_vector_path",
+    "Polygonizer",
+    "decode_mask",
+    "decode_prob",
 ]
