@@ -32,7 +32,7 @@ from ..errors import UserError
 from ..events import Events
 from .io import (SUPPORTED_VECTOR_EXTENSIONS, check_vector_path, move_vector, remove_vector, temporary_vector_path,
                  vector_sidecars)
-from .stream import Polygonizer, check_options, decode_mask, decode_prob
+from .stream import MAX_STRIP_PIXELS, Polygonizer, check_options, decode_mask, decode_prob
 
 __all__ = [
     "SUPPORTED_VECTOR_EXTENSIONS",
@@ -46,9 +46,7 @@ __all__ = [
 
 PathLike = Union[str, os.PathLike]
 
-#: Upper bound on pixels per strip, so working memory (about 16 bytes a strip pixel, some
-#: 70 MB) does not grow with the scene's width: wide rasters get fewer rows per strip.
-MAX_STRIP_PIXELS = 4 * 1024 * 1024
+
 
 
 def polygonize_to_file(mask_path: PathLike, prob_path: Optional[PathLike], out_path: PathLike, *,

@@ -22,10 +22,13 @@ from .io import FIELDS, VectorWriter
 from .measure import MapGrid
 from .strips import Component, StripMerger
 
-__all__ = ["Polygonizer", "check_options", "decode_mask", "decode_prob", "BATCH"]
+__all__ = ["Polygonizer", "check_options", "decode_mask", "decode_prob", "BATCH", "MAX_STRIP_PIXELS"]
 
 PathLike = Union[str, os.PathLike]
 
+#: Upper bound on pixels per strip, so working memory (about 16 bytes a strip pixel, some
+#: 70 MB) does not grow with the scene's width: wide rasters get fewer rows per strip.
+MAX_STRIP_PIXELS = 4 * 1024 * 1024
 #: Finished polygons are georeferenced, filtered and written in batches of this many.
 BATCH = 20_000
 
@@ -120,12 +123,16 @@ class Polygonizer:
         rows = mask.shape[0]
         if self._rows_done + rows > self.height:
             raise ValueError(f"more rows than the grid has ({self._rows_done + rows} > {self.height})")
-        last = self._rows_done + rows == self.height
-        comps = self._merger.feed(mask, prob if self.has_prob else None, self._rows_done, last=last)
-        self._rows_done += rows
-        self._buffer.extend(comps)
-        if len(self._buffer) >= BATCH:
-            self._flush()
+        step = max(1, MAX_STRIP_PIXELS // max(1, self.width))  # big strips are labelled in parts
+        for r0 in range(0, rows, step):
+            part = slice(r0, min(rows, r0 + step))
+            n = part.stop - part.start
+            last = self._rows_done + n == self.height
+            sub_prob = prob[part] if (prob is not None and self.has_prob) else None
+            self._buffer.extend(self._merger.feed(mask[part], sub_prob, self._rows_done, last=last))
+            self._rows_done += n
+            if len(self._buffer) >= BATCH:
+                self._flush()
 
     def close(self) -> dict:
         """Finish the file; returns ``{"polygons", "area_m2", "area_units", "dropped_small"}``."""

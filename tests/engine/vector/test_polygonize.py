@@ -361,8 +361,10 @@ def test_us_feet_crs_areas_are_in_square_metres(tmp_path):
 
 def test_wide_rasters_get_fewer_rows_per_strip(tmp_path, monkeypatch):
     import engine.vector.polygonize as polygonize
+    import engine.vector.stream as stream
 
     monkeypatch.setattr(polygonize, "MAX_STRIP_PIXELS", 1000)
+    monkeypatch.setattr(stream, "MAX_STRIP_PIXELS", 1000)
     mask = _mask(95, 100)
     mask[5:90, 40:60] = 1
     write_geotiff(tmp_path / "mask.tif", mask)

@@ -76,3 +76,22 @@ def test_decoders_follow_the_agreed_encodings():
     assert np.isnan(p[0, 3])
     f = decode_prob(np.array([[0.25, -1.0, np.nan, 1.0]], np.float32), -1.0)
     assert f[0, 0] == 0.25 and f[0, 3] == 1.0 and np.isnan(f[0, 1]) and np.isnan(f[0, 2])
+
+
+def test_a_big_strip_is_labelled_in_parts(tmp_path, monkeypatch):
+    import engine.vector.stream as stream
+
+    mask, prob = _scene(1)
+    with Polygonizer(tmp_path / "one.gpkg", transform=TRANSFORM, crs=UTM33N, width=220, height=300) as poly:
+        poly.add(decode_mask(mask), decode_prob(prob))
+        whole = poly.close()
+    monkeypatch.setattr(stream, "MAX_STRIP_PIXELS", 220 * 16)  # 16 rows at a time
+    fed = []
+    original = stream.StripMerger.feed
+    monkeypatch.setattr(stream.StripMerger, "feed", lambda self, m, *a, **k: fed.append(len(m)) or original(self, m, *a, **k))
+    with Polygonizer(tmp_path / "parts.gpkg", transform=TRANSFORM, crs=UTM33N, width=220, height=300) as poly:
+        poly.add(decode_mask(mask), decode_prob(prob))
+        parts = poly.close()
+    assert max(fed) == 16 and sum(fed) == 300
+    assert parts == whole
+    assert _canonical(tmp_path / "parts.gpkg") == _canonical(tmp_path / "one.gpkg")
