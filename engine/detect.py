@@ -56,7 +56,9 @@ class Predictor(Protocol):
 
     Called with a float32 array (N, 6, H, W) (before RGB then after RGB, normalised);
     returns float32 (N, H, W) probabilities in [0, 1]. ``describe()`` (optional) returns
-    a dict with at least ``device`` and ``precision`` for the start event.
+    a dict with at least ``device`` and ``precision`` for the start event. A predictor
+    may also offer ``submit(batch) -> handle`` and ``result(handle) -> array``: the
+    pipeline then starts batch k+1 before blending batch k.
     """
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
@@ -75,15 +77,36 @@ class ModelPredictor:
         self.runtime = runtime
         self.model = runtime.prepare(model).eval()
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def submit(self, batch: np.ndarray):
+        """Start the forward pass of ``batch``; :meth:`result` waits for it. On CUDA the
+        kernels and the copy back to pinned memory run while the caller blends the
+        previous batch."""
         torch = self.torch
         x = torch.from_numpy(batch)
-        if self.runtime.device.type == "cuda":
+        cuda = self.runtime.device.type == "cuda"
+        if cuda:
             x = x.pin_memory()
         x = self.runtime.tensor(x)
         with torch.inference_mode(), self.runtime.autocast():
             change, _hard = self.model(x)
-        return change[:, 0].float().cpu().numpy()
+            p = change[:, 0].float()
+        if not cuda:
+            return p, None
+        host = torch.empty(p.shape, dtype=torch.float32, pin_memory=True)
+        host.copy_(p, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return host, done
+
+    def result(self, handle) -> np.ndarray:
+        """(N, H, W) float32 probabilities of a :meth:`submit` ted batch."""
+        host, done = handle
+        if done is not None:
+            done.synchronize()
+        return host.numpy()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.result(self.submit(batch))
 
     def describe(self) -> dict:
         return self.runtime.describe()
@@ -227,19 +250,74 @@ class _Failure:
     exc: BaseException
 
 
+def _tile_loader(pair: RasterPair, grid: TileGrid, rad_b: Radiometry, rad_a: Radiometry, workers: int):
+    """(load(tile) -> (input (6, H, W) float32 padded, valid (h, w) bool), close()).
+
+    With ``workers`` > 1 each worker thread reads through its own reopened pair."""
+    shape = grid.shape
+
+    def load_with(p: RasterPair, tile: Tile):
+        b, a, valid = p.read(tile.window)
+        return pad_tile(model_input(b, a, valid, rad_b, rad_a), shape), valid
+
+    if workers <= 1:
+        return (lambda tile: load_with(pair, tile)), (lambda: None)
+    local = threading.local()
+    opened: list[RasterPair] = []
+    lock = threading.Lock()
+
+    def load(tile: Tile):
+        p = getattr(local, "pair", None)
+        if p is None:
+            p = local.pair = pair.reopen()
+            with lock:
+                opened.append(p)
+        return load_with(p, tile)
+
+    def close() -> None:
+        for p in opened:
+            p.close()
+
+    return load, close
+
+
 def _reader(pair: RasterPair, grid: TileGrid, rad_b: Radiometry, rad_a: Radiometry, batch_size: int,
-            out: "queue.Queue", stop: threading.Event) -> None:
-    """Read, normalise and pad tiles in row-major order; put :class:`_Batch` es, then None."""
+            workers: int, out: "queue.Queue", stop: threading.Event) -> None:
+    """Read, normalise and pad tiles in row-major order (``workers`` threads); put
+    :class:`_Batch` es on ``out``, then None (or a :class:`_Failure`)."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
     th, tw = grid.shape
+    load, close = _tile_loader(pair, grid, rad_b, rad_a, workers)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="detect-read") if workers > 1 else None
     try:
         tiles, valids = [], []
         buf = np.empty((batch_size, 6, th, tw), dtype=np.float32)
-        for tile in grid:
+        ahead: deque = deque()
+        it = iter(grid)
+        exhausted = False
+        while True:
             if stop.is_set():
                 return
-            b, a, valid = pair.read(tile.window)
-            x = model_input(b, a, valid, rad_b, rad_a)
-            buf[len(tiles)] = pad_tile(x, (th, tw))
+            # keep up to two batches of reads in flight (results stay in tile order)
+            while pool is not None and not exhausted and len(ahead) < 2 * batch_size:
+                tile = next(it, None)
+                if tile is None:
+                    exhausted = True
+                else:
+                    ahead.append((tile, pool.submit(load, tile)))
+            if pool is not None:
+                if not ahead:
+                    break
+                tile, fut = ahead.popleft()
+                x, valid = fut.result()
+            else:
+                tile = next(it, None)
+                if tile is None:
+                    break
+                x, valid = load(tile)
+            buf[len(tiles)] = x
             tiles.append(tile)
             valids.append(valid)
             if len(tiles) == batch_size:
@@ -256,6 +334,10 @@ def _reader(pair: RasterPair, grid: TileGrid, rad_b: Radiometry, rad_a: Radiomet
             _put(out, _Failure(exc), stop)
         except _Stop:
             pass
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        close()
 
 
 class _WriterThread:
@@ -365,6 +447,7 @@ def detect(
     tile_size: Optional[int] = None,
     overlap: Optional[int] = None,
     batch_size: Optional[int] = None,
+    read_threads: Optional[int] = None,
     device: str = "auto",
     precision: str = "auto",
     threshold: Optional[float] = None,
@@ -391,6 +474,8 @@ def detect(
         bands_before, bands_after: 1-based band indices (1 or 3).
         tile_size, overlap: tile edge and overlap in pixels (defaults: checkpoint).
         batch_size: tiles per forward pass (default: :func:`default_batch_size`).
+        read_threads: threads reading and normalising tiles (default: 1 on CPU, where
+            the model needs the cores; half the cores, at most 8, on CUDA).
         device, precision: see :func:`engine.runtime.select_runtime`.
         threshold: change when probability > threshold (default: checkpoint).
         min_area: drop polygons smaller than this many m².
@@ -421,6 +506,8 @@ def detect(
         raise UserError(f"--simplify {simplify}: must be 0 or more (metres)")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    if read_threads is not None and not 1 <= read_threads <= 64:
+        raise UserError(f"--read-threads {read_threads}: must be between 1 and 64")
     if threshold is not None and not (0.0 < threshold < 1.0):
         raise UserError(f"--threshold {threshold}: must be between 0 and 1")
     if tile_size is not None and overlap is not None:
@@ -472,6 +559,7 @@ def detect(
         dev_type = "cuda" if str(dev_info.get("device", "")).startswith("cuda") else "cpu"
         batch = int(batch_size or default_batch_size(dev_type, grid.shape))
         batch = min(batch, len(grid))
+        workers = int(read_threads or (min(8, max(1, (os.cpu_count() or 2) // 2)) if dev_type == "cuda" else 1))
         events.start(
             before=before,
             after=after,
@@ -484,6 +572,7 @@ def detect(
             tile_shape=list(grid.shape),
             overlap=overlap,
             batch_size=batch,
+            read_threads=workers,
             threshold=threshold,
             device=dev_info.get("device"),
             precision=dev_info.get("precision"),
@@ -507,7 +596,7 @@ def detect(
 
         env.enter_context(_gdal_cache(pair, grid, writer))
         t_tiles = time.perf_counter()
-        changed_area = _run_tiles(pair, grid, rad_b, rad_a, batch, predictor, writer, events)
+        changed_area = _run_tiles(pair, grid, rad_b, rad_a, batch, predictor, writer, events, workers)
         t_infer = time.perf_counter() - t_tiles
         writer.close(overviews=False)
         for role, path, resampling in (("probability", prob_tmp, "average"), ("mask", mask_tmp, "nearest")):
@@ -623,19 +712,30 @@ def _commit(targets: dict[str, Path], prob_tmp: Path, mask_tmp: Path, vector_tmp
 
 
 def _run_tiles(pair: RasterPair, grid: TileGrid, rad_b: Radiometry, rad_a: Radiometry, batch: int,
-               predictor: Predictor, writer: GeoTiffStripWriter, events: Events) -> Optional[float]:
-    """Read (thread) -> predict (here) -> blend (here) -> write (thread). Returns the
+               predictor: Predictor, writer: GeoTiffStripWriter, events: Events, workers: int = 1) -> Optional[float]:
+    """Read (threads) -> predict (here) -> blend (here) -> write (thread). Returns the
     changed area in m² from the mask (None without a CRS)."""
     stop = threading.Event()
     inbox: "queue.Queue" = queue.Queue(maxsize=2)
-    reader = threading.Thread(target=_reader, args=(pair, grid, rad_b, rad_a, batch, inbox, stop),
+    reader = threading.Thread(target=_reader, args=(pair, grid, rad_b, rad_a, batch, workers, inbox, stop),
                               name="detect-reader", daemon=True)
     crs = pair.crs if pair.georeferenced else None
     out = _WriterThread(writer, lambda r0, n: row_pixel_areas_m2(pair.transform, crs, r0, n))
     blender = StripBlender(grid)
     total, done = len(grid), 0
+    pipelined = hasattr(predictor, "submit") and hasattr(predictor, "result")
+
+    def blend(item: _Batch, probs: np.ndarray) -> None:
+        nonlocal done
+        for tile, prob, valid in zip(item.tiles, probs, item.valid):
+            for strip in blender.add(tile, prob, valid):
+                out.put(strip, stop)
+        done += len(item.tiles)
+        events.progress(done, total, "detect")
+
     events.progress(0, total, "detect")
     reader.start()
+    pending = None  # (batch, handle) submitted but not blended yet
     try:
         while True:
             events.check_cancel()
@@ -643,18 +743,20 @@ def _run_tiles(pair: RasterPair, grid: TileGrid, rad_b: Radiometry, rad_a: Radio
                 item = inbox.get(timeout=0.2)
             except queue.Empty:
                 continue
-            if item is None:
-                break
             if isinstance(item, _Failure):
                 raise item.exc
-            probs = predictor(item.inputs)
-            for tile, prob, valid in zip(item.tiles, probs, item.valid):
-                for strip in blender.add(tile, prob, valid):
-                    out.put(strip, stop)
-            done += len(item.tiles)
-            events.progress(done, total, "detect")
+            if item is not None and not pipelined:
+                blend(item, predictor(item.inputs))
+                continue
+            handle = predictor.submit(item.inputs) if item is not None else None
+            if pending is not None:
+                blend(pending[0], predictor.result(pending[1]))
+            pending = (item, handle) if item is not None else None
+            if item is None:
+                break
         out.finish()
     except BaseException:
+        stop.set()
         out.stop.set()
         raise
     finally:

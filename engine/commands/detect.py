@@ -53,6 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile-size", type=int, metavar="PX", help="tile edge, a multiple of 32 (default: checkpoint, 512)")
     p.add_argument("--overlap", type=int, metavar="PX", help="tile overlap, < tile/2 (default: checkpoint, 128)")
     p.add_argument("--batch-size", type=int, metavar="N", help="tiles per forward pass (default: 8 on CUDA, 2 on CPU)")
+    p.add_argument("--read-threads", type=int, metavar="N",
+                   help="threads reading tiles (default: 1 on CPU, half the cores up to 8 on CUDA)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16 (default auto)")
     p.add_argument("--threshold", type=float, help="change when probability > threshold (default: checkpoint, 0.5)")
@@ -85,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         tile_size=args.tile_size,
         overlap=args.overlap,
         batch_size=args.batch_size,
+        read_threads=args.read_threads,
         device=args.device,
         precision=args.precision,
         threshold=args.threshold,

@@ -119,6 +119,16 @@ class RasterPair:
     crs: object
     georeferenced: bool
     _to_close: tuple = ()
+    _args: tuple = ()
+
+    def reopen(self) -> "RasterPair":
+        """An independent pair on the same files and area, for another reader thread
+        (rasterio datasets must not be shared between threads)."""
+        pair = open_pair(*self._args)
+        if (pair.width, pair.height) != (self.width, self.height):  # pragma: no cover - files changed under us
+            pair.close()
+            raise RuntimeError("the rasters changed while being read")
+        return pair
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(before raw (3,h,w), after raw (3,h,w), valid (h,w) bool: both dates have data)."""
@@ -265,8 +275,8 @@ def open_pair(
                           nodata=bds.nodata)
         asrc = DateSource(apath, a_src, ab, ads.dtypes[ab[0] - 1], a_off[0], a_off[1], warped=warped,
                           nodata=ads.nodata)
-        return RasterPair(bsrc, asrc, width, height, transform, crs, geo,
-                          tuple(to_close))
+        return RasterPair(bsrc, asrc, width, height, transform, crs, geo, tuple(to_close),
+                          (bpath, apath, bands_before, bands_after, extent))
     except BaseException:
         for ds in reversed(to_close):
             ds.close()

@@ -199,3 +199,39 @@ def test_a_failing_model_leaves_nothing_behind(tmp_path, pair):
         detect(*pair, predictor=broken, out_vector=out / "v.shp", out_probability=out / "p.tif", tile_size=64,
                overlap=16)
     assert list(out.iterdir()) == []
+
+
+class _Pipelined(DifferencePredictor):
+    """Stand-in with submit/result, as the CUDA model predictor offers."""
+
+    def __init__(self):
+        super().__init__()
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def submit(self, batch):
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        return self(batch)
+
+    def result(self, handle):
+        self.in_flight -= 1
+        return handle
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_read_threads_and_pipelined_predictor_give_the_same_outputs(tmp_path, threads):
+    before, after = changed_pair(tmp_path, size=(230, 210), square=SQUARE)
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    _run(before, after, ref)
+    out = tmp_path / "out"
+    out.mkdir()
+    pred = _Pipelined()
+    result = detect(before, after, predictor=pred, out_probability=out / "prob.tif", out_mask=out / "mask.tif",
+                    tile_size=96, overlap=16, batch_size=2, read_threads=threads)
+    assert pred.max_in_flight == 2 and pred.in_flight == 0  # batch k+1 started before batch k was blended
+    assert result.info["batch_size"] == 2
+    for name in ("prob.tif", "mask.tif"):
+        with rasterio.open(ref / name) as a, rasterio.open(out / name) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
