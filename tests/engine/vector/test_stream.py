@@ -88,7 +88,12 @@ def test_a_big_strip_is_labelled_in_parts(tmp_path, monkeypatch):
     monkeypatch.setattr(stream, "MAX_STRIP_PIXELS", 220 * 16)  # 16 rows at a time
     fed = []
     original = stream.StripMerger.feed
-    monkeypatch.setattr(stream.StripMerger, "feed", lambda self, m, *a, **k: fed.append(len(m)) or original(self, m, *a, **k))
+
+    def feed(self, m, *args, **kwargs):
+        fed.append(len(m))
+        return original(self, m, *args, **kwargs)
+
+    monkeypatch.setattr(stream.StripMerger, "feed", feed)
     with Polygonizer(tmp_path / "parts.gpkg", transform=TRANSFORM, crs=UTM33N, width=220, height=300) as poly:
         poly.add(decode_mask(mask), decode_prob(prob))
         parts = poly.close()
