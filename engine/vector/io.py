@@ -208,7 +208,9 @@ class VectorWriter:
         from pyogrio.raw import open_arrow, write_arrow
 
         try:
-            with open_arrow(self._stage, layer=LAYER_NAME, use_pyarrow=False) as (meta, reader):
+            with open_arrow(self._stage, layer=LAYER_NAME, use_pyarrow=False) as (meta, reader), \
+                    warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="'crs' was not provided")
                 write_arrow(
                     reader, self.path, layer=LAYER_NAME, driver=self.driver,
                     geometry_name=meta["geometry_name"] or "geometry", geometry_type="Polygon",

@@ -241,6 +241,10 @@ def test_raster_without_crs_works_in_pixel_space(tmp_path):
     assert frame.area_m2[0] == 200.0 and frame.crs is None
     assert frame.geometry[0].bounds == (5.0, 10.0, 25.0, 20.0)
     assert any(e["event"] == "log" and e["level"] == "warning" and "pixel" in e["message"] for e in seen)
+    events, seen = _recorder()
+    polygonize_to_file(tmp_path / "mask.tif", None, tmp_path / "out.geojson", events=events)
+    assert any(e["event"] == "log" and "WGS 84" in e["message"] for e in seen)
+    assert pyogrio.read_dataframe(tmp_path / "out.geojson").geometry[0].bounds == (5.0, 10.0, 25.0, 20.0)
 
 
 def test_progress_one_step_a_strip(tmp_path):
