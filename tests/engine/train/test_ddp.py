@@ -6,11 +6,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from engine.checkpoint import read_info
 from tests.conftest import ROOT
 from tests.engine.train.tiny_dataset import make_dataset
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(tmp_path):
     data = make_dataset(tmp_path / "data", {"train": 4, "val": 1}, size=64)
     run = tmp_path / "run"

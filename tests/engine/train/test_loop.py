@@ -77,6 +77,7 @@ def test_cli_writes_the_run_folder(data, tmp_path):
     assert last["step"] == 2 and last["seconds"] > 0
 
 
+@pytest.mark.slow
 def test_resume_after_cancel_continues_exactly(data, tmp_path):
     cfg = dict(data=str(data), steps=3, val_every=0, **TINY)
     train(TrainConfig(out=str(tmp_path / "once"), **cfg))
@@ -173,6 +174,7 @@ def test_bad_options():
         _check_config(TrainConfig(data="d", steps=1, batch_size=3, lr=1e-3, crop=64, val_every=0, seed=0), world=2)
 
 
+@pytest.mark.slow
 def test_interrupt_stops_after_the_step_with_a_resumable_state(data, tmp_path):
     """The plugin and Ctrl-C stop a run with SIGINT: exit 130, state.pt at the last whole step."""
     run = tmp_path / "run"
