@@ -625,7 +625,8 @@ def detect(
                                         simplify_m=float(simplify), events=events,
                                         window_rows=max(256, min(1024, (4 << 20) // pair.width)))
             stats["polygons"] = int(vstats.get("polygons", 0))
-            stats["changed_area_m2"] = round(float(vstats.get("area_m2", 0.0)), 3)
+            if pair.crs is not None:  # without a CRS the polygons' areas are in pixels
+                stats["changed_area_m2"] = round(float(vstats.get("area_m2", 0.0)), 3)
         events.check_cancel()
 
         # --- all done: rename into place

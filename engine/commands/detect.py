@@ -73,6 +73,11 @@ def run(args: argparse.Namespace) -> int:
 
     if not (args.out_vector or args.out_probability or args.out_mask):
         raise UserError("detect: give at least one of --out-vector, --out-probability, --out-mask")
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    warnings.simplefilter("ignore", NotGeoreferencedWarning)  # the pipeline warns once, in its own words
     _cancel_on_sigterm()
     events = make_events(args.progress)
     detect(

@@ -235,3 +235,14 @@ def test_read_threads_and_pipelined_predictor_give_the_same_outputs(tmp_path, th
     for name in ("prob.tif", "mask.tif"):
         with rasterio.open(ref / name) as a, rasterio.open(out / name) as b:
             np.testing.assert_array_equal(a.read(), b.read())
+
+
+def test_rasters_without_georeferencing_work_in_pixel_space(tmp_path):
+    before, after = changed_pair(tmp_path, size=(100, 120), square=SQUARE[:2] + (20, 20), crs=None)
+    events = []
+    result = _run(before, after, tmp_path, on_event=events.append)
+    assert any(e["event"] == "log" and e["level"] == "warning" and "no georeferencing" in e["message"] for e in events)
+    gdf = gpd.read_file(tmp_path / "changes.gpkg")
+    assert len(gdf) == 1 and gdf.crs is None
+    np.testing.assert_allclose(gdf.total_bounds, (60, 70, 80, 90))  # pixel coordinates, y down
+    assert result.stats["changed_area_m2"] is None and result.stats["changed_pixels"] == 400
