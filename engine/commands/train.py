@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Train HRMNet with the authors' recipe. Writes RUN/best.safetensors (best validation F1), "
         "RUN/last.safetensors, RUN/state.pt (for --resume), RUN/metrics.csv and RUN/curves.png. "
         "Several GPUs or processes: torchrun --nproc_per_node N -m engine train ... "
-        "(--batch-size is the global batch).",
+        "(--batch-size is the global batch). With --resume, the recipe options left out keep the run's own values.",
     )
     p.add_argument("--data", help="dataset folder: {train,val}/{A,B,label}/NAME + {split}/list/{split}.txt")
     p.add_argument("--out", required=True, help="run folder to write")
