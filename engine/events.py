@@ -60,6 +60,16 @@ class Events:
     def error(self, message: str) -> None:
         self.emit("error", message=message)
 
+    def tapped(self, tap: Sink) -> "Events":
+        """A copy that also calls ``tap`` with each event (e.g. to keep the start event)."""
+
+        def sink(event: dict) -> None:
+            tap(event)
+            if self._sink is not None:
+                self._sink(event)
+
+        return Events(sink, self._is_cancelled)
+
     def check_cancel(self) -> None:
         """Raise :class:`Cancelled` if the caller asked to stop."""
         if self._is_cancelled is not None and self._is_cancelled():
