@@ -35,3 +35,20 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
         ["best.safetensors", "last.safetensors", "state.pt", "metrics.csv", "curves.png"])
     info = read_info(run / "last.safetensors").training
     assert info["world_size"] == 2 and info["batch_size"] == 2 and info["step"] == 2
+
+
+def test_processes_split_each_global_batch_and_resume_continues_the_stream():
+    from engine.train.loop import StepSampler
+
+    whole = list(StepSampler(n=5, batch_size=4, steps=6, seed=3))
+    assert len(whole) == 24
+    # Every tile once per epoch of 5 samples.
+    assert sorted(i for i, _ in whole[:5]) == [0, 1, 2, 3, 4]
+    # Two processes take halves of each global batch: together the same samples and seeds.
+    r0 = list(StepSampler(n=5, batch_size=4, steps=6, seed=3, rank=0, world=2))
+    r1 = list(StepSampler(n=5, batch_size=4, steps=6, seed=3, rank=1, world=2))
+    merged = [x for step in range(6) for x in r0[2 * step : 2 * step + 2] + r1[2 * step : 2 * step + 2]]
+    assert merged == whole
+    # Resuming at step 4 yields exactly the rest of the stream.
+    assert list(StepSampler(n=5, batch_size=4, steps=6, seed=3, start_step=4)) == whole[16:]
+    assert list(StepSampler(n=5, batch_size=4, steps=6, seed=4)) != whole
