@@ -203,19 +203,28 @@ class VectorWriter:
         self._closed = True
 
     def _convert_stage(self) -> None:
-        """Stream the staging GeoPackage into the target format (no full load in memory)."""
+        """Stream the staging GeoPackage into the target format (no full load in memory).
+
+        Needs pyogrio >= 0.8 with GDAL >= 3.8 (Arrow write API); older ones load the
+        staged polygons at once instead.
+        """
+        import pyogrio
         from pyogrio.errors import DataLayerError, DataSourceError
-        from pyogrio.raw import open_arrow, write_arrow
 
         try:
-            with open_arrow(self._stage, layer=LAYER_NAME, use_pyarrow=False) as (meta, reader), \
-                    warnings.catch_warnings():
+            with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="'crs' was not provided")
-                write_arrow(
-                    reader, self.path, layer=LAYER_NAME, driver=self.driver,
-                    geometry_name=meta["geometry_name"] or "geometry", geometry_type="Polygon",
-                    crs=meta["crs"], encoding=None,
-                )
+                if _has_arrow_write():
+                    from pyogrio.raw import open_arrow, write_arrow
+
+                    with open_arrow(self._stage, layer=LAYER_NAME, use_pyarrow=False) as (meta, reader):
+                        write_arrow(reader, self.path, layer=LAYER_NAME, driver=self.driver,
+                                    geometry_name=meta["geometry_name"] or "geometry", geometry_type="Polygon",
+                                    crs=meta["crs"], encoding=None)
+                else:
+                    frame = pyogrio.read_dataframe(self._stage, layer=LAYER_NAME)
+                    pyogrio.write_dataframe(frame, self.path, layer=LAYER_NAME, driver=self.driver,
+                                            geometry_type="Polygon")
         except (DataSourceError, DataLayerError, OSError) as exc:
             raise UserError(f"{self.path}: cannot write ({_first_line(exc)})") from None
 
@@ -225,6 +234,15 @@ class VectorWriter:
         remove_vector(self.path)
         if self._stage is not None:
             remove_vector(self._stage)
+
+
+def _has_arrow_write() -> bool:
+    """pyogrio can stream Arrow data into GDAL (pyogrio >= 0.8, GDAL >= 3.8)."""
+    try:
+        from pyogrio.raw import HAS_ARROW_WRITE_API
+    except ImportError:
+        return False
+    return bool(HAS_ARROW_WRITE_API)
 
 
 def _creation_options(driver: str) -> dict:

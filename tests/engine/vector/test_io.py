@@ -70,3 +70,19 @@ def test_write_to_a_temporary_path_then_move_into_place(tmp_path, ext):
     assert len(frame) == 1 and frame.area_m2[0] == pytest.approx(4.0)
     if ext == ".shp":
         assert pyogrio.list_layers(final)[0][0] == "changes"
+
+
+@pytest.mark.parametrize("ext", [".fgb", ".geojson"])
+def test_staged_formats_convert_without_the_arrow_write_api(tmp_path, ext, monkeypatch):
+    import engine.vector.io as vio
+
+    monkeypatch.setattr(vio, "_has_arrow_write", lambda: False)  # pyogrio < 0.8 or GDAL < 3.8
+    mask = np.zeros((20, 20), np.uint8)
+    mask[2:6, 2:6] = 1
+    mask[10:18, 10:12] = 1
+    write_geotiff(tmp_path / "mask.tif", mask)
+    stats = polygonize_to_file(tmp_path / "mask.tif", None, tmp_path / f"out{ext}")
+    frame = pyogrio.read_dataframe(tmp_path / f"out{ext}")
+    assert stats["polygons"] == 2 and sorted(frame.area_m2) == pytest.approx([4.0, 4.0])
+    assert sorted(frame.id) == [1, 2] and pyogrio.read_info(tmp_path / f"out{ext}")["crs"] == "EPSG:32633"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.tif", f"out{ext}"]
