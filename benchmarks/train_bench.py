@@ -3,7 +3,7 @@
 Each (batch, size) runs in a fresh process so its peak RSS is its own. One step is
 the training loop's own :func:`engine.train.loop.train_step` (forward, the authors'
 loss, backward, AdamW, schedule) on random normalised inputs; the first step (warm-up,
-allocations) is not timed, the median of the next ``steps`` is reported.
+allocations) is not timed; the mean (and min) of the next ``steps`` are reported.
 
 ``python -m benchmarks.train_bench [--device cpu] [--batches 2,8] [--size 512] [--steps 3]``
 prints one JSON row a configuration; ``run(device)`` is what ``make bench`` calls.
@@ -47,12 +47,13 @@ def measure(device: str, precision: str, batch: int, size: int, steps: int) -> d
         return time.perf_counter() - t0
 
     step()
-    times = sorted(step() for _ in range(steps))
-    median = times[len(times) // 2]
+    times = [step() for _ in range(steps)]
+    mean = sum(times) / len(times)
     row = {
         "device": str(rt.device), "precision": rt.precision, "channels_last": rt.channels_last,
         "threads": torch.get_num_threads(), "batch": batch, "size": size, "steps": steps,
-        "s_per_step": round(median, 3), "samples_per_s": round(batch / median, 3),
+        "s_per_step": round(mean, 3), "samples_per_s": round(batch / mean, 3),
+        "s_per_step_min": round(min(times), 3),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     }
     if rt.device.type == "cuda":
