@@ -246,3 +246,18 @@ def test_rasters_without_georeferencing_work_in_pixel_space(tmp_path):
     assert len(gdf) == 1 and gdf.crs is None
     np.testing.assert_allclose(gdf.total_bounds, (60, 70, 80, 90))  # pixel coordinates, y down
     assert result.stats["changed_area_m2"] is None and result.stats["changed_pixels"] == 400
+
+
+def test_cog_and_vrt_inputs(tmp_path):
+    import rasterio.shutil
+
+    before, after = changed_pair(tmp_path, square=SQUARE)
+    cog, vrt = tmp_path / "before_cog.tif", tmp_path / "after.vrt"
+    rasterio.shutil.copy(before, cog, driver="COG", blocksize=64)
+    rasterio.shutil.copy(after, vrt, driver="VRT")
+    out = tmp_path / "out"
+    out.mkdir()
+    _run(cog, vrt, out)
+    gdf = gpd.read_file(out / "changes.gpkg")
+    assert len(gdf) == 1
+    np.testing.assert_allclose(gdf.total_bounds, square_bounds(SQUARE), atol=1e-6)
