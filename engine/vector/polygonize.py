@@ -83,39 +83,42 @@ def polygonize_to_file(mask_path: PathLike, prob_path: Optional[PathLike], out_p
 
     from rasterio.windows import Window
 
-    mask_ds = _open(mask_path)
-    prob_ds = None
-    try:
+    with _open(mask_path) as mask_ds:
+        width, height, transform, crs = mask_ds.width, mask_ds.height, mask_ds.transform, mask_ds.crs
+        block_rows = mask_ds.block_shapes[0][0]
         if prob_path is not None:
-            prob_ds = _open(prob_path)
-            _check_same_grid(mask_ds, prob_ds, prob_path)
-            _check_prob_dtype(prob_ds, prob_path)
-        width, height = mask_ds.width, mask_ds.height
-        rows = max(1, min(int(window_rows), MAX_STRIP_PIXELS // max(1, width)))
-        windows = [Window(0, r0, width, min(rows, height - r0)) for r0 in range(0, height, rows)]
-        total = len(windows)
-        with Polygonizer(out_path, transform=mask_ds.transform, crs=mask_ds.crs, width=width, height=height,
-                         min_area_m2=min_area_m2, simplify_m=simplify_m, has_prob=prob_ds is not None,
-                         events=events, name=str(mask_path)) as polygonizer:
-            # One reader thread fetches the next strip while this one is polygonized
-            # (GDAL reads and decompresses without the GIL); only it touches the datasets.
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectorize-read") as pool:
-                ahead = pool.submit(_read_strip, mask_ds, prob_ds, windows[0])
-                for k in range(total):
-                    events.check_cancel()
-                    mask, prob = ahead.result()
-                    if k + 1 < total:
-                        ahead = pool.submit(_read_strip, mask_ds, prob_ds, windows[k + 1])
-                    polygonizer.add(mask, prob)
-                    del mask, prob
-                    events.progress(k + 1, total, stage="vectorize")
-            events.check_cancel()
-            stats = polygonizer.close()
-    finally:
-        mask_ds.close()
-        if prob_ds is not None:
-            prob_ds.close()
-    return stats
+            with _open(prob_path) as prob_ds:
+                _check_same_grid(mask_ds, prob_ds, prob_path)
+                _check_prob_dtype(prob_ds, prob_path)
+    rows = _strip_rows(window_rows, width, block_rows)
+    windows = [Window(0, r0, width, min(rows, height - r0)) for r0 in range(0, height, rows)]
+    total = len(windows)
+    with Polygonizer(out_path, transform=transform, crs=crs, width=width, height=height,
+                     min_area_m2=min_area_m2, simplify_m=simplify_m, has_prob=prob_path is not None,
+                     events=events, name=str(mask_path)) as polygonizer:
+        # One reader thread fetches the next strip while this one is polygonized (GDAL
+        # reads and decompresses without the GIL).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectorize-read") as pool:
+            ahead = pool.submit(_read_strip, mask_path, prob_path, windows[0])
+            for k in range(total):
+                events.check_cancel()
+                mask, prob = ahead.result()
+                if k + 1 < total:
+                    ahead = pool.submit(_read_strip, mask_path, prob_path, windows[k + 1])
+                polygonizer.add(mask, prob)  # labelled in parts of at most MAX_STRIP_PIXELS
+                del mask, prob
+                events.progress(k + 1, total, stage="vectorize")
+        events.check_cancel()
+        return polygonizer.close()
+
+
+def _strip_rows(window_rows: int, width: int, block_rows: int) -> int:
+    """Rows to read at a time: ``window_rows``, fewer for wide rasters (MAX_STRIP_PIXELS),
+    but at least one block row of a tiled raster, so no tile is decompressed twice."""
+    rows = max(1, min(int(window_rows), MAX_STRIP_PIXELS // max(1, width)))
+    if rows < window_rows and rows < block_rows <= window_rows and block_rows * width <= 8 * MAX_STRIP_PIXELS:
+        rows = block_rows
+    return rows
 
 
 def _open(path: PathLike):
@@ -146,16 +149,24 @@ def _check_prob_dtype(prob_ds, prob_path: PathLike) -> None:
                         f"not {dtype}")
 
 
-def _read_strip(mask_ds, prob_ds, window) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """One strip: (bool change mask, float32 probabilities with NaN where unknown, or None)."""
+def _read_strip(mask_path: PathLike, prob_path: Optional[PathLike], window) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """One strip: (bool change mask, float32 probabilities with NaN where unknown, or None).
+
+    The rasters are opened for each strip: closing them drops the blocks GDAL cached, so
+    the block cache does not grow with the scene (up to 5 % of RAM otherwise).
+    """
     import rasterio
 
     try:
-        raw = mask_ds.read(1, window=window)
-        prob = decode_prob(prob_ds.read(1, window=window), prob_ds.nodata) if prob_ds is not None else None
+        with _open(mask_path) as ds:
+            raw, nodata = ds.read(1, window=window), ds.nodata
+        prob = None
+        if prob_path is not None:
+            with _open(prob_path) as ds:
+                prob = decode_prob(ds.read(1, window=window), ds.nodata)
     except rasterio.errors.RasterioIOError as exc:
-        names = mask_ds.name if prob_ds is None else f"{mask_ds.name} or {prob_ds.name}"
+        names = str(mask_path) if prob_path is None else f"{mask_path} or {prob_path}"
         reason = (str(exc.__cause__ or exc).strip().splitlines() or ["I/O error"])[0]
         raise UserError(f"{names}: read failed at rows {window.row_off}..{window.row_off + window.height} "
                         f"({reason})") from None
-    return decode_mask(raw, mask_ds.nodata), prob
+    return decode_mask(raw, nodata), prob
