@@ -368,3 +368,13 @@ def test_wide_rasters_get_fewer_rows_per_strip(tmp_path, monkeypatch):
     totals = {e["total"] for e in seen if e["event"] == "progress"}
     assert totals == {10}  # 10 rows of 100 pixels a strip
     assert stats["polygons"] == 1 and stats["area_m2"] == pytest.approx(85 * 20 * PIX ** 2)
+
+
+def test_strip_rows_rule():
+    from engine.vector.polygonize import MAX_STRIP_PIXELS, _strip_rows
+
+    assert _strip_rows(1024, 4096, 512) == 1024  # as asked
+    assert _strip_rows(100, 4096, 512) == 100  # as asked, even inside a block row
+    assert _strip_rows(1024, 16384, 512) == 512  # capped at 256 rows, read one whole tile row
+    assert _strip_rows(1024, 16384, 1) == MAX_STRIP_PIXELS // 16384  # striped: the cap
+    assert _strip_rows(1024, 10 ** 6, 512) == MAX_STRIP_PIXELS // 10 ** 6  # a tile row too big
