@@ -94,6 +94,9 @@ def engine_env(base: Optional[dict] = None, root: Optional[Path] = None) -> dict
 class OutputGuard:
     """Remembers what existed before a run, to remove what a failed run left behind.
 
+    Removed after a failure: each target that did not exist before, and each new
+    entry beside it named ``NAME.*`` or ``.NAME.*`` (NAME = the target's stem).
+
     Args:
         targets: output files or folders of the run.
     """
@@ -126,8 +129,10 @@ class OutputGuard:
                 candidate = path.parent / name
                 if candidate in found:
                     continue
-                bare = name.lstrip(".~_")
-                if bare.startswith(stem) or bare.startswith("tmp" + stem) or bare.startswith("tmp-" + stem):
+                # Sidecars (out.dbf), the engine's hidden temporaries (.out.prob123.tif,
+                # .dataset.part-123): the output's name, a dot, anything.
+                bare = name.lstrip(".~")
+                if bare == stem or bare.startswith(stem + "."):
                     found.append(candidate)
         return found
 
@@ -241,6 +246,7 @@ def run_engine(
         EngineError: the engine exited non-zero (message = its one-line error).
     """
     argv = [str(python), "-m", "engine", command, *[str(a) for a in args], "--progress", "jsonl"]
+    root = Path(root or engine_root())
     guard = OutputGuard(list(cleanup))
     kwargs: dict = {}
     if os.name == "nt":
@@ -257,6 +263,7 @@ def run_engine(
             errors="replace",
             bufsize=1,
             env=engine_env(root=root),
+            cwd=str(root),  # `-m engine` looks in the working folder first
             **kwargs,
         )
     except OSError as exc:

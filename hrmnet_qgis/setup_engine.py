@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 from .engine_python import qgis_python_candidates
-from .runner import engine_env
+from .runner import engine_env, engine_root
 
 __all__ = [
     "REQUIREMENTS",
@@ -125,14 +125,14 @@ def requirements_for(py: tuple[int, int], find_links: Sequence[str]) -> list[str
 
 
 def _run(argv: list[str], log: Log, is_cancelled: Callable[[], bool], on_line: Optional[Log] = None,
-         env: Optional[dict] = None) -> list[str]:
+         env: Optional[dict] = None, cwd: Optional[Path] = None) -> list[str]:
     """Run ``argv``, stream its output to ``log``; return the output lines or raise."""
     log("$ " + " ".join(argv))
     try:
         # bandit B603: list argv, no shell; interpreters chosen by the plugin
         proc = subprocess.Popen(  # nosec B603
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, encoding="utf-8", errors="replace", bufsize=1, env=env,
+            text=True, encoding="utf-8", errors="replace", bufsize=1, env=env, cwd=cwd,
         )
     except OSError as exc:
         raise SetupError(f"{argv[0]}: cannot run ({exc.strerror or exc})") from exc
@@ -251,7 +251,9 @@ def create_engine_env(
         log("Checking the environment")
         _run([str(vpy), "-c", "import " + ", ".join(IMPORTS) + "; print('torch', torch.__version__)"], log,
              is_cancelled, env=env)
-        _run([str(vpy), "-m", "engine", "--version"], log, is_cancelled, env=engine_env(base=env))
+        root = engine_root()
+        _run([str(vpy), "-m", "engine", "--version"], log, is_cancelled, env=engine_env(base=env, root=root),
+             cwd=root)
         progress(1.0)
         log(f"The engine environment is ready: {vpy}")
         return vpy

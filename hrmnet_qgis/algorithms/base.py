@@ -7,6 +7,7 @@ turns its failures into :class:`QgsProcessingException` with the engine's messag
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -25,7 +26,7 @@ from qgis.PyQt.QtGui import QIcon
 from ..engine_python import EngineSetupError, engine_python
 from ..runner import EngineCancelled, EngineError, EngineRun, run_engine
 
-__all__ = ["EngineAlgorithm", "FeedbackReporter", "layer_file", "StyleLoader", "DEVICES", "PRECISIONS"]
+__all__ = ["EngineAlgorithm", "FeedbackReporter", "layer_file", "absolute", "StyleLoader", "DEVICES", "PRECISIONS"]
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1]
 STYLES = PLUGIN_DIR / "styles"
@@ -91,6 +92,11 @@ def _short(value: Any) -> str:
     return str(value)
 
 
+def absolute(path: str) -> str:
+    """``path`` made absolute against QGIS's working folder ('' stays ''): the engine runs elsewhere."""
+    return os.path.abspath(path) if path else path
+
+
 def layer_file(layer: Optional[QgsMapLayer], name: str) -> str:
     """The file behind a file-based layer, or a QgsProcessingException naming ``name``."""
     if layer is None:
@@ -101,7 +107,7 @@ def layer_file(layer: Optional[QgsMapLayer], name: str) -> str:
         raise QgsProcessingException(
             f"{name}: layer '{layer.name()}' is not a file the engine can read ({layer.source()}); save it to a file first"
         )
-    return path
+    return absolute(path)
 
 
 class StyleLoader(QgsProcessingLayerPostProcessorInterface):
@@ -144,6 +150,21 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
 
     def helpUrl(self) -> str:  # noqa: N802
         return "https://github.com/hrmnet-qgis/hrmnet-qgis#readme"
+
+    def engine_args(self, parameters: dict, context: QgsProcessingContext) -> tuple:
+        """The engine options for ``parameters`` and the output location(s) (per algorithm)."""
+        raise NotImplementedError
+
+    def prepareAlgorithm(self, parameters: dict, context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> bool:
+        """Read layers and parameters in the main thread (layers belong to it)."""
+        self._prepared = self.engine_args(parameters, context)
+        return True
+
+    def prepared(self, parameters: dict, context: QgsProcessingContext) -> tuple:
+        """What :meth:`prepareAlgorithm` computed (or compute it now when it did not run)."""
+        prepared = getattr(self, "_prepared", None)
+        return prepared if prepared is not None else self.engine_args(parameters, context)
 
     def run_engine(
         self,

@@ -20,7 +20,7 @@ from qgis.core import (
 )
 
 from .. import settings
-from .base import DEVICES, PRECISIONS, EngineAlgorithm, layer_file
+from .base import DEVICES, PRECISIONS, EngineAlgorithm, absolute, layer_file
 
 __all__ = ["DetectChanges", "VECTOR_EXTENSIONS"]
 
@@ -151,15 +151,15 @@ class DetectChanges(EngineAlgorithm):
         before = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
         after = self.parameterAsRasterLayer(parameters, self.AFTER, context)
         args = ["--before", layer_file(before, self.BEFORE), "--after", layer_file(after, self.AFTER)]
-        model = self.parameterAsFile(parameters, self.MODEL, context)
+        model = absolute(self.parameterAsFile(parameters, self.MODEL, context))
         if not model:
             raise QgsProcessingException(self.tr("MODEL: no model checkpoint given"))
         args += ["--model", model]
 
         outputs = {
-            self.OUTPUT_POLYGONS: self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context),
-            self.OUTPUT_PROBABILITY: self.parameterAsOutputLayer(parameters, self.OUTPUT_PROBABILITY, context),
-            self.OUTPUT_MASK: self.parameterAsOutputLayer(parameters, self.OUTPUT_MASK, context),
+            self.OUTPUT_POLYGONS: absolute(self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context)),
+            self.OUTPUT_PROBABILITY: absolute(self.parameterAsOutputLayer(parameters, self.OUTPUT_PROBABILITY, context)),
+            self.OUTPUT_MASK: absolute(self.parameterAsOutputLayer(parameters, self.OUTPUT_MASK, context)),
         }
         options = {self.OUTPUT_POLYGONS: "--out-vector", self.OUTPUT_PROBABILITY: "--out-probability",
                    self.OUTPUT_MASK: "--out-mask"}
@@ -201,7 +201,7 @@ class DetectChanges(EngineAlgorithm):
         return args, {k: v for k, v in outputs.items() if v}
 
     def processAlgorithm(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict[str, Any]:  # noqa: N802
-        args, outputs = self.engine_args(parameters, context)
+        args, outputs = self.prepared(parameters, context)
         self.run_engine(args, feedback, cleanup=list(outputs.values()))
         self.style_output(context, outputs.get(self.OUTPUT_POLYGONS, ""), "polygons.qml")
         self.style_output(context, outputs.get(self.OUTPUT_PROBABILITY, ""), "probability.qml")

@@ -15,7 +15,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
 )
 
-from .base import DEVICES, PRECISIONS, EngineAlgorithm
+from .base import DEVICES, PRECISIONS, EngineAlgorithm, absolute
 from .detect import given
 
 __all__ = ["Evaluate", "METRICS", "metrics_from"]
@@ -76,20 +76,20 @@ class Evaluate(EngineAlgorithm):
 
     def engine_args(self, parameters: dict, context: QgsProcessingContext) -> tuple[list[str], str]:
         """The ``evaluate`` options for these parameters, and the colour-map folder ('' = none)."""
-        args = ["--data", self.parameterAsFile(parameters, "DATA", context),
+        args = ["--data", absolute(self.parameterAsFile(parameters, "DATA", context)),
                 "--split", SPLITS[self.parameterAsEnum(parameters, "SPLIT", context)],
-                "--model", self.parameterAsFile(parameters, "MODEL", context),
+                "--model", absolute(self.parameterAsFile(parameters, "MODEL", context)),
                 "--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
                 "--precision", PRECISIONS[self.parameterAsEnum(parameters, "PRECISION", context)]]
         if given(parameters, "BATCH_SIZE"):
             args += ["--batch-size", str(self.parameterAsInt(parameters, "BATCH_SIZE", context))]
-        out = self.parameterAsFileOutput(parameters, "OUTPUT", context) if given(parameters, "OUTPUT") else ""
+        out = absolute(self.parameterAsFileOutput(parameters, "OUTPUT", context)) if given(parameters, "OUTPUT") else ""
         if out:
             args += ["--out", out]
         return args, out
 
     def processAlgorithm(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict[str, Any]:  # noqa: N802
-        args, out = self.engine_args(parameters, context)
+        args, out = self.prepared(parameters, context)
         run = self.run_engine(args, feedback, cleanup=[out] if out else [])
         metrics = metrics_from(run.done, run.extra)
         feedback.pushInfo("  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))

@@ -19,7 +19,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from .base import EngineAlgorithm, layer_file
+from .base import EngineAlgorithm, absolute, layer_file
 from .detect import given
 
 __all__ = ["PrepareDataset"]
@@ -72,8 +72,8 @@ class PrepareDataset(EngineAlgorithm):
 
     def engine_args(self, parameters: dict, context: QgsProcessingContext) -> tuple[list[str], str]:
         """The ``prepare`` options for these parameters, and the dataset folder."""
-        out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
-        pairs = self.parameterAsFile(parameters, "PAIRS", context) if given(parameters, "PAIRS") else ""
+        out = absolute(self.parameterAsFileOutput(parameters, "OUTPUT", context))
+        pairs = absolute(self.parameterAsFile(parameters, "PAIRS", context)) if given(parameters, "PAIRS") else ""
         if pairs:
             args = ["--pairs", pairs]
         else:
@@ -97,6 +97,6 @@ class PrepareDataset(EngineAlgorithm):
         return args, out
 
     def processAlgorithm(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict[str, Any]:  # noqa: N802
-        args, out = self.engine_args(parameters, context)
+        args, out = self.prepared(parameters, context)
         self.run_engine(args, feedback, cleanup=[out])
         return {"OUTPUT": out, "DATASET_JSON": str(Path(out) / "dataset.json")}

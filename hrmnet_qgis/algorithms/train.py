@@ -17,7 +17,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
 )
 
-from .base import DEVICES, PRECISIONS, EngineAlgorithm
+from .base import DEVICES, PRECISIONS, EngineAlgorithm, absolute
 from .detect import given
 
 __all__ = ["Train", "train_outputs"]
@@ -98,8 +98,8 @@ class Train(EngineAlgorithm):
 
     def engine_args(self, parameters: dict, context: QgsProcessingContext) -> tuple[list[str], str]:
         """The ``train`` options for these parameters, and the run folder."""
-        out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
-        args = ["--data", self.parameterAsFile(parameters, "DATA", context), "--out", out,
+        out = absolute(self.parameterAsFileOutput(parameters, "OUTPUT", context))
+        args = ["--data", absolute(self.parameterAsFile(parameters, "DATA", context)), "--out", out,
                 "--steps", str(self.parameterAsInt(parameters, "STEPS", context)),
                 "--batch-size", str(self.parameterAsInt(parameters, "BATCH_SIZE", context)),
                 "--lr", repr(self.parameterAsDouble(parameters, "LR", context)),
@@ -110,7 +110,7 @@ class Train(EngineAlgorithm):
             if given(parameters, name):
                 args += [option, str(self.parameterAsInt(parameters, name, context))]
         for name, option in (("INIT", "--init"), ("BACKBONE", "--backbone")):
-            path = self.parameterAsFile(parameters, name, context) if given(parameters, name) else ""
+            path = absolute(self.parameterAsFile(parameters, name, context)) if given(parameters, name) else ""
             if path:
                 args += [option, path]
         if self.parameterAsBoolean(parameters, "RESUME", context):
@@ -120,7 +120,7 @@ class Train(EngineAlgorithm):
         return args, out
 
     def processAlgorithm(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict[str, Any]:  # noqa: N802
-        args, out = self.engine_args(parameters, context)
+        args, out = self.prepared(parameters, context)
         # A cancelled training keeps its folder: it resumes with RESUME.
         run = self.run_engine(args, feedback, cleanup=(), stop_grace_s=120.0)
         return train_outputs(out, run.done)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 
 import pytest
@@ -11,8 +13,8 @@ from .conftest import QGIS_PROCESS, headless_env
 pytestmark = pytest.mark.qgis
 
 
-def qgis_process(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([QGIS_PROCESS, *args], env=env, capture_output=True, text=True, timeout=timeout)
+def qgis_process(env: dict, *args: str, timeout: float = 300, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([QGIS_PROCESS, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -31,17 +33,21 @@ def test_qgis_process_lists_the_provider(env):
         assert alg in listed.stdout
 
 
-def test_qgis_process_runs_detectchanges(env, scenes, model_path, threshold, tmp_path):
+def test_qgis_process_runs_detectchanges_with_relative_paths(env, scenes, model_path, threshold, tmp_path):
+    """As in the README: ``qgis_process.bin run hrmnet:detectchanges -- BEFORE=a.tif AFTER=b.tif
+    MODEL=m.safetensors OUTPUT_POLYGONS=out.shp``, paths relative to the working folder."""
     before, after, _ = scenes[1]
-    out = tmp_path / "out.shp"
-    prob = tmp_path / "prob.tif"
+    for src, name in ((before, "a.tif"), (after, "b.tif"), (model_path, "m.safetensors")):
+        shutil.copy(src, tmp_path / name)
     run = qgis_process(env, "run", "hrmnet:detectchanges", "--json", "--",
-                       f"BEFORE={before}", f"AFTER={after}", f"MODEL={model_path}", f"OUTPUT_POLYGONS={out}",
-                       f"OUTPUT_PROBABILITY={prob}", f"THRESHOLD={threshold}", "TILE_SIZE=128", "OVERLAP=32")
+                       "BEFORE=a.tif", "AFTER=b.tif", "MODEL=m.safetensors", "OUTPUT_POLYGONS=out.shp",
+                       "OUTPUT_PROBABILITY=prob.tif", f"THRESHOLD={threshold}", "TILE_SIZE=128", "OVERLAP=32",
+                       cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert out.is_file() and out.with_suffix(".dbf").is_file() and prob.is_file()
+    out = tmp_path / "out.shp"
+    assert out.is_file() and out.with_suffix(".dbf").is_file() and (tmp_path / "prob.tif").is_file()
     result = json.loads(run.stdout[run.stdout.index("{"):])
-    assert result["results"]["OUTPUT_POLYGONS"] == str(out)
+    assert os.path.samefile(result["results"]["OUTPUT_POLYGONS"], out)
 
 
 def test_qgis_process_reports_an_engine_error(env, scenes, far_raster, model_path, tmp_path):

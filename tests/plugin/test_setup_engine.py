@@ -76,6 +76,7 @@ def test_cancelled_setup_removes_the_half_made_environment(tmp_path):
     assert any("Removed the incomplete environment" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_setup_engine_for_real_then_detection_uses_it(qgis_app, scenes, model_path, threshold, tmp_path):
     """Creates the venv and pip-installs the engine's requirements (pip may use its cache and
     PIP_FIND_LINKS), stores it as the plugin setting, and runs detection with it."""
