@@ -105,6 +105,8 @@ def _scene(folder: Path, size: int) -> tuple[Path, Path]:
 def rss_run(size: int) -> dict:
     """One detection of a ``size``² scene with the instant stand-in (call in a fresh
     process: the peak RSS is the process's)."""
+    import engine.checkpoint  # noqa: F401 - imports outside the timing (the CLI has them loaded too)
+    import engine.vector.polygonize  # noqa: F401
     from engine.detect import detect
 
     with tempfile.TemporaryDirectory(prefix="hrmnet-bench-") as tmp:
