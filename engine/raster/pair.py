@@ -12,6 +12,7 @@ with a warning.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -148,10 +149,8 @@ class RasterPair:
 
     def close(self) -> None:
         for ds in self._to_close:
-            try:
+            with contextlib.suppress(Exception):  # closing is best effort
                 ds.close()
-            except Exception:  # pragma: no cover - closing is best effort
-                pass
         self._to_close = ()
 
     def __enter__(self) -> "RasterPair":
