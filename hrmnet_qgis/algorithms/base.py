@@ -155,6 +155,17 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         """The engine options for ``parameters`` and the output location(s) (per algorithm)."""
         raise NotImplementedError
 
+    def checkParameterValues(self, parameters: dict, context: QgsProcessingContext) -> tuple:  # noqa: N802
+        """QGIS's checks, then the mapping to engine options (its one-line message when it fails)."""
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        try:
+            self.engine_args(parameters, context)
+        except QgsProcessingException as exc:
+            return False, str(exc)
+        return True, ""
+
     def prepareAlgorithm(self, parameters: dict, context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> bool:
         """Read layers and parameters in the main thread (layers belong to it)."""
