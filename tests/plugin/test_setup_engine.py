@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tomllib
 
 import pytest
 
@@ -14,6 +13,7 @@ pytestmark = pytest.mark.qgis
 
 
 def test_requirements_mirror_pyproject():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     from hrmnet_qgis.setup_engine import REQUIREMENTS
 
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
