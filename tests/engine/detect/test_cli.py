@@ -104,12 +104,14 @@ def test_interrupt_while_running_leaves_nothing(tmp_path, checkpoints, sig):
 
     from .conftest import ROOT
 
-    pair = changed_pair(tmp_path, size=(300, 300))
+    # 400 small tiles at batch 1: the run is still busy when the signal arrives.
+    pair = changed_pair(tmp_path, size=(960, 960))
     out = tmp_path / "out"
     out.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "engine", "detect", "--before", pair[0], "--after", pair[1],
                              "--model", checkpoints["random"], "--out-vector", out / "v.shp", "--out-probability",
-                             out / "p.tif", "--progress", "jsonl", "--batch-size", "1"], cwd=ROOT,
+                             out / "p.tif", "--progress", "jsonl", "--batch-size", "1", "--tile-size", "64",
+                             "--overlap", "16"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stdout:  # wait until the tiles are being processed
