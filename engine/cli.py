@@ -58,7 +58,18 @@ def _error_event(args: argparse.Namespace, message: str) -> None:
         JsonlSink()({"event": "error", "message": message})
 
 
+def _listen_to_ctrl_c() -> None:
+    """Make SIGINT raise KeyboardInterrupt even when the parent started us with it ignored
+    (background jobs of a shell, some GUI hosts): Ctrl-C and the plugin's Stop must work."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    _listen_to_ctrl_c()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

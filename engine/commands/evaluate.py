@@ -5,8 +5,6 @@ import argparse
 import json
 import sys
 
-from ..train.metrics import METRIC_KEYS
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -32,6 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def format_table(result: dict) -> str:
     """The metrics as an aligned two-column table, then the confusion counts."""
+    from ..train.metrics import METRIC_KEYS  # imports torch: not at CLI start-up
+
     m, c = result["metrics"], result["confusion"]
     lines = [f"{result['split']} split of {result['data']}: {result['tiles']} tiles, model {result['model']}"]
     lines += [f"  {k:<10} {m[k]:.4f}" for k in METRIC_KEYS]
