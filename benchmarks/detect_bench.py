@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess  # nosec B404 - each RSS size runs in a fresh interpreter (list argv, no shell)
 import sys
 import tempfile
@@ -102,6 +101,25 @@ def _scene(folder: Path, size: int) -> tuple[Path, Path]:
     return _mosaic_vrt(b, n, folder / f"before_{size}.vrt"), _mosaic_vrt(a, n, folder / f"after_{size}.vrt")
 
 
+def _status_mib(field: str) -> float:
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def _reset_peak() -> bool:
+    """Reset the process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def rss_run(size: int) -> dict:
     """One detection of a ``size``² scene with the instant stand-in (call in a fresh
     process: the peak RSS is the process's)."""
@@ -112,7 +130,9 @@ def rss_run(size: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="hrmnet-bench-") as tmp:
         folder = Path(tmp)
         before, after = _scene(folder, size)
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # Peak of the detection itself: imports (torch, GDAL, ...) can briefly peak higher.
+        _reset_peak()
+        rss_before = _status_mib("VmRSS")
         t0, c0 = time.perf_counter(), os.times()
         result = detect(before, after, predictor=InstantPredictor(), out_vector=folder / "changes.gpkg",
                         out_probability=folder / "prob.tif", out_mask=folder / "mask.tif", tile_size=512, overlap=128,
@@ -120,7 +140,7 @@ def rss_run(size: int) -> dict:
         seconds = time.perf_counter() - t0
         c1 = os.times()
     cpu = c1.user - c0.user + c1.system - c0.system
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mib("VmHWM")
     return {"size": size, "megapixels": round(size * size / 1e6, 1), "seconds": round(seconds, 2),
             "mpx_per_s": round(size * size / 1e6 / seconds, 2), "cpu_s": round(cpu, 2),
             "mpx_per_cpu_s": round(size * size / 1e6 / cpu, 2), "polygons": result.stats.get("polygons"),
