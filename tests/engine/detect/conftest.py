@@ -76,3 +76,10 @@ def pair(tmp_path) -> tuple[Path, Path]:
     return changed_pair(tmp_path)
 
 
+@pytest.fixture()
+def setup(tmp_path):
+    """A small changed pair and an empty output folder: (before, after, out)."""
+    before, after = changed_pair(tmp_path, size=(40, 50), square=(5, 5, 10, 10))
+    out = tmp_path / "out"
+    out.mkdir()
+    return before, after, out

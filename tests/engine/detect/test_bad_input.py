@@ -12,14 +12,6 @@ from tests.rasters import textured, write_geotiff
 from .conftest import ORIGIN, changed_pair, jsonl, run_cli
 
 
-@pytest.fixture()
-def setup(tmp_path):
-    before, after = changed_pair(tmp_path, size=(40, 50), square=(5, 5, 10, 10))
-    out = tmp_path / "out"
-    out.mkdir()
-    return before, after, out
-
-
 def _fails(res, *fragments: str) -> str:
     assert res.returncode == 2, (res.returncode, res.stderr)
     assert "Traceback" not in res.stderr

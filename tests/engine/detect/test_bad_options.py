@@ -12,14 +12,6 @@ from .conftest import changed_pair, run_cli
 from .test_bad_input import _fails
 
 
-@pytest.fixture()
-def setup(tmp_path):
-    before, after = changed_pair(tmp_path, size=(40, 50), square=(5, 5, 10, 10))
-    out = tmp_path / "out"
-    out.mkdir()
-    return before, after, out
-
-
 def _args(before, after, model, *extra):
     return ["--before", before, "--after", after, "--model", model, *extra]
 

@@ -15,6 +15,7 @@ from engine.checkpoint import ModelInfo, save_checkpoint
 from engine.model import HRMNet
 from engine.train.evaluate import colour_map
 from tests.conftest import ROOT
+from tests.engine.train.conftest import engine
 from tests.engine.train.tiny_dataset import make_dataset
 
 FINAL_HEAD = "kr_decoder.mask_generation.mask_generation.3"
@@ -30,19 +31,6 @@ def constant_model(path, logit: float):
     return path
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a busy shared CPU, spinning thread pools make tiny models far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def engine(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=env)
 
 
 def test_colour_map():

@@ -19,6 +19,7 @@ from engine.events import Events
 from engine.model import HRMNet
 from engine.train.loop import CSV_COLUMNS, TrainConfig, train
 from tests.conftest import ROOT
+from tests.engine.train.conftest import engine
 from tests.engine.train.tiny_dataset import make_dataset
 
 TINY = dict(batch_size=2, crop=32, device="cpu")
@@ -29,19 +30,6 @@ def data(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("data"), {"train": 4, "val": 2}, size=64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a busy shared CPU, spinning thread pools make tiny models far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def engine(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=env)
 
 
 def test_cli_writes_the_run_folder(data, tmp_path):
