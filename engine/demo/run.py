@@ -63,14 +63,16 @@ def preview(before: Path, after: Path, mask: Path, truth: Optional[Path], out_pn
     a = _decimated(after, edge, 3).transpose(1, 2, 0)
     m = _decimated(mask, edge, 1)[0]
     det = a.astype(np.float32) * 0.6
-    hit = (m >= 0.5) & (m != 255)
-    det[hit] = det[hit] * 0.3 + np.array([255, 40, 40]) * 0.7
+    # Average-decimated mask: a pixel a quarter covered by change is shown, so that small
+    # buildings stay visible at preview scale (255 = nodata, never shown).
+    hit = (m >= 0.25) & (m <= 1)
+    det[hit] = det[hit] * 0.15 + np.array([255, 30, 30]) * 0.85
     panel = Image.fromarray(det.clip(0, 255).astype(np.uint8))
     if truth is not None:
         t = Image.fromarray(((_decimated(truth, edge, 1)[0] > 0.5) * 255).astype(np.uint8))
         edges = np.asarray(t.filter(ImageFilter.FIND_EDGES)) > 0
         arr = np.asarray(panel).copy()
-        arr[edges] = (0, 255, 255)
+        arr[edges & ~hit] = (0, 255, 255)  # truth outlines where nothing was detected
         panel = Image.fromarray(arr)
     h, w = b.shape[:2]
     gap, top = 8, 28
