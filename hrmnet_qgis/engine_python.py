@@ -14,7 +14,7 @@ import subprocess  # nosec B404
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Mapping, Sequence
 
 __all__ = ["EngineSetupError", "HOW_TO", "resolve_python", "qgis_python_candidates", "can_import_torch", "engine_python"]
 

@@ -1,7 +1,6 @@
 """The authors' HRMNet training loss (BCE + Dice on five change maps, BCE on hard regions)."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

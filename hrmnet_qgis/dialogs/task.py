@@ -6,7 +6,7 @@ touched from the main thread), and polls ``task.isCanceled()``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from qgis.core import QgsTask
 from qgis.PyQt.QtCore import pyqtSignal

@@ -1,10 +1,6 @@
 """Device and precision choice."""
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 

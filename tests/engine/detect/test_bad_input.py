@@ -2,14 +2,11 @@
 no traceback, nothing left in the output folder."""
 from __future__ import annotations
 
-import os
-
-import pytest
 import torch
 
 from tests.rasters import textured, write_geotiff
 
-from .conftest import ORIGIN, changed_pair, jsonl, run_cli
+from .conftest import ORIGIN, jsonl, run_cli
 
 
 def _fails(res, *fragments: str) -> str:

@@ -8,7 +8,7 @@ import stat
 import pytest
 import torch
 
-from .conftest import changed_pair, run_cli
+from .conftest import run_cli
 from .test_bad_input import _fails
 
 

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +11,6 @@ from PIL import Image
 from engine.checkpoint import ModelInfo, save_checkpoint
 from engine.model import HRMNet
 from engine.train.evaluate import colour_map
-from tests.conftest import ROOT
 from tests.engine.train.conftest import engine
 from tests.engine.train.tiny_dataset import make_dataset
 

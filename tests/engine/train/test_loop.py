@@ -10,8 +10,7 @@ import sys
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from engine.checkpoint import load_model, read_info, save_checkpoint, ModelInfo
 from engine.errors import Cancelled, UserError
