@@ -56,6 +56,7 @@ REQUIREMENTS = [
     "pillow>=9",
     "matplotlib>=3.5",
     "scipy>=1.8",
+    "dask[distributed]>=2024.8",
 ]
 #: Modules imported to check an environment.
 IMPORTS = ["numpy", "torch", "safetensors", "rasterio", "shapely", "geopandas", "pyogrio", "pyproj", "tqdm",
