@@ -8,16 +8,19 @@ turns its failures into :class:`QgsProcessingException` with the engine's messag
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from qgis.core import (
+    QgsLayerTreeGroup,
     QgsMapLayer,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProject,
     QgsProviderRegistry,
 )
 from qgis.PyQt.QtCore import QCoreApplication
@@ -26,7 +29,8 @@ from qgis.PyQt.QtGui import QIcon
 from ..engine_python import EngineSetupError, engine_python
 from ..runner import EngineCancelled, EngineError, EngineRun, run_engine
 
-__all__ = ["EngineAlgorithm", "FeedbackReporter", "layer_file", "absolute", "StyleLoader", "DEVICES", "PRECISIONS"]
+__all__ = ["EngineAlgorithm", "FeedbackReporter", "OutputLayer", "layer_file", "absolute", "StyleLoader", "stack_layers",
+           "DEVICES", "PRECISIONS"]
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1]
 STYLES = PLUGIN_DIR / "styles"
@@ -111,21 +115,85 @@ def layer_file(layer: Optional[QgsMapLayer], name: str) -> str:
 
 
 class StyleLoader(QgsProcessingLayerPostProcessorInterface):
-    """Applies a QML style shipped with the plugin to a layer loaded after the run."""
+    """After QGIS loads an output: applies a shipped QML style and stacks the run's layers.
 
-    def __init__(self, qml: str) -> None:
+    Args:
+        qml: file name in ``hrmnet_qgis/styles``.
+        rank: place among the run's loaded layers, 0 on top (polygons above rasters).
+        stack: shared by the loaders of one run; filled with ``layer id -> rank``.
+    """
+
+    def __init__(self, qml: str, rank: int = 0, stack: Optional[dict] = None) -> None:
         super().__init__()
         self.qml = str(STYLES / qml)
+        self.rank = rank
+        self.stack = stack if stack is not None else {}
 
     def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> None:  # noqa: N802
-        if layer is not None and layer.isValid():
-            _msg, ok = layer.loadNamedStyle(self.qml)
-            if ok:
-                layer.triggerRepaint()
+        if layer is None or not layer.isValid():
+            return
+        _msg, ok = layer.loadNamedStyle(self.qml)
+        if ok:
+            layer.triggerRepaint()
+        self.stack[layer.id()] = self.rank
+        project = layer.project() or context.project() or QgsProject.instance()
+        stack_layers(project.layerTreeRoot(), self.stack)
+
+
+def stack_layers(root: QgsLayerTreeGroup, ranks: dict) -> None:
+    """Order the layer-tree nodes of the layers in ``ranks`` (id -> rank, 0 on top) within each
+    group, keeping them where the topmost of them is (QGIS 3.22 loads a run's outputs in the
+    order of their paths, each new one on top)."""
+    by_parent: dict = {}
+    for layer_id in ranks:
+        node = root.findLayer(layer_id)
+        if node is not None and node.parent() is not None:
+            by_parent.setdefault(id(node.parent()), (node.parent(), []))[1].append(node)
+    for parent, nodes in by_parent.values():
+        children = parent.children()
+        nodes.sort(key=lambda n: children.index(n))
+        wanted = sorted(nodes, key=lambda n: ranks[n.layerId()])
+        if [n.layerId() for n in nodes] == [n.layerId() for n in wanted]:
+            continue
+        top = children.index(nodes[0])
+        # Clones first, originals after: a layer never leaves the tree (the project would drop it).
+        for k, node in enumerate(wanted):
+            parent.insertChildNode(top + k, node.clone())
+        for node in nodes:
+            parent.removeChildNode(node)
+
+
+@dataclass
+class OutputLayer:
+    """An output file of a run that QGIS may load into the project afterwards.
+
+    Attributes:
+        key: the destination parameter (OUTPUT_POLYGONS).
+        path: the file the engine wrote (absolute).
+        qml: style in ``hrmnet_qgis/styles``.
+        rank: place among the run's layers, 0 on top.
+        label: what distinguishes this run's layers (the AFTER raster's or sheet's name).
+    """
+
+    key: str
+    path: str
+    qml: str
+    rank: int = 0
+    label: str = ""
 
 
 # Post-processors must outlive processAlgorithm (QGIS keeps a raw pointer to them).
 _KEEP_ALIVE: list = []
+
+
+def queued_layers(context: QgsProcessingContext) -> dict:
+    """The context's layers to load on completion, by absolute path (empty paths left out)."""
+    return {absolute(path): details for path, details in context.layersToLoadOnCompletion().items() if path}
+
+
+def layer_name(label: str, description: str) -> str:
+    """``LABEL: description`` (e.g. ``after_2021: change polygons``), or the description alone."""
+    return f"{label}: {description[:1].lower()}{description[1:]}" if label else description
 
 
 class EngineAlgorithm(QgsProcessingAlgorithm):
@@ -170,6 +238,11 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                          feedback: QgsProcessingFeedback) -> bool:
         """Read layers and parameters in the main thread (layers belong to it)."""
         self._prepared = self.engine_args(parameters, context)
+        # The outputs Processing was asked to load: QGIS registers them here, in the main thread's
+        # context, but a background task (the algorithm dialog) replaces that list with the one of
+        # the context processAlgorithm runs in (QgsProcessingAlgorithm::postProcess ->
+        # QgsProcessingContext::takeResultsFrom). processAlgorithm registers them again there.
+        self._to_load = queued_layers(context)
         return True
 
     def prepared(self, parameters: dict, context: QgsProcessingContext) -> tuple:
@@ -208,16 +281,35 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         except EngineError as exc:
             raise QgsProcessingException(str(exc)) from exc
 
-    def style_output(self, context: QgsProcessingContext, path: str, qml: str, name: str = "") -> None:
-        """Give the output ``path`` a shipped style (and a name) when QGIS loads it."""
-        if not path or not context.willLoadLayerOnCompletion(path):
-            return
-        details = context.layerToLoadOnCompletionDetails(path)
-        loader = StyleLoader(qml)
-        _KEEP_ALIVE.append(loader)
-        details.setPostProcessor(loader)
-        if name and not details.name:
-            details.name = name
+    def load_outputs(self, context: QgsProcessingContext, layers: Sequence[OutputLayer]) -> None:
+        """Queue the written ``layers`` that the user asked to load, styled, named and stacked.
+
+        Called from processAlgorithm, i.e. with the context QGIS keeps the list of layers to load
+        from (the task's thread context in the dialog, the one context in batch and scripts).
+        Optional outputs left blank and outputs the engine did not write are not queued, so
+        QGIS does not report them as "not correctly generated".
+        """
+        asked = getattr(self, "_to_load", None)
+        if asked is None:  # prepareAlgorithm did not run: the parameters were read in this context
+            asked = queued_layers(context)
+        ours = {absolute(layer.path) for layer in layers}
+        keep = {path: d for path, d in queued_layers(context).items() if path not in ours}
+        stack: dict = {}
+        for layer in layers:
+            path = absolute(layer.path)
+            details = asked.get(path)
+            if details is None or not Path(path).exists():
+                continue
+            description = self.parameterDefinition(layer.key).description() if self.parameterDefinition(layer.key) else ""
+            name = details.name
+            if not name or name == description:  # not named by the user or a model: say which run
+                name = layer_name(layer.label, description or name)
+            queued = QgsProcessingContext.LayerDetails(name, details.project, details.outputName, details.layerTypeHint)
+            loader = StyleLoader(layer.qml, layer.rank, stack)
+            _KEEP_ALIVE.append(loader)
+            queued.setPostProcessor(loader)
+            keep[path] = queued
+        context.setLayersToLoadOnCompletion(keep)
 
 
 def _quote(arg: str) -> str:

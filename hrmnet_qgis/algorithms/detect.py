@@ -1,6 +1,7 @@
 """``hrmnet:detectchanges``: parameters → ``python -m engine detect`` options."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional
 
 from qgis.core import (
@@ -20,7 +21,7 @@ from qgis.core import (
 )
 
 from .. import settings
-from .base import DEVICES, PRECISIONS, EngineAlgorithm, absolute, layer_file
+from .base import DEVICES, PRECISIONS, EngineAlgorithm, OutputLayer, absolute, layer_file
 
 __all__ = ["DetectChanges", "VECTOR_EXTENSIONS"]
 
@@ -203,9 +204,14 @@ class DetectChanges(EngineAlgorithm):
     def processAlgorithm(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict[str, Any]:  # noqa: N802
         args, outputs = self.prepared(parameters, context)
         self.run_engine(args, feedback, cleanup=list(outputs.values()))
-        self.style_output(context, outputs.get(self.OUTPUT_POLYGONS, ""), "polygons.qml")
-        self.style_output(context, outputs.get(self.OUTPUT_PROBABILITY, ""), "probability.qml")
-        self.style_output(context, outputs.get(self.OUTPUT_MASK, ""), "mask.qml")
+        label = Path(args[args.index("--after") + 1]).stem
+        self.load_outputs(context, [
+            OutputLayer(key, outputs[key], qml, rank, label)
+            for rank, (key, qml) in enumerate(((self.OUTPUT_POLYGONS, "polygons.qml"),
+                                               (self.OUTPUT_MASK, "mask.qml"),
+                                               (self.OUTPUT_PROBABILITY, "probability.qml")))
+            if outputs.get(key)
+        ])
         return {
             self.OUTPUT_POLYGONS: outputs.get(self.OUTPUT_POLYGONS),
             self.OUTPUT_PROBABILITY: outputs.get(self.OUTPUT_PROBABILITY),

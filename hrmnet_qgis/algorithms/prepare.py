@@ -99,4 +99,5 @@ class PrepareDataset(EngineAlgorithm):
     def processAlgorithm(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict[str, Any]:  # noqa: N802
         args, out = self.prepared(parameters, context)
         self.run_engine(args, feedback, cleanup=[out])
+        self.load_outputs(context, [])  # no layers; nothing left blank is reported as missing
         return {"OUTPUT": out, "DATASET_JSON": str(Path(out) / "dataset.json")}

@@ -123,4 +123,5 @@ class Train(EngineAlgorithm):
         args, out = self.prepared(parameters, context)
         # A cancelled training keeps its folder: it resumes with RESUME.
         run = self.run_engine(args, feedback, cleanup=(), stop_grace_s=120.0)
+        self.load_outputs(context, [])  # no layers; nothing left blank is reported as missing
         return train_outputs(out, run.done)
