@@ -9,7 +9,7 @@ JSON lines protocol (``--progress jsonl``), one object a line on stdout::
 
     {"event": "start", ...sizes, tiles, device, precision...}
     {"event": "log", "level": "info"|"warning", "message": "..."}
-    {"event": "progress", "done": k, "total": n, "stage": "..."}
+    {"event": "progress", "done": k, "total": n, "stage": "..."}   (+ "unit": "B" for a download)
     {"event": "done", "outputs": {...}, "stats": {...}}
     {"event": "error", "message": "..."}
 """
@@ -101,8 +101,9 @@ class BarSink:
         if kind == "progress":
             if self.bar is None or self.bar.total != event["total"]:
                 self._close()
+                unit = event.get("unit", "it")  # "B": a download, shown in kB/MB
                 self.bar = tqdm(total=event["total"], desc=event.get("stage") or None, file=self.stream,
-                                dynamic_ncols=True)
+                                dynamic_ncols=True, unit=unit, unit_scale=unit == "B", unit_divisor=1024)
             self.bar.update(event["done"] - self.bar.n)
         elif kind == "log":
             prefix = "warning: " if event.get("level") == "warning" else ""

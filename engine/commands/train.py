@@ -29,8 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="auto",
                    help="auto, fp32, bf16 or fp16 (auto: bf16/fp16 mixed precision on CUDA, fp32 on CPU)")
     p.add_argument("--init", metavar="CKPT", help="initial weights: our .safetensors or the authors' .pth")
-    p.add_argument("--backbone", metavar="PATH",
-                   help="timm-format resnet18d weights (.pth or .safetensors) for the encoder's backbone")
+    p.add_argument("--backbone", metavar="PATH|imagenet",
+                   help="initial weights of the encoder's backbone: 'imagenet' (the authors' start: timm's "
+                   "resnet18d ImageNet weights, downloaded once into $HRMNET_CACHE or the user cache folder; "
+                   "HRMNET_BACKBONE_URL sets another address) or a timm-format resnet18d file (.pth or .safetensors)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--overwrite", action="store_true", help="start over in an existing --out (its run files are replaced)")
     p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar",

@@ -87,7 +87,8 @@ class TrainConfig:
         workers: DataLoader worker processes per training process (None: 0 on CPU, 4 on CUDA).
         device, precision: see :func:`engine.runtime.select_runtime` (CPU: fp32 unless bf16).
         init: checkpoint with initial weights (ours or the authors' .pth).
-        backbone: timm-format resnet18d weights (.pth or .safetensors) for the encoder.
+        backbone: timm-format resnet18d weights (.pth or .safetensors) for the encoder, or
+            ``imagenet``: timm's published ImageNet weights (downloaded once, see :mod:`engine.hub`).
         resume: continue the run in ``out`` from its state.pt.
         overwrite: start over in an existing ``out`` (its run files are replaced).
         command: the command line, recorded in the checkpoints' metadata.
@@ -218,9 +219,34 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
         raise UserError(f"{out}: exists (use --resume to continue that run or --overwrite to start over)")
 
 
-def _load_backbone(model: torch.nn.Module, path: str) -> None:
+#: Logged when a run starts from random weights (no --backbone, no --init).
+NO_PRETRAINED_WARNING = (
+    "training from random weights (no --backbone, no --init): results will be well below the paper's, which "
+    "starts from ImageNet weights; add --backbone imagenet (downloads timm's resnet18d once, 47 MB) or "
+    "--init a trained model"
+)
+
+
+def _backbone_file(backbone: str, events: Events, dist: _Dist) -> Optional[str]:
+    """``--backbone``: a file, or ``imagenet`` = timm's published weights (downloaded once, cached).
+
+    Under torchrun only rank 0 reads ImageNet weights: DistributedDataParallel copies rank 0's
+    weights to every process when it wraps the model. Returns None where nothing is loaded.
+    """
+    if backbone.lower() != "imagenet":
+        return backbone
+    if not dist.main:
+        return None
+    from ..hub import imagenet_backbone
+
+    return str(imagenet_backbone(events))
+
+
+def _load_backbone(model: torch.nn.Module, path: Optional[str]) -> None:
     from ..model import load_timm_resnet18d
 
+    if path is None:
+        return
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: backbone weights not found")
@@ -472,7 +498,9 @@ def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
         state, _ = load_checkpoint(cfg.init)
         model.load_state_dict(state, strict=True)
     if cfg.backbone and not saved:
-        _load_backbone(model, cfg.backbone)
+        _load_backbone(model, _backbone_file(cfg.backbone, events, dist))
+    elif not cfg.init and not saved and dist.main:
+        events.warn(NO_PRETRAINED_WARNING)
     model = rt.prepare(model).train()
     optimizer, scheduler, scaler = make_optimizer(model, cfg.lr, cfg.steps, rt)
     run = _RunState()
