@@ -38,14 +38,17 @@ __all__ = ["TrainingDialog", "train_args"]
 
 
 def train_args(data: str, out: str, steps: int, batch_size: int, lr: float, device: str, init: str = "",
-               resume: bool = False, val_every: Optional[int] = None) -> list[str]:
-    """``python -m engine train`` options for the dialog's fields."""
+               resume: bool = False, val_every: Optional[int] = None, imagenet: bool = False) -> list[str]:
+    """``python -m engine train`` options for the dialog's fields (``imagenet``: ``--backbone imagenet``
+    when no initial checkpoint is given)."""
     args = ["--data", data, "--out", out, "--steps", str(steps), "--batch-size", str(batch_size),
             "--lr", repr(float(lr)), "--device", device]
     if val_every is not None:
         args += ["--val-every", str(val_every)]
     if init and not resume:
         args += ["--init", init]
+    elif imagenet and not resume:
+        args += ["--backbone", "imagenet"]
     if resume:
         args.append("--resume")
     return args
@@ -82,6 +85,8 @@ class TrainingDialog(QDialog):
         self.init = QgsFileWidget()
         self.init.setFilter("HRMNet checkpoints (*.safetensors *.pth)")
         self.resume = QCheckBox("Continue the stopped run in this folder")
+        self.imagenet = QCheckBox("Start from ImageNet weights, as the paper does (downloads 47 MB once)")
+        self.imagenet.setChecked(True)
         self.resume.setEnabled(False)
 
         form = QFormLayout()
@@ -93,6 +98,7 @@ class TrainingDialog(QDialog):
         form.addRow("Device", self.device)
         form.addRow("Initial checkpoint (optional)", self.init)
         form.addRow("", self.resume)
+        form.addRow("", self.imagenet)
 
         self.curves = CurvesWidget()
         self.progress = QProgressBar()
@@ -165,7 +171,8 @@ class TrainingDialog(QDialog):
             return False
         resume = self.resume.isEnabled() and self.resume.isChecked()
         args = train_args(data, out, self.steps.value(), self.batch_size.value(), self.lr.value(),
-                          self.device.currentText(), self.init.filePath(), resume)
+                          self.device.currentText(), self.init.filePath(), resume,
+                          imagenet=self.imagenet.isChecked())
         if not resume:
             self.curves.clear(self.steps.value())
         self.curves.total_steps = self.steps.value()

@@ -34,6 +34,8 @@ def test_dialog_trains_stops_resumes_and_offers_the_best_model(qgis_app, dataset
     dialog.steps.setValue(2)
     dialog.batch_size.setValue(1)
     dialog.device.setCurrentText("cpu")
+    assert dialog.imagenet.isChecked()  # the paper's start by default; here offline, so off
+    dialog.imagenet.setChecked(False)
     assert not dialog.resume.isEnabled()
 
     # Stop as soon as the first step is reported: the engine saves a resumable state.
@@ -81,3 +83,13 @@ def test_dialog_refuses_to_start_without_folders(qgis_app):
     dialog = TrainingDialog()
     assert not dialog.start()
     assert "dataset folder" in dialog.status.text()
+
+
+def test_train_args_start_from_imagenet_unless_a_checkpoint_is_given():
+    from hrmnet_qgis.dialogs.training_dialog import train_args
+
+    args = train_args("d", "o", 2, 1, 5e-4, "cpu", imagenet=True)
+    assert args[-2:] == ["--backbone", "imagenet"]
+    assert "--backbone" not in train_args("d", "o", 2, 1, 5e-4, "cpu", init="m.safetensors", imagenet=True)
+    assert "--backbone" not in train_args("d", "o", 2, 1, 5e-4, "cpu", resume=True, imagenet=True)
+    assert "--backbone" not in train_args("d", "o", 2, 1, 5e-4, "cpu")
