@@ -25,6 +25,8 @@ COMMANDS = {
     "train": "train",
     "evaluate": "evaluate",
     "demo": "demo",
+    "export": "export",
+    "doctor": "doctor",
 }
 
 
