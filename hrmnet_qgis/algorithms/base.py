@@ -27,6 +27,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..engine_python import EngineSetupError, engine_python
+from ..progress import STAGES, StageProgress
 from ..runner import EngineCancelled, EngineError, EngineRun, run_engine
 
 __all__ = ["EngineAlgorithm", "FeedbackReporter", "OutputLayer", "layer_file", "absolute", "StyleLoader", "stack_layers",
@@ -41,13 +42,16 @@ PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
 class FeedbackReporter:
     """Shows engine events in a :class:`QgsProcessingFeedback`.
 
-    progress → ``setProgress`` (percent of the current stage), log → ``pushInfo`` /
-    ``pushWarning``, start → one line with device, precision and sizes.
+    progress → ``setProgress``: one bar across the command's stages (see
+    :mod:`hrmnet_qgis.progress`), with a log line now and then giving done/total and the time
+    left; the progress text is left to QGIS (the batch dialog shows "Processing algorithm
+    3/4" there). log → ``pushInfo`` / ``pushWarning``, start → one line with device,
+    precision and sizes.
     """
 
-    def __init__(self, feedback: Optional[QgsProcessingFeedback]) -> None:
+    def __init__(self, feedback: Optional[QgsProcessingFeedback], command: str = "") -> None:
         self.feedback = feedback
-        self.stage = ""
+        self.progress = StageProgress(STAGES.get(command))
 
     def __call__(self, event: dict) -> None:
         fb = self.feedback
@@ -55,12 +59,11 @@ class FeedbackReporter:
             return
         kind = event.get("event")
         if kind == "progress":
-            total = max(int(event.get("total") or 0), 1)
-            stage = str(event.get("stage") or "")
-            if stage and stage != self.stage:
-                self.stage = stage
-                fb.setProgressText(stage)
-            fb.setProgress(100.0 * min(int(event.get("done") or 0), total) / total)
+            percent, line = self.progress.update(str(event.get("stage") or ""), event.get("done") or 0,
+                                                 event.get("total") or 0)
+            if line:
+                fb.pushInfo(line)
+            fb.setProgress(percent)
         elif kind == "log":
             message = str(event.get("message", ""))
             if event.get("level") == "warning":
@@ -262,7 +265,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             python = engine_python()
         except EngineSetupError as exc:
             raise QgsProcessingException(str(exc)) from exc
-        reporter = FeedbackReporter(feedback)
+        reporter = FeedbackReporter(feedback, self.COMMAND)
         if feedback is not None:
             feedback.pushCommandInfo(f"{python} -m engine {self.COMMAND} " + " ".join(_quote(a) for a in args))
         try:
