@@ -83,23 +83,35 @@
       </editWidget>
     </field>
     <field name="area_m2" configurationFlags="None">
-      <editWidget type="">
+      <editWidget type="Range">
         <config>
-          <Option/>
+          <Option type="Map">
+            <Option name="AllowNull" type="bool" value="true"/>
+            <Option name="Precision" type="int" value="1"/>
+            <Option name="Style" type="QString" value="SpinBox"/>
+          </Option>
         </config>
       </editWidget>
     </field>
     <field name="mean_prob" configurationFlags="None">
-      <editWidget type="">
+      <editWidget type="Range">
         <config>
-          <Option/>
+          <Option type="Map">
+            <Option name="AllowNull" type="bool" value="true"/>
+            <Option name="Precision" type="int" value="3"/>
+            <Option name="Style" type="QString" value="SpinBox"/>
+          </Option>
         </config>
       </editWidget>
     </field>
     <field name="max_prob" configurationFlags="None">
-      <editWidget type="">
+      <editWidget type="Range">
         <config>
-          <Option/>
+          <Option type="Map">
+            <Option name="AllowNull" type="bool" value="true"/>
+            <Option name="Precision" type="int" value="3"/>
+            <Option name="Style" type="QString" value="SpinBox"/>
+          </Option>
         </config>
       </editWidget>
     </field>
@@ -131,7 +143,14 @@
   <expressionfields/>
   <attributeactions/>
   <attributetableconfig sortOrder="0" sortExpression="" actionWidgetStyle="dropDown">
-    <columns/>
+    <columns>
+      <column type="field" name="fid" hidden="1" width="-1"/>
+      <column type="field" name="id" hidden="0" width="-1"/>
+      <column type="field" name="area_m2" hidden="0" width="-1"/>
+      <column type="field" name="mean_prob" hidden="0" width="-1"/>
+      <column type="field" name="max_prob" hidden="0" width="-1"/>
+      <column type="actions" hidden="1" width="-1"/>
+    </columns>
   </attributetableconfig>
   <conditionalstyles>
     <rowstyles/>

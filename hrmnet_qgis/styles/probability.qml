@@ -44,7 +44,7 @@
           <item alpha="200" label="0.5" color="#fd8d3c" value="127"/>
           <item alpha="230" label="0.75" color="#f03b20" value="190.5"/>
           <item alpha="255" label="1.0" color="#bd0026" value="254"/>
-          <rampLegendSettings orientation="2" prefix="" maximumLabel="" minimumLabel="" direction="0" suffix="" useContinuousLegend="1">
+          <rampLegendSettings orientation="2" prefix="" maximumLabel="1 (change)" minimumLabel="0 (no change)" direction="0" suffix="" useContinuousLegend="1">
             <numericFormat id="basic">
               <Option type="Map">
                 <Option name="decimal_separator" type="QChar" value=""/>

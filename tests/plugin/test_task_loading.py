@@ -178,17 +178,36 @@ def test_detect_outputs_reach_the_map_from_the_dialogs_background_task(qgis_app,
     for layer in layers:
         if "probability" in layer.name():
             assert isinstance(layer.renderer(), QgsSingleBandPseudoColorRenderer)
+            legend = layer.renderer().shader().rasterShaderFunction().legendSettings()
+            assert (legend.minimumLabel(), legend.maximumLabel()) == ("0 (no change)", "1 (change)")  # not 0-254
         elif "mask" in layer.name():
             assert isinstance(layer.renderer(), QgsPalettedRasterRenderer)
         else:
             fill = layer.renderer().symbol().symbolLayer(0)
             assert fill.brushStyle() == 0 and fill.strokeColor().red() == 255  # the shipped red outlines
+            assert_attribute_table_reads_well(layer)
     # Polygons above the rasters that would hide them, for each run.
     order = [node.layer().name() for node in project.layerTreeRoot().findLayers()]
     for after in (scenes[0][1].stem, scenes[1][1].stem):
         mine = [n for n in order if n.startswith(after)]
         assert [n.split(": ")[1] for n in mine] == ["change polygons", "change mask", "change probability"]
     project.clear()
+
+
+def assert_attribute_table_reads_well(layer) -> None:
+    """GeoPackage's fid hidden beside id; probabilities shown with 3 decimals, areas with 1."""
+    from qgis.core import QgsApplication
+
+    columns = {c.name: c.hidden for c in layer.attributeTableConfig().columns() if c.name}
+    assert columns == {"fid": True, "id": False, "area_m2": False, "mean_prob": False, "max_prob": False}
+    feature = next(layer.getFeatures())
+    shown = {}
+    for name in ("mean_prob", "area_m2"):
+        index = layer.fields().indexOf(name)
+        setup = layer.editorWidgetSetup(index)
+        formatter = QgsApplication.fieldFormatterRegistry().fieldFormatter(setup.type())
+        shown[name] = formatter.representValue(layer, index, setup.config(), None, feature[name])
+    assert shown == {"mean_prob": "0.612", "area_m2": "9.0"}
 
 
 def test_blank_optional_outputs_are_not_reported_as_missing(qgis_app, stand_in_engine, scenes, tmp_path):
