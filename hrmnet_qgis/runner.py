@@ -9,15 +9,16 @@ Protocol (see ``engine/events.py``): one JSON object a line on stdout, with
 mistake exits 2 with one line on stderr, a cancel exits 130.
 
 Cancelling sends the engine an interrupt (SIGINT; CTRL_BREAK on Windows) so it can
-roll back its temporary files, waits, then terminates it; afterwards every output
-path handed in ``cleanup`` that did not exist before the run, and every new file
-beside it whose name starts with that output's name, is removed.
+roll back its temporary files, waits, then terminates it; afterwards what this run
+created and left is removed (see :class:`OutputGuard`), and nothing else: another job
+writing beside the same outputs keeps its files.
 """
 from __future__ import annotations
 
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 # bandit B404: the engine runs as a child process by design (list argv, no shell)
@@ -90,49 +91,72 @@ def engine_env(base: Optional[dict] = None, root: Optional[Path] = None) -> dict
     return env
 
 
+#: Files that belong to an output file, by its extension: suffixes added to its name
+#: (``out.tif.aux.xml``, ``out.gpkg-wal``) or replacing its extension (``out.dbf``).
+_ADDED = {".tif": (".aux.xml", ".ovr", ".msk"), ".tiff": (".aux.xml", ".ovr", ".msk"),
+          ".gpkg": ("-wal", "-shm", "-journal"), ".shp": (".aux.xml",)}
+_REPLACED = {".shp": (".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".qmd")}
+
+
+def own_files(target: Path) -> set[str]:
+    """Names, beside ``target``, of the target and the files that belong to it (sidecars)."""
+    ext = target.suffix.lower()
+    names = {target.name}
+    names.update(target.name + added for added in _ADDED.get(ext, ()))
+    names.update(target.stem + replaced for replaced in _REPLACED.get(ext, ()))
+    return names
+
+
+def run_temporary(name: str, stem: str, pid: Optional[int]) -> bool:
+    """True for a hidden temporary that the engine process ``pid`` names after itself: its
+    staging folder ``.hrmnet-tmp-HOST-PID-…`` or a ``.STEM.…PID…`` file. Never true
+    without a pid (a name alone does not say which run made it)."""
+    if pid is None or not name.startswith("."):
+        return False
+    number = re.compile(rf"(?<!\d){pid}(?!\d)")
+    if name.startswith(".hrmnet-tmp-"):
+        return name.split("-")[3:4] == [str(pid)]
+    return name[1:].startswith(stem + ".") and bool(number.search(name[1 + len(stem):]))
+
+
 @dataclass
 class OutputGuard:
     """Remembers what existed before a run, to remove what a failed run left behind.
 
-    Removed after a failure: each target that did not exist before, and each new
-    entry beside it named ``NAME.*`` or ``.NAME.*`` (NAME = the target's stem).
+    Removed after a failure, among the entries that appeared since the guard was made:
+    each target and its sidecar files (``out.dbf``, ``out.tif.aux.xml``), and the hidden
+    temporaries named after the engine process ``pid`` (its staging folder
+    ``.hrmnet-tmp-HOST-PID-…``, ``.out.mask{PID}.tif``). Anything else is kept, even when
+    its name starts with an output's name (``out.v2.tif``): it may be another job's.
 
     Args:
         targets: output files or folders of the run.
+        pid: the engine's process id (set once it runs).
     """
 
     targets: Sequence[str]
+    pid: Optional[int] = None
     _before: dict = field(default_factory=dict)
-    _existed: set = field(default_factory=set)
 
     def __post_init__(self) -> None:
         for t in self.targets:
-            path = Path(t)
-            if path.exists():
-                self._existed.add(str(path))
-            parent = path.parent
+            parent = Path(t).parent
             if parent.is_dir() and str(parent) not in self._before:
                 self._before[str(parent)] = set(os.listdir(parent))
 
     def leftovers(self) -> list[Path]:
-        """Paths created since the guard was made that belong to one of the targets."""
+        """Paths created since the guard was made that this run owns."""
         found: list[Path] = []
         for t in self.targets:
             path = Path(t)
             before = self._before.get(str(path.parent))
-            if str(path) not in self._existed and path.exists():
-                found.append(path)
             if before is None or not path.parent.is_dir():
                 continue
+            own = own_files(path)
             stem = path.stem if path.suffix else path.name
             for name in sorted(set(os.listdir(path.parent)) - before):
                 candidate = path.parent / name
-                if candidate in found:
-                    continue
-                # Sidecars (out.dbf), the engine's hidden temporaries (.out.prob123.tif,
-                # .dataset.part-123): the output's name, a dot, anything.
-                bare = name.lstrip(".~")
-                if bare == stem or bare.startswith(stem + "."):
+                if candidate not in found and (name in own or run_temporary(name, stem, self.pid)):
                     found.append(candidate)
         return found
 
@@ -235,8 +259,8 @@ def run_engine(
             stdout lines that are not JSON come as ``log`` events.
         on_stderr: called with each line the engine writes on stderr.
         is_cancelled: polled every ``poll_s`` seconds; True stops the engine.
-        cleanup: output paths to remove (with their temporary siblings) when the run
-            fails or is cancelled; paths that existed before the run are kept.
+        cleanup: output paths to remove (with their sidecars and this run's temporaries)
+            when the run fails or is cancelled; what existed before the run is kept.
         stop_grace_s: seconds the engine gets to roll back after an interrupt.
         root: folder holding the ``engine`` package (default: :func:`engine_root`).
         poll_s: seconds between cancel checks.
@@ -268,6 +292,7 @@ def run_engine(
         )
     except OSError as exc:
         raise EngineError(f"{python}: cannot start the engine's Python ({exc.strerror or exc})") from exc
+    guard.pid = proc.pid
 
     lines: "queue.Queue[tuple[str, Optional[str]]]" = queue.Queue()
     readers = [

@@ -41,8 +41,14 @@ elif mode == "crash":
 elif mode == "slow":
     # Leaves a hidden temporary and a sidecar, like the real engine, until interrupted;
     # this stand-in does not roll back (the runner must clean up).
-    (out.parent / ("." + out.stem + ".prob99.tif")).write_text("partial")
+    (out.parent / ("." + out.stem + ".prob%d.tif" % os.getpid())).write_text("partial")
+    (out.parent / (".hrmnet-tmp-abc123-%d-x1y2" % os.getpid())).mkdir()
+    (out.parent / (".hrmnet-tmp-abc123-%d-x1y2" % os.getpid()) / "mask.tif").write_text("partial")
     out.with_suffix(".dbf").write_text("partial")
+    # Another job writing beside the same output meanwhile: its files are not ours to remove.
+    (out.parent / (out.stem + ".v2.tif")).write_text("other job")
+    (out.parent / ("." + out.stem + ".prob1%d.tif" % os.getpid())).write_text("other job")
+    (out.parent / ".hrmnet-tmp-abc123-1-z9").mkdir()
     emit(event="start", device="cpu", precision="fp32")
     for k in range(1, 1000):
         emit(event="progress", done=k, total=1000)
@@ -100,17 +106,36 @@ def test_cancel_stops_the_engine_and_removes_what_it_left(fake_root, tmp_path):
         run(fake_root, "slow", "--out", str(out), cleanup=[str(out)], stop_grace_s=5,
             on_event=seen.append, is_cancelled=lambda: len(seen) >= 3)
     assert time.monotonic() - started < 60
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["outline.tif", "root", "unrelated.shp"]
+    assert sorted(p.name for p in tmp_path.iterdir() if "1" not in p.name and "v2" not in p.name) == [
+        "outline.tif", "root", "unrelated.shp"]
+    others = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".out.prob1", ".hrmnet", "out.v2")))
+    assert len(others) == 3, "another job's files beside the output are kept"
 
 
 def test_guard_keeps_outputs_that_existed_before(tmp_path):
     old = tmp_path / "out.tif"
     old.write_text("old result")
-    guard = OutputGuard([str(old), str(tmp_path / "new.tif")])
+    guard = OutputGuard([str(old), str(tmp_path / "new.tif")], pid=77)
     (tmp_path / ".out.mask77.tif").write_text("tmp")
     (tmp_path / "new.tif").write_text("partial")
-    assert sorted(p.name for p in guard.clean()) == [".out.mask77.tif", "new.tif"]
+    (tmp_path / "new.tif.aux.xml").write_text("partial")
+    assert sorted(p.name for p in guard.clean()) == [".out.mask77.tif", "new.tif", "new.tif.aux.xml"]
     assert old.read_text() == "old result"
+
+
+def test_guard_removes_only_what_this_run_created(tmp_path):
+    """Issue 9: new files named like an output (out.v2.tif, another process's temporaries) may
+    be another job's; only the targets, their sidecars and this run's temporaries go."""
+    guard = OutputGuard([str(tmp_path / "out.shp"), str(tmp_path / "dataset")], pid=4321)
+    mine = ["out.shp", "out.dbf", "out.shx", "out.prj", "out.cpg", ".out.vec4321.shp", ".dataset.part-4321",
+            ".hrmnet-tmp-0a1b2c-4321-k3j4"]
+    others = ["out.v2.shp", "out_old.dbf", ".out.vec14321.shp", ".dataset.part-43210", ".hrmnet-tmp-0a1b2c-432-aa",
+              "dataset.zip", ".out.shp.lock"]
+    for name in mine + others:
+        (tmp_path / name).write_text("x")
+    assert sorted(p.name for p in guard.clean()) == sorted(mine)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(others)
+    assert OutputGuard([str(tmp_path / "x.tif")]).leftovers() == []  # no pid: temporaries are never guessed
 
 
 def test_a_missing_interpreter_is_a_clear_error(fake_root, tmp_path):
