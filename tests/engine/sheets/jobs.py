@@ -1,0 +1,48 @@
+"""Trivial jobs for the executor tests (a module of their own: worker processes import it)."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from engine.sheets.execute import worker_cached
+
+FACTORY_CALLS = 0
+
+
+def _expensive() -> dict:
+    global FACTORY_CALLS
+    FACTORY_CALLS += 1
+    return {"calls": FACTORY_CALLS, "pid": os.getpid()}
+
+
+def square(x: int) -> dict:
+    """x² with the process that computed it and how often its 'model' was built there."""
+    model = worker_cached("model", _expensive)
+    time.sleep(0.05)
+    return {"value": x * x, "pid": os.getpid(), "factory_calls": model["calls"],
+            "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def fail_on_three(x: int) -> dict:
+    if x == 3:
+        raise ValueError("sheet 3 is corrupt")
+    return square(x)
+
+
+def die_once(job: tuple[int, str]) -> dict:
+    """Job ``x`` kills its own worker process on its first attempt (marked by a file)."""
+    x, folder = job
+    marker = Path(folder) / f"attempt-{x}"
+    if x == 2 and not marker.exists():
+        marker.write_text(str(os.getpid()))
+        time.sleep(0.2)  # mid-job
+        os.kill(os.getpid(), signal.SIGKILL)
+    return square(x)
+
+
+def sleepy(x: int) -> dict:
+    """Quick for job 0, then long: for cancelling while jobs run."""
+    time.sleep(0.05 if x == 0 else 60)
+    return {"value": x, "pid": os.getpid()}
