@@ -9,13 +9,23 @@ then runs the engine with that interpreter (stored as the plugin setting).
 progress and cancel, callable without a GUI. :class:`SetupEngineTask` (in
 ``dialogs/setup_dialog.py``) runs it as a QgsTask.
 
+What is installed: pyproject.toml's dependencies with constraints.txt's pins (read by
+:mod:`.engine_requirements`, the same set as the project's own set-up), and the PyTorch
+build this computer can use (:func:`choose_torch_build`): with an NVIDIA GPU the CUDA
+build its driver supports, from PyTorch's own package index for that build
+(``https://download.pytorch.org/whl/cuXYZ``), else the CPU build (macOS: PyPI's
+torch). The choice and its download size are shown before installing and can be
+overridden.
+
 Pip honours its own configuration and environment (``PIP_INDEX_URL``,
 ``PIP_FIND_LINKS``, proxies). When a find-links folder holds a torch wheel for this
 Python, that exact torch is pinned, so e.g. a CPU build on local disk is used
-instead of a multi-gigabyte CUDA download.
+instead of a multi-gigabyte CUDA download; when ``PIP_INDEX_URL`` is set, the
+automatic choice adds no index of its own.
 """
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -24,43 +34,50 @@ import shutil
 import subprocess  # nosec B404
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
+from . import engine_requirements
 from .engine_python import qgis_python_candidates
 from .runner import engine_env, engine_root
 
 __all__ = [
-    "REQUIREMENTS",
-    "IMPORTS",
     "SetupError",
     "SetupCancelled",
+    "GpuInfo",
+    "TorchBuild",
+    "TORCH_CUDA_BUILDS",
     "default_env_dir",
     "venv_python",
     "find_torch_wheel",
+    "engine_requirements_and_pins",
     "requirements_for",
+    "detect_gpu",
+    "choose_torch_build",
+    "torch_build_options",
     "create_engine_env",
 ]
 
-#: The engine's requirements (mirrors pyproject.toml's dependencies).
-REQUIREMENTS = [
-    "numpy<2",
-    "torch>=2.1",
-    "safetensors>=0.4",
-    "rasterio>=1.3",
-    "shapely>=2.0",
-    "geopandas>=0.14",
-    "pyogrio>=0.7",
-    "pyproj>=3.4",
-    "tqdm>=4.60",
-    "pillow>=9",
-    "matplotlib>=3.5",
-    "scipy>=1.8",
-    "dask[distributed]>=2024.8",
+#: PyTorch's CUDA builds offered, newest first: (name, CUDA version), each on its own index
+#: ``https://download.pytorch.org/whl/<name>``. The CUDA variants PyTorch publishes for the pinned
+#: torch (2.9 to 2.12 ship cu126, cu128 and cu130; older torch: cu118/cu121/cu124, pick by hand).
+TORCH_CUDA_BUILDS: list[tuple[str, tuple[int, int]]] = [("cu130", (13, 0)), ("cu128", (12, 8)), ("cu126", (12, 6))]
+#: Older builds, offered as overrides for an older torch pin.
+OLDER_CUDA_BUILDS: list[tuple[str, tuple[int, int]]] = [("cu124", (12, 4)), ("cu121", (12, 1)), ("cu118", (11, 8))]
+PYTORCH_INDEX = "https://download.pytorch.org/whl/{build}"
+#: Lowest Linux driver of each CUDA toolkit (NVIDIA's CUDA Toolkit release notes, "CUDA Toolkit and
+#: Corresponding Driver Versions"); used when nvidia-smi does not print the driver's "CUDA Version".
+DRIVER_FOR_CUDA: list[tuple[tuple[int, int], tuple[int, ...]]] = [
+    ((13, 0), (580, 65, 6)), ((12, 9), (575, 51, 3)), ((12, 8), (570, 26)), ((12, 6), (560, 28, 3)),
+    ((12, 4), (550, 54, 14)), ((12, 1), (530, 30, 2)), ((11, 8), (520, 61, 5)),
 ]
-#: Modules imported to check an environment.
-IMPORTS = ["numpy", "torch", "safetensors", "rasterio", "shapely", "geopandas", "pyogrio", "pyproj", "tqdm",
-           "PIL", "matplotlib", "scipy"]
+#: Minor-version compatibility: any CUDA <major>.x build runs on a driver of at least this branch.
+MIN_DRIVER_FOR_MAJOR = {13: (580,), 12: (525, 60, 13), 11: (450, 80, 2)}
+#: What "Set up engine" downloads in all (torch and every other requirement).
+SIZE_CPU = "about 1.6 GB (measured, CPU build)"
+SIZE_CUDA = "several GB: about 3 GB to download and 5-6 GB on disk (PyTorch with NVIDIA's CUDA libraries)"
+SIZE_DEFAULT = "about 1.5 GB"
 
 Log = Callable[[str], None]
 Progress = Callable[[float], None]
@@ -117,16 +134,186 @@ def find_torch_wheel(folders: Iterable[str], py: tuple[int, int]) -> Optional[st
     return best[1] if best else None
 
 
-def requirements_for(py: tuple[int, int], find_links: Sequence[str]) -> list[str]:
-    """:data:`REQUIREMENTS`, with torch pinned to a wheel found in ``find_links``."""
+def engine_requirements_and_pins(root: Optional[Path] = None) -> tuple[list[str], list[str]]:
+    """(requirements, constraints) of the engine: pyproject.toml's dependencies and constraints.txt's
+    pins, as the plugin carries them (see :mod:`.engine_requirements`)."""
+    try:
+        return engine_requirements.load(Path(root or engine_root()))
+    except (OSError, ValueError, KeyError) as exc:
+        raise SetupError(f"cannot read the engine's requirements: {exc}") from exc
+
+
+def requirements_for(py: tuple[int, int], find_links: Sequence[str],
+                     requirements: Optional[Sequence[str]] = None) -> list[str]:
+    """``requirements`` (default: the engine's), with torch pinned to a wheel found in ``find_links``."""
+    reqs = list(requirements if requirements is not None else engine_requirements_and_pins()[0])
     version = find_torch_wheel(find_links, py)
     if version is None:
-        return list(REQUIREMENTS)
-    return [f"torch=={version}" if r.startswith("torch") else r for r in REQUIREMENTS]
+        return reqs
+    return [f"torch=={version}" if engine_requirements.requirement_name(r) == "torch" else r for r in reqs]
+
+
+# --------------------------------------------------------------------------- which PyTorch build
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """An NVIDIA GPU as ``nvidia-smi`` reports it.
+
+    Attributes:
+        name: e.g. ``NVIDIA GeForce RTX 4070``.
+        driver: driver version, e.g. ``570.86.10``.
+        cuda: highest CUDA version the driver supports (``nvidia-smi``'s "CUDA Version"), e.g.
+            ``(12, 8)``; None when it did not say.
+        memory_mib: memory of the first GPU, MiB (None when unknown).
+    """
+
+    name: str
+    driver: str
+    cuda: Optional[tuple[int, int]] = None
+    memory_mib: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class TorchBuild:
+    """The PyTorch build to install.
+
+    Attributes:
+        build: ``cpu``, a CUDA build (``cu128``), ``default`` (PyPI's torch: macOS), ``local``
+            (the wheel in PIP_FIND_LINKS) or ``pip`` (pip as configured, no index added).
+        index_url: PyTorch's package index for the build (added with ``--extra-index-url``), or None.
+        label: one line for the user, e.g. ``CUDA 12.8 build (GPU: NVIDIA ..., driver 570.86)``.
+        size: what the set-up downloads with this build.
+        reason: why it was chosen.
+    """
+
+    build: str
+    index_url: Optional[str]
+    label: str
+    size: str
+    reason: str = ""
+
+    def pip_args(self) -> list[str]:
+        return ["--extra-index-url", self.index_url] if self.index_url else []
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
+def parse_nvidia_smi(query_output: str, header_output: str = "") -> Optional[GpuInfo]:
+    """GPU from ``nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader,nounits``
+    (first line) and the plain ``nvidia-smi`` table (its "CUDA Version: X.Y"); None when no GPU is listed."""
+    rows = [line.split(",") for line in query_output.splitlines() if line.strip()]
+    if not rows or len(rows[0]) < 2 or not _version(rows[0][1]):
+        return None
+    name, driver = rows[0][0].strip(), rows[0][1].strip()
+    memory = int(rows[0][2].strip()) if len(rows[0]) > 2 and rows[0][2].strip().isdigit() else None
+    m = re.search(r"CUDA Version:\s*(\d+)\.(\d+)", header_output)
+    return GpuInfo(name, driver, (int(m.group(1)), int(m.group(2))) if m else None, memory)
+
+
+def detect_gpu(run: Callable[..., "subprocess.CompletedProcess"] = subprocess.run,
+               which: Callable[[str], Optional[str]] = shutil.which,
+               platform: str = sys.platform) -> tuple[Optional[GpuInfo], str]:
+    """(the NVIDIA GPU or None, a note on what was found) by running ``nvidia-smi`` (none on macOS)."""
+    if platform == "darwin":
+        return None, "macOS: no NVIDIA GPU support in PyTorch"
+    exe = which("nvidia-smi")
+    if exe is None and platform.startswith("win"):
+        candidate = Path(os.environ.get("ProgramW6432", r"C:\Program Files")) / "NVIDIA Corporation" / "NVSMI" / "nvidia-smi.exe"
+        exe = str(candidate) if candidate.is_file() else None
+    if exe is None:
+        return None, "no NVIDIA GPU found (no nvidia-smi)"
+    try:
+        # list argv, no shell; nvidia-smi found on PATH
+        query = run([exe, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader,nounits"],
+                    capture_output=True, text=True, timeout=20, check=False)
+        header = run([exe], capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"nvidia-smi failed ({exc}): no usable NVIDIA GPU"
+    if query.returncode != 0:
+        why = ((query.stderr or "") + (query.stdout or "")).strip().splitlines()[:1] or [f"exit code {query.returncode}"]
+        return None, f"nvidia-smi failed ({why[0][:160]}): no usable NVIDIA GPU (check the driver)"
+    gpu = parse_nvidia_smi(query.stdout, header.stdout if header.returncode == 0 else "")
+    if gpu is None:
+        return None, "nvidia-smi lists no GPU"
+    return gpu, f"NVIDIA GPU: {gpu.name}, driver {gpu.driver}" + (
+        f" (CUDA {gpu.cuda[0]}.{gpu.cuda[1]})" if gpu.cuda else "")
+
+
+def driver_cuda(gpu: GpuInfo) -> Optional[tuple[int, int]]:
+    """Highest CUDA version ``gpu``'s driver supports: nvidia-smi's word, else NVIDIA's driver table."""
+    if gpu.cuda:
+        return gpu.cuda
+    driver = _version(gpu.driver)
+    for cuda, minimum in DRIVER_FOR_CUDA:
+        if driver >= minimum:
+            return cuda
+    return None
+
+
+def _cuda_build(build: str, cuda: tuple[int, int], gpu: GpuInfo, reason: str) -> TorchBuild:
+    label = f"CUDA {cuda[0]}.{cuda[1]} build ({build}) for {gpu.name}, driver {gpu.driver}"
+    return TorchBuild(build, PYTORCH_INDEX.format(build=build), label, SIZE_CUDA, reason)
+
+
+def choose_torch_build(gpu: Optional[GpuInfo], note: str = "", platform: str = sys.platform,
+                       environ: Optional[Mapping[str, str]] = None, local_wheel: Optional[str] = None,
+                       builds: Sequence[tuple[str, tuple[int, int]]] = tuple(TORCH_CUDA_BUILDS)) -> TorchBuild:
+    """The PyTorch build to install (pure: everything it looks at comes in).
+
+    Order: a torch wheel in PIP_FIND_LINKS; pip as configured when PIP_INDEX_URL is set; macOS:
+    PyPI's torch; an NVIDIA GPU: the newest of ``builds`` whose CUDA version the driver supports
+    (else the oldest of the driver's CUDA major, by minor-version compatibility); else the CPU build.
+    """
+    env = os.environ if environ is None else environ
+    if local_wheel:
+        return TorchBuild("local", None, f"torch {local_wheel} from PIP_FIND_LINKS", SIZE_CPU if "cpu" in local_wheel
+                          else SIZE_CUDA, "a torch wheel is on local disk (PIP_FIND_LINKS)")
+    if env.get("PIP_INDEX_URL"):
+        return TorchBuild("pip", None, "torch from your package index (PIP_INDEX_URL)", SIZE_CUDA,
+                          "PIP_INDEX_URL is set: pip installs from it as configured; choose a build to add "
+                          "PyTorch's own index")
+    if platform == "darwin":
+        return TorchBuild("default", None, "PyPI's torch for macOS (Apple GPU through MPS where available)",
+                          SIZE_DEFAULT, note)
+    cpu = TorchBuild("cpu", PYTORCH_INDEX.format(build="cpu"), "CPU build", SIZE_CPU, note or "no NVIDIA GPU")
+    if gpu is None:
+        return cpu
+    cuda = driver_cuda(gpu)
+    if cuda is None:
+        return TorchBuild(cpu.build, cpu.index_url, cpu.label, cpu.size,
+                          f"{gpu.name}: driver {gpu.driver} is too old for PyTorch's CUDA builds; install a newer "
+                          "NVIDIA driver and run Set up engine once more")
+    for build, version in builds:
+        if version <= cuda:
+            return _cuda_build(build, version, gpu, f"the driver supports CUDA {cuda[0]}.{cuda[1]}")
+    same_major = [(b, v) for b, v in builds if v[0] == cuda[0]]
+    if same_major and _version(gpu.driver) >= MIN_DRIVER_FOR_MAJOR.get(cuda[0], (10**6,)):
+        build, version = same_major[-1]
+        return _cuda_build(build, version, gpu, f"the driver supports CUDA {cuda[0]}.{cuda[1]}; CUDA "
+                           f"{version[0]}.{version[1]} runs on it by minor-version compatibility (a newer "
+                           "driver is better)")
+    return TorchBuild(cpu.build, cpu.index_url, cpu.label, cpu.size,
+                      f"{gpu.name}: driver {gpu.driver} (CUDA {cuda[0]}.{cuda[1]}) is too old for PyTorch's CUDA "
+                      f"builds; install a newer NVIDIA driver and run Set up engine once more")
+
+
+def torch_build_options(gpu: Optional[GpuInfo] = None, platform: str = sys.platform) -> list[TorchBuild]:
+    """Every build the user may pick instead of the automatic choice."""
+    options = [TorchBuild("cpu", PYTORCH_INDEX.format(build="cpu"), "CPU build", SIZE_CPU, "chosen by hand")]
+    if platform != "darwin":
+        for build, version in [*TORCH_CUDA_BUILDS, *OLDER_CUDA_BUILDS]:
+            label = f"CUDA {version[0]}.{version[1]} build ({build})"
+            options.append(TorchBuild(build, PYTORCH_INDEX.format(build=build), label, SIZE_CUDA, "chosen by hand"))
+    options.append(TorchBuild("pip", None, "torch as pip is configured (no index added)", SIZE_DEFAULT,
+                              "chosen by hand"))
+    return options
 
 
 def _run(argv: list[str], log: Log, is_cancelled: Callable[[], bool], on_line: Optional[Log] = None,
-         env: Optional[dict] = None, cwd: Optional[Path] = None) -> list[str]:
+         env: Optional[dict] = None, cwd: Optional[Path] = None, ok_codes: Sequence[int] = (0,)) -> list[str]:
     """Run ``argv``, stream its output to ``log``; return the output lines or raise."""
     log("$ " + " ".join(argv))
     try:
@@ -169,7 +356,7 @@ def _run(argv: list[str], log: Log, is_cancelled: Callable[[], bool], on_line: O
     rc = proc.wait()
     reader.join(timeout=1)
     proc.stdout.close()
-    if rc != 0:
+    if rc not in ok_codes:
         tail = [s for s in output if s.strip()][-1:] or [f"exit code {rc}"]
         raise SetupError(f"{Path(argv[0]).name} {' '.join(argv[1:3])} failed: {tail[0].strip()}")
     return output
@@ -194,6 +381,34 @@ class _PipProgress:
             self.progress(self.hi)
 
 
+def doctor_summary(report: dict) -> str:
+    """One line from ``engine doctor --json``'s report: device, torch, CUDA, precision."""
+    device = report.get("device") or "?"
+    if report.get("device_name") and str(device).startswith("cuda"):
+        device = f"{device} ({report['device_name']})"
+    cuda = f"CUDA {report['cuda']}" if report.get("cuda") else "no CUDA (CPU build)"
+    line = f"device {device}, torch {report.get('torch', '?')}, {cuda}, precision {report.get('precision', '?')}"
+    failed = [c["name"] + ": " + str(c.get("value", "")) for c in report.get("checks", []) if not c.get("ok")]
+    return line + ("; FAILED " + "; ".join(failed) if failed else "")
+
+
+def run_doctor(python: Path, log: Log = print, is_cancelled: Callable[[], bool] = lambda: False,
+               env: Optional[dict] = None, root: Optional[Path] = None) -> dict:
+    """Run ``python -m engine doctor --json`` with ``python``; its report (a failed check is in it)."""
+    root = Path(root or engine_root())
+    lines = _run([str(python), "-m", "engine", "doctor", "--json"], lambda line: None, is_cancelled,
+                 env=engine_env(base=env, root=root), cwd=root, ok_codes=(0, 1))
+    for line in reversed(lines):
+        if line.startswith("{"):
+            try:
+                report = json.loads(line)
+            except ValueError:
+                break
+            log("Engine check: " + doctor_summary(report))
+            return report
+    raise SetupError(f"{python} -m engine doctor: no report ({(lines or ['no output'])[-1][:160]})")
+
+
 def create_engine_env(
     folder: Path,
     log: Log = print,
@@ -202,6 +417,8 @@ def create_engine_env(
     python: Optional[str] = None,
     find_links: Optional[Sequence[str]] = None,
     extra_pip_args: Sequence[str] = (),
+    torch_build: Optional[TorchBuild] = None,
+    on_report: Optional[Callable[[dict], None]] = None,
 ) -> Path:
     """Create (or complete) the engine environment in ``folder``; return its interpreter.
 
@@ -215,6 +432,10 @@ def create_engine_env(
             else python3 on PATH).
         find_links: folders searched for a torch wheel to pin (default: ``PIP_FIND_LINKS``).
         extra_pip_args: more ``pip install`` options (e.g. ``--index-url URL``).
+        torch_build: the PyTorch build to install (default: :func:`choose_torch_build` for this
+            computer's GPU and driver, see :func:`detect_gpu`).
+        on_report: called with ``python -m engine doctor --json``'s report once installed
+            (device, torch, CUDA, precision, ...).
 
     Raises:
         SetupError: a step failed (its last output line in the message); a folder this
@@ -244,17 +465,28 @@ def create_engine_env(
         progress(0.05)
         version = _run([str(vpy), "-c", "import sys; print('%d %d' % sys.version_info[:2])"], log, is_cancelled,
                        env=env)[-1].split()
-        reqs = requirements_for((int(version[0]), int(version[1])), find_links)
-        log("Installing the engine's requirements (this downloads several hundred MB the first time)")
-        _run([str(vpy), "-m", "pip", "install", "--progress-bar", "off", *extra_pip_args, *reqs], log, is_cancelled,
-             on_line=_PipProgress(progress, 0.05, 0.9), env=env)
+        py = (int(version[0]), int(version[1]))
+        requirements, pins = engine_requirements_and_pins()
+        if torch_build is None:
+            torch_build = choose_torch_build(*detect_gpu(), local_wheel=find_torch_wheel(find_links, py))
+        reqs = requirements_for(py, find_links if torch_build.build == "local" else (), requirements)
+        constraints = folder / "hrmnet-constraints.txt"
+        constraints.write_text("".join(p + "\n" for p in pins), encoding="utf-8")
+        log(f"PyTorch: {torch_build.label}" + (f" ({torch_build.reason})" if torch_build.reason else ""))
+        log(f"Installing the engine's requirements; the first time this downloads {torch_build.size}")
+        _run([str(vpy), "-m", "pip", "install", "--progress-bar", "off", *torch_build.pip_args(), *extra_pip_args,
+              "-c", str(constraints), *reqs], log, is_cancelled, on_line=_PipProgress(progress, 0.05, 0.9), env=env)
         progress(0.9)
         log("Checking the environment")
-        _run([str(vpy), "-c", "import " + ", ".join(IMPORTS) + "; print('torch', torch.__version__)"], log,
+        modules = engine_requirements.import_names(requirements)
+        _run([str(vpy), "-c", "import " + ", ".join(modules) + "; print('torch', torch.__version__)"], log,
              is_cancelled, env=env)
         root = engine_root()
         _run([str(vpy), "-m", "engine", "--version"], log, is_cancelled, env=engine_env(base=env, root=root),
              cwd=root)
+        report = run_doctor(vpy, log, is_cancelled, env=env, root=root)
+        if on_report is not None:
+            on_report(report)
         progress(1.0)
         log(f"The engine environment is ready: {vpy}")
         return vpy

@@ -6,6 +6,11 @@ them, ``metadata.txt`` and ``LICENSE`` from the top level, and ``pb_tool.cfg`` s
 folder ``hrmnet_qgis/``; no ``__pycache__``/``.pyc``, no model weights, no demo data,
 at most 25 MB): the file QGIS installs with "Install from ZIP".
 
+The engine's requirements and pins travel with it: ``engine_requirements.txt`` and
+``engine_constraints.txt`` are generated from pyproject.toml's dependencies and
+constraints.txt (by ``hrmnet_qgis/engine_requirements.py``, which "Set up engine" also
+reads in the source tree), so the plugin installs exactly the project's set.
+
 Usage: ``python tools/build_plugin.py [--build-dir DIR] [--dist-dir DIR]``.
 Exit 1 with one line on stderr when metadata.txt lacks a required field or the ZIP
 would be too large.
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import fnmatch
+import importlib.util
 import shutil
 import sys
 import zipfile
@@ -74,6 +80,29 @@ def _copy_tree(src: Path, dst: Path, prefix: str) -> None:
             shutil.copy2(path, target)
 
 
+def _engine_requirements(root: Path):
+    """``hrmnet_qgis/engine_requirements.py`` loaded on its own (standard library only)."""
+    path = root / PLUGIN / "engine_requirements.py"
+    spec = importlib.util.spec_from_file_location("_hrmnet_engine_requirements", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_requirements(out: Path, root: Path = ROOT) -> list[Path]:
+    """Write the plugin's requirements and constraints files (from pyproject.toml and constraints.txt)."""
+    try:
+        files = _engine_requirements(root).render((root / "pyproject.toml").read_text(encoding="utf-8"),
+                                                  (root / "constraints.txt").read_text(encoding="utf-8"))
+    except (OSError, KeyError, ValueError) as exc:
+        raise BuildError(f"{root}: cannot read the engine's requirements ({exc})") from exc
+    written = []
+    for name, text in files.items():
+        (out / name).write_text(text, encoding="utf-8")
+        written.append(out / name)
+    return written
+
+
 def stage(build_dir: Path, root: Path = ROOT) -> Path:
     """Assemble ``build_dir/hrmnet_qgis`` from a fresh copy; return it."""
     check_metadata(root / "metadata.txt")
@@ -85,6 +114,7 @@ def stage(build_dir: Path, root: Path = ROOT) -> Path:
     _copy_tree(root / "engine", out / "engine", "engine")
     for name in ("metadata.txt", "LICENSE", "pb_tool.cfg"):
         shutil.copy2(root / name, out / name)
+    write_requirements(out, root)
     return out
 
 

@@ -12,12 +12,20 @@ from .helpers import detect_params
 pytestmark = pytest.mark.qgis
 
 
-def test_requirements_mirror_pyproject():
+def test_requirements_and_pins_are_pyproject_and_constraints():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    from hrmnet_qgis.setup_engine import REQUIREMENTS
+    from hrmnet_qgis import engine_requirements
+    from hrmnet_qgis.setup_engine import engine_requirements_and_pins
 
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert sorted(REQUIREMENTS) == sorted(deps)
+    pins = [line.split("#")[0].strip() for line in (ROOT / "constraints.txt").read_text().splitlines()]
+    reqs, cons = engine_requirements_and_pins()
+    assert reqs == deps and cons == [p for p in pins if p]
+    assert "torch==2.13.0" in cons and "numpy<2" in cons
+    # Pythons without tomllib (QGIS on 3.9/3.10) read the same list.
+    assert engine_requirements.dependencies_without_tomllib((ROOT / "pyproject.toml").read_text()) == deps
+    assert engine_requirements.import_names(["pillow>=9", "dask[distributed]>=2024.8", "torch>=2.1"]) == [
+        "PIL", "dask", "torch"]
 
 
 def test_a_torch_wheel_in_find_links_is_pinned(tmp_path):
@@ -30,6 +38,7 @@ def test_a_torch_wheel_in_find_links_is_pinned(tmp_path):
     reqs = requirements_for((3, 11), [str(tmp_path)])
     assert "torch==2.13.0+cpu" in reqs and "torch>=2.1" not in reqs
     assert "torch>=2.1" in requirements_for((3, 10), [str(tmp_path)])
+    assert "dask[distributed]>=2024.8" in reqs
     assert "numpy<2" in reqs
 
 
