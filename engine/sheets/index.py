@@ -8,7 +8,9 @@
 * any vector layer GDAL reads: a sheet index made by ``gdaltindex`` (its ``location``
   field holds the raster path), or an agency's own grid. Each feature is one sheet; its
   bounds become the sheet's extent (in the layer's CRS). A file with several layers is
-  named as ``grid.gpkg|layername=sheets``.
+  named as ``grid.gpkg|layername=sheets``; ``|subset=SQL`` (an OGR SQL WHERE clause, as in
+  QGIS's layer sources) keeps only some sheets, e.g. ``grid.gpkg|subset="sheet" IN ('A1','A2')``;
+  a CSV with a subset is read through GDAL's CSV driver.
 
 The id comes from ``id_field`` (default ``id``; for ``gdaltindex`` output, which has only
 ``location``, the file name without extension, also usable as ``{id}`` in templates). The before/after paths come from the
@@ -102,10 +104,11 @@ def read_sheets(sheets: PathLike, id_field: Optional[str] = None, before: Option
         UserError: unreadable list, unknown fields, or (without ``skip_missing``) all
             problem sheets in one message.
     """
-    path, layer = _split_layer(str(sheets))
+    path, layer, where = _split_source(str(sheets))
     if not path.exists():
-        raise UserError(f"{sheets}: no such file")
-    rows, fields = _read_csv(path) if path.suffix.lower() == ".csv" and layer is None else _read_vector(path, layer)
+        raise UserError(f"{path}: no such file")
+    plain_csv = path.suffix.lower() == ".csv" and layer is None and where is None
+    rows, fields = _read_csv(path) if plain_csv else _read_vector(path, layer, where)
     if id_field is None and "id" not in fields and "location" in fields:
         rows, fields = _ids_from_location(rows), fields + ["id"]
     id_field = id_field or "id"
@@ -118,20 +121,30 @@ def read_sheets(sheets: PathLike, id_field: Optional[str] = None, before: Option
 
 def index_crs(sheets: PathLike) -> Optional[str]:
     """The CRS of a vector sheet index as WKT (None for a CSV list or a layer without CRS)."""
-    path, layer = _split_layer(str(sheets))
-    if path.suffix.lower() == ".csv" and layer is None:
+    path, layer, _ = _split_source(str(sheets))
+    if path.suffix.lower() == ".csv":
         return None
     import pyogrio
 
     return pyogrio.read_info(path, layer=layer).get("crs")
 
 
-def _split_layer(text: str) -> tuple[Path, Optional[str]]:
-    """``grid.gpkg|layername=x`` (QGIS's notation) -> (path, layer)."""
-    if "|layername=" in text:
-        path, layer = text.split("|layername=", 1)
-        return Path(path), layer.split("|", 1)[0]
-    return Path(text), None
+def _split_source(text: str) -> tuple[Path, Optional[str], Optional[str]]:
+    """QGIS's ``path|layername=x|subset=SQL`` -> (path, layer, OGR SQL where clause).
+
+    The subset comes last and is taken to the end of the text (it may contain ``|``).
+    """
+    where = None
+    if "|subset=" in text:
+        text, where = text.split("|subset=", 1)
+        where = where.strip() or None
+    path, *options = text.split("|")
+    layer = None
+    for option in options:
+        key, _, value = option.partition("=")
+        if key == "layername" and value:
+            layer = value
+    return Path(path), layer, where
 
 
 def _read_csv(path: Path) -> tuple[list[_Row], list[str]]:
@@ -158,7 +171,7 @@ def _read_csv(path: Path) -> tuple[list[_Row], list[str]]:
     return rows, header
 
 
-def _read_vector(path: Path, layer: Optional[str]) -> tuple[list[_Row], list[str]]:
+def _read_vector(path: Path, layer: Optional[str], where: Optional[str] = None) -> tuple[list[_Row], list[str]]:
     """Features of a vector sheet index: attributes and bounds."""
     import pyogrio
     from pyogrio.errors import DataLayerError, DataSourceError
@@ -173,9 +186,10 @@ def _read_vector(path: Path, layer: Optional[str]) -> tuple[list[_Row], list[str
     if layer is not None and layer not in layers:
         raise UserError(f"{path}: no layer {layer!r} (layers: {', '.join(layers)})")
     try:
-        frame = pyogrio.read_dataframe(path, layer=layer, fid_as_index=True)
+        frame = pyogrio.read_dataframe(path, layer=layer, where=where, fid_as_index=True)
     except (DataSourceError, DataLayerError, ValueError) as exc:
-        raise UserError(f"{path}: cannot read the sheet index ({exc})") from exc
+        what = f"subset {where!r} is not a valid filter" if where else "cannot read the sheet index"
+        raise UserError(f"{path}: {what} ({exc})") from exc
     fields = [c for c in frame.columns if c != frame.geometry.name] if hasattr(frame, "geometry") else \
         list(frame.columns)
     bounds = frame.geometry.bounds.to_numpy() if hasattr(frame, "geometry") else None

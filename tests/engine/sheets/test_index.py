@@ -173,3 +173,18 @@ def test_unreadable_or_ambiguous_files(ortho):
     (ortho / "empty.csv").write_text("")
     with pytest.raises(UserError, match="empty.csv: empty; expected a header"):
         read_sheets(ortho / "empty.csv")
+
+
+def test_subset_keeps_only_some_sheets_of_a_grid_or_a_csv(ortho):
+    """QGIS's ``|subset=`` notation (a layer filter, or the plugin's selected features)."""
+    _grid(ortho / "grid.gpkg")
+    specs, _ = read_sheets(f"""{ortho / 'grid.gpkg'}|layername=grid|subset="sheet" IN ('r0c1', 'r1c1')""",
+                           id_field="sheet", before="ortho/2019/{sheet}.tif", after="ortho/2023/{sheet}.tif")
+    assert [s.id for s in specs] == ["r0c1", "r1c1"]
+    (ortho / "list.csv").write_text("id;before;after\n"
+                                    "A;ortho/2019/r0c0.tif;ortho/2023/r0c0.tif\n"
+                                    "B;ortho/2019/r0c1.tif;ortho/2023/r0c1.tif\n")
+    specs, _ = read_sheets(f"{ortho / 'list.csv'}|subset=\"id\" = 'B'")
+    assert specs == [SheetSpec("B", ortho / "ortho/2019/r0c1.tif", ortho / "ortho/2023/r0c1.tif", None)]
+    with pytest.raises(UserError, match="grid.gpkg: subset .* is not a valid filter"):
+        read_sheets(f"{ortho / 'grid.gpkg'}|subset=nonsense ((", id_field="sheet", before="{sheet}", after="{sheet}")
