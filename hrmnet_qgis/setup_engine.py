@@ -56,6 +56,9 @@ __all__ = [
     "detect_gpu",
     "choose_torch_build",
     "torch_build_options",
+    "describe_engine_python",
+    "doctor_summary",
+    "run_doctor",
     "create_engine_env",
 ]
 
@@ -379,6 +382,24 @@ class _PipProgress:
             self.progress(self.lo + span * 0.85)
         elif line.startswith("Successfully installed"):
             self.progress(self.hi)
+
+
+def describe_engine_python(setting: str, environ: Mapping[str, str], candidates: Sequence[str],
+                           usable: Callable[[str], bool]) -> str:
+    """Which Python the engine really runs with, and why (the order of :func:`.engine_python.resolve_python`)."""
+    from .engine_python import EngineSetupError, resolve_python
+
+    try:
+        python = resolve_python(setting, environ, candidates, usable)
+    except EngineSetupError as exc:
+        if setting or environ.get("HRMNET_PYTHON"):
+            return f"(not usable: {exc})"
+        return "(none yet: set up an environment below, or set HRMNET_PYTHON)"
+    if setting:
+        return f"{python} (set by Set up engine)"
+    if environ.get("HRMNET_PYTHON"):
+        return f"{python} (from HRMNET_PYTHON)"
+    return f"{python} (QGIS's own Python, which has torch)"
 
 
 def doctor_summary(report: dict) -> str:

@@ -27,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "the demo model. Exit status 1 when a required check fails.")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the report")
     p.add_argument("--device", default="auto", help="device to check: auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar",
+                   help="jsonl: the report as the stats of one JSON 'done' event on stdout (for the plugin)")
     p.set_defaults(func=run)
 
 
@@ -140,7 +142,15 @@ def diagnose(device: str = "auto") -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")
     report = diagnose(args.device)
-    if args.json:
+    if args.progress == "jsonl":
+        from ..events import make_events
+
+        events = make_events("jsonl")
+        if not report["ok"]:
+            failed = [f"{c['name']}: {c['value']}" for c in report["checks"] if not c["ok"]]
+            events.warn("doctor: " + "; ".join(failed))
+        events.done({}, report)
+    elif args.json:
         print(json.dumps(report, default=str))
     else:
         width = max(len(c["name"]) for c in report["checks"])

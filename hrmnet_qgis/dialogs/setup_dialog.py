@@ -1,6 +1,13 @@
-"""The "Set up engine" dialog: create the engine's virtual environment as a QgsTask."""
+"""The "Set up engine" dialog: create the engine's virtual environment as a QgsTask.
+
+It shows the Python the engine really runs with, the PyTorch build that will be installed
+(picked for this computer's GPU and driver; the user may choose another) with its download
+size, and a "Test engine" button that runs ``python -m engine doctor`` with that Python.
+"""
 from __future__ import annotations
 
+import os
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
@@ -8,6 +15,7 @@ from typing import Optional
 from qgis.core import QgsApplication
 from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtWidgets import (
+    QComboBox,
     QDialog,
     QFileDialog,
     QFormLayout,
@@ -21,7 +29,20 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .. import settings
-from ..setup_engine import SetupCancelled, create_engine_env, default_env_dir
+from ..engine_python import can_import_torch, engine_python, qgis_python_candidates
+from ..runner import run_engine
+from ..setup_engine import (
+    SetupCancelled,
+    TorchBuild,
+    choose_torch_build,
+    create_engine_env,
+    default_env_dir,
+    describe_engine_python,
+    detect_gpu,
+    doctor_summary,
+    find_torch_wheel,
+    torch_build_options,
+)
 from .task import BackgroundTask
 
 __all__ = ["SetupEngineDialog"]
@@ -34,6 +55,8 @@ class SetupEngineDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("HRMNet: set up engine")
         self.task: Optional[BackgroundTask] = None
+        self.test_task: Optional[BackgroundTask] = None
+        self.report: Optional[dict] = None
         self.folder = QgsFileWidget()
         self.folder.setStorageMode(QgsFileWidget.GetDirectory)
         self.folder.setFilePath(str(default_env_dir(QgsApplication.qgisSettingsDirPath())))
@@ -42,12 +65,20 @@ class SetupEngineDialog(QDialog):
         self._show_current()
         intro = QLabel(
             "Creates a separate Python environment for the engine and installs its requirements (PyTorch, "
-            "rasterio, GeoPandas, …) into it with pip. QGIS's own Python is not changed. The first run "
-            "downloads several hundred MB."
+            "rasterio, GeoPandas, …) into it with pip, with the project's pinned versions. QGIS's own Python "
+            "is not changed. The first run downloads about 1.6 GB with the CPU build of PyTorch; the CUDA "
+            "builds for NVIDIA GPUs are several GB."
         )
         intro.setWordWrap(True)
+        self.build = QComboBox()
+        self.build_note = QLabel()
+        self.build_note.setWordWrap(True)
+        self._fill_builds()
+        self.build.currentIndexChanged.connect(self._show_build)
         form = QFormLayout()
         form.addRow("Environment folder", self.folder)
+        form.addRow("PyTorch build", self.build)
+        form.addRow("", self.build_note)
         form.addRow("Engine Python now", self.current)
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
@@ -59,14 +90,17 @@ class SetupEngineDialog(QDialog):
         self.start_button = QPushButton("Set up")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
+        self.test_button = QPushButton("Test engine")
+        self.test_button.setToolTip("Run python -m engine doctor with the engine's Python: device, torch, CUDA")
         existing = QPushButton("Use an existing Python…")
         close = QPushButton("Close")
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
+        self.test_button.clicked.connect(self.test_engine)
         existing.clicked.connect(self.choose_existing)
         close.clicked.connect(self.close)
         buttons = QHBoxLayout()
-        for b in (self.start_button, self.cancel_button, existing):
+        for b in (self.start_button, self.cancel_button, self.test_button, existing):
             buttons.addWidget(b)
         buttons.addStretch(1)
         buttons.addWidget(close)
@@ -81,7 +115,31 @@ class SetupEngineDialog(QDialog):
         self.log_path: Optional[Path] = None
 
     def _show_current(self) -> None:
-        self.current.setText(settings.get(settings.ENGINE_PYTHON) or "(not set: HRMNET_PYTHON or QGIS's Python)")
+        self.current.setText(describe_engine_python(settings.get(settings.ENGINE_PYTHON), os.environ,
+                                                    qgis_python_candidates(), can_import_torch))
+
+    def _fill_builds(self) -> None:
+        """The automatic choice for this computer first, then every build by hand."""
+        gpu, note = detect_gpu()
+        local = find_torch_wheel(os.environ.get("PIP_FIND_LINKS", "").split(), sys.version_info[:2])
+        auto = choose_torch_build(gpu, note, local_wheel=local)
+        self.build.addItem(f"Automatic: {auto.label}", auto)
+        for option in torch_build_options(gpu):
+            self.build.addItem(option.label, option)
+        self._show_build()
+
+    def _show_build(self) -> None:
+        choice: TorchBuild = self.build.currentData()
+        text = f"Download: {choice.size}."
+        if choice.reason and choice.reason != "chosen by hand":
+            text += f" Why: {choice.reason}."
+        if choice.index_url:
+            text += f" From {choice.index_url}."
+        self.build_note.setText(text)
+
+    def chosen_build(self) -> Optional[TorchBuild]:
+        """The build picked in the list (None: automatic, decided again where the environment is made)."""
+        return None if self.build.currentIndex() == 0 else self.build.currentData()
 
     def _append(self, line: str) -> None:
         self.log.appendPlainText(line)
@@ -101,12 +159,17 @@ class SetupEngineDialog(QDialog):
         self.log_path = folder.parent / f"{folder.name}-setup.log"
         self._append(f"--- {datetime.now().isoformat(timespec='seconds')} set up {folder}")
 
+        build = self.chosen_build()
+        self.report = None
+
         def work(task: BackgroundTask) -> str:
             return str(create_engine_env(
                 folder,
                 log=lambda line: task.report({"event": "log", "message": line}),
                 progress=lambda f: task.report({"event": "progress", "done": int(1000 * f), "total": 1000}),
                 is_cancelled=task.isCanceled,
+                torch_build=build,
+                on_report=lambda report: task.report({"event": "report", "report": report}),
             ))
 
         self.task = BackgroundTask("HRMNet: set up engine", work, cancelled_types=(SetupCancelled,))
@@ -122,6 +185,52 @@ class SetupEngineDialog(QDialog):
         if self.task is not None:
             self.task.cancel()
 
+    def test_engine(self) -> bool:
+        """Run ``python -m engine doctor`` with the engine's Python; show device, torch, CUDA, precision."""
+        if self.test_task is not None:
+            return False
+        try:
+            python = engine_python()
+        except Exception as exc:  # EngineSetupError: say what to do
+            self.status.setText(str(exc))
+            return False
+        self.report = None
+        self._append(f"--- test engine: {python} -m engine doctor")
+
+        def work(task: BackgroundTask) -> dict:
+            got: dict = {}
+
+            def on_event(event: dict) -> None:
+                if event.get("event") == "done":
+                    got.update(event.get("stats") or {})
+                    task.report({"event": "report", "report": got})
+                elif event.get("message"):
+                    task.report({"event": "log", "message": str(event["message"])})
+
+            try:
+                run_engine("doctor", [], python=python, on_event=on_event, is_cancelled=task.isCanceled)
+            except Exception:
+                if not got:
+                    raise
+            return got
+
+        self.test_task = BackgroundTask("HRMNet: test engine", work)
+        self.test_task.reported.connect(self._on_event)
+        self.test_task.ended.connect(self._on_tested)
+        self.test_button.setEnabled(False)
+        self.status.setText(f"Testing the engine ({python})…")
+        QgsApplication.taskManager().addTask(self.test_task)
+        return True
+
+    def _on_tested(self, kind: str, value: object) -> None:
+        self.test_task = None
+        self.test_button.setEnabled(True)
+        if kind == "ok" and isinstance(value, dict):
+            verdict = "Engine OK" if value.get("ok") else "Engine problem"
+            self.status.setText(f"{verdict}: {doctor_summary(value)}")
+        else:
+            self.status.setText(f"Engine test failed: {value}")
+
     def choose_existing(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Python interpreter with the engine's requirements")
         if path:
@@ -131,6 +240,11 @@ class SetupEngineDialog(QDialog):
     def _on_event(self, event: dict) -> None:
         if event.get("event") == "progress":
             self.progress.setValue(int(100 * event["done"] / max(event["total"], 1)))
+        elif event.get("event") == "report":
+            self.report = dict(event["report"])
+            for check in self.report.get("checks", []):
+                mark = "ok  " if check.get("ok") else "FAIL"
+                self._append(f"{mark} {check.get('name')}: {check.get('value')}")
         else:
             self._append(str(event.get("message", "")))
 
@@ -141,7 +255,8 @@ class SetupEngineDialog(QDialog):
         if kind == "ok":
             settings.put(settings.ENGINE_PYTHON, str(value))
             self.progress.setValue(100)
-            self.status.setText(f"Ready: the engine runs with {value}.")
+            summary = f" It will use: {doctor_summary(self.report)}." if self.report else ""
+            self.status.setText(f"Ready: the engine runs with {value}.{summary}")
         elif kind == "cancelled":
             self.status.setText("Cancelled; the incomplete environment was removed.")
         else:

@@ -45,3 +45,11 @@ def test_doctor_report_names_a_failing_check_and_exits_1(tmp_path):
     assert any(line.startswith("ok   torch") and torch.__version__ in line for line in lines), p.stdout
     assert any(line.startswith("ok   GDAL/PROJ") for line in lines), p.stdout
     assert lines[-1] == "some checks failed (FAIL above)" and "Traceback" not in p.stderr
+
+
+def test_doctor_speaks_the_plugins_jsonl_protocol(tmp_path):
+    p = doctor("--progress", "jsonl", HRMNET_CACHE=str(tmp_path / "cache"))
+    assert p.returncode == 0, p.stderr
+    events = [json.loads(line) for line in p.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["done"]
+    assert events[0]["stats"]["ok"] is True and events[0]["stats"]["torch"] == torch.__version__
