@@ -31,12 +31,15 @@ from ..progress import STAGES, StageProgress
 from ..runner import EngineCancelled, EngineError, EngineRun, run_engine
 
 __all__ = ["EngineAlgorithm", "FeedbackReporter", "OutputLayer", "layer_file", "absolute", "StyleLoader", "stack_layers",
-           "DEVICES", "PRECISIONS"]
+           "DEVICES", "PRECISIONS", "DEVICE_LABELS", "PRECISION_LABELS"]
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1]
 STYLES = PLUGIN_DIR / "styles"
 DEVICES = ["auto", "cpu", "cuda"]
 PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
+#: What the dialogs show for DEVICES and PRECISIONS (same order; scripts pass the index).
+DEVICE_LABELS = ["automatic (GPU when there is one)", "CPU", "GPU (CUDA)"]
+PRECISION_LABELS = ["automatic", "full (fp32)", "fast (bf16)", "half (fp16, GPU only)"]
 
 
 class FeedbackReporter:
@@ -203,6 +206,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     """Base class: one engine subcommand per algorithm."""
 
     COMMAND = ""
+    #: Icon file in the plugin folder (``icons/…`` for the algorithms with their own).
+    ICON = "icon.png"
 
     def tr(self, text: str) -> str:
         return QCoreApplication.translate(type(self).__name__, text)
@@ -211,7 +216,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         return type(self)()
 
     def icon(self) -> QIcon:
-        return QIcon(str(PLUGIN_DIR / "icon.png"))
+        return QIcon(str(PLUGIN_DIR / self.ICON))
 
     def group(self) -> str:
         return ""

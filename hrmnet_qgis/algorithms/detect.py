@@ -21,7 +21,8 @@ from qgis.core import (
 )
 
 from .. import settings
-from .base import DEVICES, PRECISIONS, EngineAlgorithm, OutputLayer, absolute, layer_file
+from ..model_info import demo_model, is_demonstration, model_summary, read_model_info
+from .base import DEVICE_LABELS, DEVICES, PRECISION_LABELS, PRECISIONS, EngineAlgorithm, OutputLayer, absolute, layer_file
 
 __all__ = ["DetectChanges", "VECTOR_EXTENSIONS"]
 
@@ -39,6 +40,7 @@ class DetectChanges(EngineAlgorithm):
     """Change polygons (and optionally probability and mask rasters) from two dates."""
 
     COMMAND = "detect"
+    ICON = "icons/detect.svg"
     BEFORE = "BEFORE"
     AFTER = "AFTER"
     MODEL = "MODEL"
@@ -64,42 +66,64 @@ class DetectChanges(EngineAlgorithm):
         return self.tr("Detect changes")
 
     def shortHelpString(self) -> str:  # noqa: N802
+        model = _default_model()
+        info = read_model_info(model) if model else None
+        if not model:
+            about_default = self.tr("No default model is set: choose a checkpoint in <i>Model checkpoint</i>.")
+        elif is_demonstration(info):
+            about_default = self.tr("The default <i>Model checkpoint</i> is the bundled <b>demonstration model</b> "
+                                    "({}): it is made for synthetic scenes and gives poor or empty results on "
+                                    "real imagery.").format(model_summary(info))
+        else:
+            about_default = self.tr("The default <i>Model checkpoint</i>: {} ({}).").format(model, model_summary(info))
         return self.tr(
-            "Finds changes between a BEFORE and an AFTER raster with an HRMNet model and writes them "
-            "as polygons (attributes id, area_m2, mean_prob, max_prob) in the BEFORE raster's CRS, "
-            "optionally with a change-probability raster (0-254 = probability × 254, 255 = no data) "
-            "and a 0/1 change mask.\n\n"
-            "The AFTER raster is warped to the BEFORE raster's grid on the fly; only the area both "
-            "cover (and EXTENT, when set) is processed. THRESHOLD, TILE_SIZE and OVERLAP default to "
-            "the values stored in the model. MIN_AREA is in square metres, SIMPLIFY in metres.\n\n"
-            "The engine runs in a separate Python process (see Plugins > HRMNet change detection > "
-            "Set up engine…)."
-        )
+            "<p>Finds what changed between <i>Before (earlier date)</i> and <i>After (later date)</i>, two rasters "
+            "of the same place, with an HRMNet model, and writes <i>Change polygons</i> (attributes id, "
+            "area_m2, mean_prob, max_prob) in the Before raster's CRS; optionally <i>Change probability</i> "
+            "(shown 0-1; stored as 0-254 = probability × 254, 255 = no data) and <i>Change mask</i> (0/1).</p>"
+            "<p><b>Required:</b> Before, After, Model checkpoint, and at least one output.</p>"
+            "<p><b>What the model expects:</b> each date as the bands it was trained on (3 bands: red, green, "
+            "blue; pick others under <i>Advanced › Bands of Before/After</i>), 8-bit (16-bit and float "
+            "imagery is stretched per band), at about the ground resolution the model was trained at. "
+            "When the run starts, the log shows the model's architecture, bands, resolution, purpose and "
+            "training, and warns when the rasters' resolution differs from the model's by more than 2× "
+            "or the model is a demonstration model. {}</p>"
+            "<p>The After raster is warped to the Before raster's grid on the fly; only the area both "
+            "cover (and <i>Limit to extent</i>, when set) is processed. <i>Change probability threshold</i>, "
+            "<i>Tile size</i> and <i>Tile overlap</i> left empty use the values stored in the model (the "
+            "empty field shows them). <i>Minimum polygon area</i> is in m², <i>Simplification "
+            "tolerance</i> in metres.</p>"
+            "<p>The engine runs in a separate Python process (<i>Plugins › HRMNet change detection › Set up "
+            "engine…</i>).</p>"
+        ).format(about_default)
 
     def initAlgorithm(self, config: Optional[dict] = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.BEFORE, self.tr("Before (earlier date)")))
         self.addParameter(QgsProcessingParameterRasterLayer(self.AFTER, self.tr("After (later date)")))
         default_model = _default_model()
+        demo = bool(default_model) and default_model == demo_model()
         self.addParameter(
             QgsProcessingParameterFile(
                 self.MODEL,
-                self.tr("Model checkpoint"),
+                self.tr("Model checkpoint (default: the DEMO model, for synthetic scenes only)") if demo
+                else self.tr("Model checkpoint"),
                 behavior=QgsProcessingParameterFile.File,
                 defaultValue=default_model or None,
                 fileFilter=self.tr("HRMNet checkpoints (*.safetensors *.pth);;All files (*.*)"),
             )
         )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.THRESHOLD,
-                self.tr("Change probability threshold (empty: the model's)"),
-                QgsProcessingParameterNumber.Double,
-                defaultValue=None,
-                optional=True,
-                minValue=0.0,
-                maxValue=1.0,
-            )
+        threshold = QgsProcessingParameterNumber(
+            self.THRESHOLD,
+            self.tr("Change probability threshold (empty: the model's)"),
+            QgsProcessingParameterNumber.Double,
+            defaultValue=None,
+            optional=True,
+            minValue=0.0,
+            maxValue=1.0,
         )
+        # In the dialog, the empty threshold, tile size and overlap fields show the chosen model's values.
+        threshold.setMetadata({"widget_wrapper": {"class": "hrmnet_qgis.algorithms.model_defaults.ModelDefaultsWrapper"}})
+        self.addParameter(threshold)
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.MIN_AREA, self.tr("Minimum polygon area (m²)"), QgsProcessingParameterNumber.Double,
@@ -115,18 +139,18 @@ class DetectChanges(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Limit to extent"), optional=True))
 
         advanced = [
-            QgsProcessingParameterBand(self.BANDS_BEFORE, self.tr("Bands of BEFORE (empty: 1,2,3)"), None, self.BEFORE,
-                                       optional=True, allowMultiple=True),
-            QgsProcessingParameterBand(self.BANDS_AFTER, self.tr("Bands of AFTER (empty: 1,2,3)"), None, self.AFTER,
-                                       optional=True, allowMultiple=True),
-            QgsProcessingParameterNumber(self.TILE_SIZE, self.tr("Tile size (px, multiple of 32; empty: the model's)"),
+            QgsProcessingParameterBand(self.BANDS_BEFORE, self.tr("Bands of Before: red, green, blue (empty: 1,2,3)"),
+                                       None, self.BEFORE, optional=True, allowMultiple=True),
+            QgsProcessingParameterBand(self.BANDS_AFTER, self.tr("Bands of After: red, green, blue (empty: 1,2,3)"),
+                                       None, self.AFTER, optional=True, allowMultiple=True),
+            QgsProcessingParameterNumber(self.TILE_SIZE, self.tr("Tile size (pixels, multiple of 32; empty: the model's)"),
                                          QgsProcessingParameterNumber.Integer, None, True, 32, 8192),
-            QgsProcessingParameterNumber(self.OVERLAP, self.tr("Tile overlap (px; empty: the model's)"),
+            QgsProcessingParameterNumber(self.OVERLAP, self.tr("Tile overlap (pixels; empty: the model's)"),
                                          QgsProcessingParameterNumber.Integer, None, True, 0, 4096),
-            QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size (tiles; empty: automatic)"),
+            QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Tiles per batch (empty: automatic)"),
                                          QgsProcessingParameterNumber.Integer, None, True, 1, 1024),
-            QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICES, defaultValue=0),
-            QgsProcessingParameterEnum(self.PRECISION, self.tr("Precision"), PRECISIONS, defaultValue=0),
+            QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICE_LABELS, defaultValue=0),
+            QgsProcessingParameterEnum(self.PRECISION, self.tr("Precision"), PRECISION_LABELS, defaultValue=0),
         ]
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -224,7 +248,9 @@ def _num(value: float) -> str:
 
 
 def _default_model() -> str:
+    """The model set as default (training dialog), else the bundled demo model when present."""
     try:
-        return settings.get(settings.DEFAULT_MODEL)
-    except Exception:  # noqa: BLE001 - no settings storage (e.g. a bare QgsApplication): no default
-        return ""
+        chosen = settings.get(settings.DEFAULT_MODEL)
+    except Exception:  # noqa: BLE001 - no settings storage (e.g. a bare QgsApplication): no setting
+        chosen = ""
+    return chosen or demo_model()

@@ -15,7 +15,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
 )
 
-from .base import DEVICES, PRECISIONS, EngineAlgorithm, absolute
+from .base import DEVICE_LABELS, DEVICES, PRECISION_LABELS, PRECISIONS, EngineAlgorithm, absolute
 from .detect import given
 
 __all__ = ["Evaluate", "METRICS", "metrics_from"]
@@ -61,8 +61,8 @@ class Evaluate(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterFile("MODEL", self.tr("Model checkpoint"),
                                                      fileFilter="HRMNet checkpoints (*.safetensors *.pth)"))
         advanced = [
-            QgsProcessingParameterEnum("DEVICE", self.tr("Device"), DEVICES, defaultValue=0),
-            QgsProcessingParameterEnum("PRECISION", self.tr("Precision"), PRECISIONS, defaultValue=0),
+            QgsProcessingParameterEnum("DEVICE", self.tr("Device"), DEVICE_LABELS, defaultValue=0),
+            QgsProcessingParameterEnum("PRECISION", self.tr("Precision"), PRECISION_LABELS, defaultValue=0),
             QgsProcessingParameterNumber("BATCH_SIZE", self.tr("Batch size (tiles; empty: the engine's)"),
                                          QgsProcessingParameterNumber.Integer, None, True, 1),
         ]

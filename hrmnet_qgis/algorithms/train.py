@@ -17,7 +17,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
 )
 
-from .base import DEVICES, PRECISIONS, EngineAlgorithm, absolute
+from .base import DEVICE_LABELS, DEVICES, PRECISION_LABELS, PRECISIONS, EngineAlgorithm, absolute
 from .detect import given
 
 __all__ = ["Train", "train_outputs"]
@@ -42,6 +42,7 @@ class Train(EngineAlgorithm):
     """Trains an HRMNet model on a dataset in the authors' layout."""
 
     COMMAND = "train"
+    ICON = "icons/train.svg"
 
     def name(self) -> str:
         return "train"
@@ -67,7 +68,7 @@ class Train(EngineAlgorithm):
                                                        QgsProcessingParameterNumber.Integer, 8, False, 1))
         self.addParameter(QgsProcessingParameterNumber("LR", self.tr("Learning rate"),
                                                        QgsProcessingParameterNumber.Double, 5e-4, False, 0.0))
-        self.addParameter(QgsProcessingParameterEnum("DEVICE", self.tr("Device"), DEVICES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum("DEVICE", self.tr("Device"), DEVICE_LABELS, defaultValue=0))
         self.addParameter(QgsProcessingParameterFile("INIT", self.tr("Initial checkpoint (fine-tune from)"),
                                                      optional=True,
                                                      fileFilter="HRMNet checkpoints (*.safetensors *.pth)"))
@@ -84,7 +85,7 @@ class Train(EngineAlgorithm):
                                          QgsProcessingParameterNumber.Integer, None, True, 0),
             QgsProcessingParameterNumber("SEED", self.tr("Random seed"), QgsProcessingParameterNumber.Integer,
                                          None, True, 0),
-            QgsProcessingParameterEnum("PRECISION", self.tr("Precision"), PRECISIONS, defaultValue=0),
+            QgsProcessingParameterEnum("PRECISION", self.tr("Precision"), PRECISION_LABELS, defaultValue=0),
             QgsProcessingParameterFile("BACKBONE", self.tr("Backbone weights (ImageNet ResNet-18-D)"), optional=True),
         ]
         for param in advanced:
