@@ -62,12 +62,13 @@ def _device(device: str) -> Callable[[], dict]:
         name = torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else platform.processor() or "CPU"
         model = rt.prepare(HRMNet().eval())
         x = rt.tensor(torch.rand(1, 6, 64, 64))
-        start = time.perf_counter()
-        with torch.no_grad(), rt.autocast():
-            prob, _ = model(x)
-        if rt.device.type == "cuda":
-            torch.cuda.synchronize(rt.device)
-        ms = 1000 * (time.perf_counter() - start)
+        for _ in range(2):  # the first pass pays one-time set-up; the second is timed
+            start = time.perf_counter()
+            with torch.no_grad(), rt.autocast():
+                prob, _ = model(x)
+            if rt.device.type == "cuda":
+                torch.cuda.synchronize(rt.device)
+            ms = 1000 * (time.perf_counter() - start)
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         memory = (round(torch.cuda.get_device_properties(rt.device).total_memory / 2**30, 1)
                   if rt.device.type == "cuda" else None)
