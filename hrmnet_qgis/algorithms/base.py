@@ -238,7 +238,11 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             return ok, message
         try:
             self.engine_args(parameters, context)
+            # No engine: said once, before running (qgis_process printed a failure three times).
+            engine_python()
         except QgsProcessingException as exc:
+            return False, str(exc)
+        except EngineSetupError as exc:
             return False, str(exc)
         return True, ""
 

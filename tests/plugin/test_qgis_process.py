@@ -58,3 +58,13 @@ def test_qgis_process_reports_an_engine_error(env, scenes, far_raster, model_pat
     assert run.returncode != 0
     assert "overlap" in (run.stdout + run.stderr).lower()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_qgis_process_without_an_engine_says_so_once(env, scenes, tmp_path):
+    no_engine = dict(env, HRMNET_PYTHON=str(tmp_path / "no-python"))
+    run = qgis_process(no_engine, "run", "hrmnet:detectchanges", "--",
+                       f"BEFORE={scenes[0][0]}", f"AFTER={scenes[0][1]}", f"MODEL={tmp_path / 'm.safetensors'}",
+                       f"OUTPUT_POLYGONS={tmp_path / 'out.gpkg'}")
+    assert run.returncode != 0
+    assert (run.stdout + run.stderr).count("HRMNET_PYTHON points to no file") == 1, run.stdout + run.stderr
+    assert not (tmp_path / "out.gpkg").exists()
