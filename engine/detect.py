@@ -147,9 +147,12 @@ def default_batch_size(device_type: str, tile_shape: tuple[int, int]) -> int:
 
 
 def _probe_writable(folder: Path, target: Path) -> None:
-    probe = folder / f".{target.name}.probe{os.getpid()}"
+    """Raise UserError unless a file can be created in ``folder`` (an unpredictable name,
+    created exclusively, removed at once)."""
+    import tempfile
+
     try:
-        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        fd, probe = tempfile.mkstemp(prefix=".hrmnet-probe-", dir=folder)
     except OSError as exc:
         raise UserError(f"{target}: output folder {folder} is not writable ({exc.strerror or exc})") from exc
     os.close(fd)
@@ -157,46 +160,49 @@ def _probe_writable(folder: Path, target: Path) -> None:
 
 
 def check_outputs(outputs: dict[str, Optional[str]], inputs: Sequence[str], overwrite: bool) -> dict[str, Path]:
-    """Validate output paths before any work.
+    """Validate output paths before any work; remove stale temporaries of dead runs there.
 
     Args:
         outputs: role (``vector``, ``probability``, ``mask``) -> path or None.
-        inputs: input paths an output must not replace.
+        inputs: input paths an output must not replace (compared by real path and file
+            identity, sidecar files included; see :mod:`engine.outputs`).
         overwrite: allow replacing existing files.
 
     Returns:
-        role -> absolute :class:`Path` for the outputs given.
+        role -> absolute :class:`Path` for the outputs given (as the user named them).
 
     Raises:
         UserError: none given, unsupported extension, missing or read-only folder,
-            existing file without ``overwrite``, an output used twice or equal to an input.
+            existing file without ``overwrite``, an output used twice or reaching an
+            input (through ``..``, a symlink or a hard link), control characters.
     """
+    from .outputs import check_output, real_path, remove_stale, same_file
     from .vector.io import check_vector_path, vector_sidecars
 
     given = {k: Path(v).expanduser().absolute() for k, v in outputs.items() if v}
     if not given:
         raise UserError("detect: give at least one of --out-vector, --out-probability, --out-mask")
     seen: dict[Path, str] = {}
-    ins = {Path(p).expanduser().absolute() for p in inputs}
     for role, p in given.items():
         if role == "vector":
             check_vector_path(p)
         elif p.suffix.lower() not in RASTER_EXTENSIONS:
             raise UserError(f"{p}: unsupported {role} format {p.suffix or '(no extension)'} (use .tif)")
-        if p in seen:
-            raise UserError(f"{p}: used for both the {seen[p]} and the {role} output")
-        if p in ins:
-            raise UserError(f"{p}: the {role} output would replace an input raster")
+        check_output(p, role, inputs)
+        for q, other in seen.items():
+            if same_file(p, q):
+                raise UserError(f"{p}: used for both the {other} and the {role} output")
         seen[p] = role
         folder = p.parent
         if not folder.is_dir():
             raise UserError(f"{p}: output folder {folder} does not exist")
         if p.is_dir():
             raise UserError(f"{p}: is a folder")
-        existing = [q for q in ([p] + (vector_sidecars(p) if role == "vector" else [])) if q.exists()]
+        existing = [q for q in ([p] + (vector_sidecars(p) if role == "vector" else [])) if os.path.lexists(q)]
         if existing and not overwrite:
             raise UserError(f"{existing[0]}: exists (use --overwrite to replace it)")
         _probe_writable(folder, p)
+        remove_stale(real_path(folder))
     return given
 
 
@@ -425,11 +431,13 @@ def _parse_extent(extent) -> Optional[tuple[float, float, float, float]]:
 
 
 def _remove(path: Optional[Path]) -> None:
+    """Delete a temporary output (file or vector dataset) and end this run's staging
+    folders (:func:`engine.outputs.release_run`): nothing of the run is left."""
+    from .outputs import discard, release_run
+
     if path is not None:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
+        discard(path)
+    release_run()
 
 
 def detect(
@@ -695,21 +703,19 @@ def _gdal_cache(pair: RasterPair, grid: TileGrid, writer: GeoTiffStripWriter):
 
 def _commit(targets: dict[str, Path], prob_tmp: Path, mask_tmp: Path, vector_tmp: Optional[Path],
             overwrite: bool) -> dict[str, Path]:
-    """Rename the temporary outputs onto their targets (vector first: it is the one
-    most likely to fail on a foreign file system)."""
-    from .vector.io import move_vector, remove_vector
+    """Rename the temporary outputs onto their targets in one locked step (vector first,
+    each vector's main file last): no symlink is followed, and without ``overwrite`` a
+    target that appeared during the run is refused (see :func:`engine.outputs.commit`).
+    Ends this run's staging folders."""
+    from .outputs import commit, release_run, staged_moves
 
-    final: dict[str, Path] = {}
-    if vector_tmp is not None:
-        if overwrite:
-            remove_vector(targets["vector"])
-        move_vector(vector_tmp, targets["vector"])
-        final["vector"] = targets["vector"]
-    for role, tmp in (("probability", prob_tmp), ("mask", mask_tmp)):
-        if role in targets:
-            os.replace(tmp, targets[role])
-            final[role] = targets[role]
-    return final
+    staged = {"vector": vector_tmp, "probability": prob_tmp, "mask": mask_tmp}
+    roles = [r for r in ("vector", "probability", "mask") if r in targets and staged[r] is not None]
+    try:
+        commit([m for r in roles for m in staged_moves(staged[r], targets[r])], overwrite)
+    finally:
+        release_run()
+    return {r: targets[r] for r in roles}
 
 
 def _run_tiles(pair: RasterPair, grid: TileGrid, rad_b: Radiometry, rad_a: Radiometry, batch: int,

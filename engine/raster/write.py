@@ -5,20 +5,23 @@
 - mask: ``uint8`` 1 = change (``p > threshold``), 0 = no change, 255 = nodata.
 
 Both are tiled (256 px blocks), DEFLATE-compressed GeoTIFFs with overviews (average for
-the probability, nearest for the mask). Files are written under temporary names beside
-their targets (see :func:`temporary_path`); the caller renames them when everything has
-succeeded and removes them otherwise.
+the probability, nearest for the mask). Files are written in a private staging folder
+beside their targets (see :func:`temporary_path`); the caller renames them when
+everything has succeeded and removes them otherwise. A failed write (disk full, ...)
+raises a one-line :class:`~engine.errors.UserError` naming the user's output.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
@@ -76,9 +79,23 @@ def threshold_mask(prob: np.ndarray, valid: np.ndarray, threshold: float) -> np.
 
 
 def temporary_path(target: str | os.PathLike, tag: str = "") -> Path:
-    """A hidden name beside ``target`` with the same extension (so drivers agree)."""
-    t = Path(target)
-    return t.with_name(f".{t.stem}.{tag or 'tmp'}{os.getpid()}{t.suffix}")
+    """Where to write ``target`` for now: ``TAG.EXT`` in this run's private staging folder
+    beside it (created exclusively with an unpredictable name, see
+    :func:`engine.outputs.temporary`), so the drivers see the same extension."""
+    from ..outputs import temporary
+
+    return temporary(target, tag or "tmp")
+
+
+@contextlib.contextmanager
+def _writing(path: Optional[Path]) -> Iterator[None]:
+    """GDAL/OS failures while writing ``path`` -> one line naming the user's output."""
+    try:
+        yield
+    except (rasterio.errors.RasterioError, CPLE_BaseError, OSError) as exc:
+        from ..outputs import write_error
+
+        raise write_error(path, exc) from None
 
 
 def _profile(width: int, height: int, transform: Optional[Affine], crs, dtype: str, nodata: float) -> dict:
@@ -109,7 +126,7 @@ def _profile(width: int, height: int, transform: Optional[Affine], crs, dtype: s
 def build_overviews(path: str | os.PathLike, resampling: Resampling, min_size: int = BLOCK) -> list[int]:
     """Add internal overviews (factors 2, 4, 8, ... while the level is >= ``min_size``
     px on its longer side); returns the factors."""
-    with rasterio.open(path, "r+") as ds:
+    with _writing(Path(path)), rasterio.open(path, "r+") as ds:
         longest = max(ds.width, ds.height)
         factors = []
         f = 2
@@ -150,11 +167,13 @@ class GeoTiffStripWriter:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             if self.prob_path:
                 nodata = PROB_NODATA_U8 if prob_dtype == "uint8" else PROB_NODATA_F32
-                self._prob = rasterio.open(self.prob_path, "w", **_profile(width, height, transform, crs, prob_dtype, nodata))
-                self._prob.update_tags(**(tags or {}), encoding="p = value / 254" if prob_dtype == "uint8" else "p")
+                with _writing(self.prob_path):
+                    self._prob = rasterio.open(self.prob_path, "w", **_profile(width, height, transform, crs, prob_dtype, nodata))
+                    self._prob.update_tags(**(tags or {}), encoding="p = value / 254" if prob_dtype == "uint8" else "p")
             if self.mask_path:
-                self._mask = rasterio.open(self.mask_path, "w", **_profile(width, height, transform, crs, "uint8", MASK_NODATA))
-                self._mask.update_tags(**(tags or {}), threshold=str(threshold), values="1 change, 0 no change, 255 nodata")
+                with _writing(self.mask_path):
+                    self._mask = rasterio.open(self.mask_path, "w", **_profile(width, height, transform, crs, "uint8", MASK_NODATA))
+                    self._mask.update_tags(**(tags or {}), threshold=str(threshold), values="1 change, 0 no change, 255 nodata")
 
     def write(self, row0: int, prob: np.ndarray, valid: np.ndarray) -> None:
         """Write rows ``row0 .. row0 + len(prob)`` (prob float (rows, width), valid bool)."""
@@ -164,16 +183,19 @@ class GeoTiffStripWriter:
         self.changed_pixels += int(np.count_nonzero(mask == 1))
         self.valid_pixels += int(np.count_nonzero(valid))
         if self._prob is not None:
-            self._prob.write(encode_probability(prob, valid, self.prob_dtype), 1, window=window)
+            with _writing(self.prob_path):
+                self._prob.write(encode_probability(prob, valid, self.prob_dtype), 1, window=window)
         if self._mask is not None:
-            self._mask.write(mask, 1, window=window)
+            with _writing(self.mask_path):
+                self._mask.write(mask, 1, window=window)
         self._rows_written = max(self._rows_written, row0 + n)
 
     def close(self, overviews: bool = True) -> None:
         """Close the files and (when complete and asked) build overviews."""
-        for ds in (self._prob, self._mask):
+        for ds, path in ((self._prob, self.prob_path), (self._mask, self.mask_path)):
             if ds is not None and not ds.closed:
-                ds.close()
+                with _writing(path):
+                    ds.close()
         if overviews and self._rows_written >= self.height:
             if self.prob_path:
                 build_overviews(self.prob_path, Resampling.average)

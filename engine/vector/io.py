@@ -115,9 +115,12 @@ def move_vector(src: PathLike, dst: PathLike) -> None:
 
 
 def remove_vector(path: PathLike) -> None:
-    """Delete the vector dataset ``path`` and its sidecars; missing files are ignored."""
-    for f in vector_sidecars(path):
-        f.unlink(missing_ok=True)
+    """Delete the vector dataset ``path`` and its sidecars; missing files are ignored
+    (as is a staged path whose staging folder has ended, see :func:`engine.outputs.discard`)."""
+    from ..outputs import discard
+
+    check_vector_path(path)
+    discard(path)
 
 
 def empty_frame(crs: Optional[str]):
@@ -182,7 +185,7 @@ class VectorWriter:
                                         driver=self._stage_driver, geometry_type="Polygon", append=append,
                                         **({} if append else _creation_options(self._stage_driver)))
         except (DataSourceError, DataLayerError, OSError) as exc:
-            raise UserError(f"{self.path}: cannot write ({_first_line(exc)})") from None
+            raise _write_failed(self.path, exc) from None
 
     def close(self) -> None:
         """Finish the file: an empty layer if nothing was written; convert staged formats."""
@@ -226,7 +229,7 @@ class VectorWriter:
                     pyogrio.write_dataframe(frame, self.path, layer=LAYER_NAME, driver=self.driver,
                                             geometry_type="Polygon")
         except (DataSourceError, DataLayerError, OSError) as exc:
-            raise UserError(f"{self.path}: cannot write ({_first_line(exc)})") from None
+            raise _write_failed(self.path, exc) from None
 
     def abort(self) -> None:
         """Delete whatever was written (target and staging file)."""
@@ -252,6 +255,15 @@ def _creation_options(driver: str) -> dict:
         # GDAL >= 3.10 would write 1.4, which they report as "only partially supported".
         return {"dataset_options": {"VERSION": "1.2"}}
     return {}
+
+
+def _write_failed(path: Path, exc: BaseException) -> UserError:
+    """One line naming the user's output (not a staged file): disk full, or the driver's words."""
+    from ..outputs import disk_full, display
+
+    if disk_full(exc, path.parent if path.parent.exists() else None):
+        return UserError(f"{display(path)}: no space left on device")
+    return UserError(f"{display(path)}: cannot write ({_first_line(exc)})")
 
 
 def _first_line(exc: BaseException) -> str:

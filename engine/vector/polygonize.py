@@ -29,6 +29,7 @@ from typing import Optional, Union
 import numpy as np
 
 from ..errors import UserError
+from ..outputs import display
 from ..events import Events
 from .io import (SUPPORTED_VECTOR_EXTENSIONS, check_vector_path, move_vector, remove_vector, temporary_vector_path,
                  vector_sidecars)
@@ -95,7 +96,7 @@ def polygonize_to_file(mask_path: PathLike, prob_path: Optional[PathLike], out_p
     total = len(windows)
     with Polygonizer(out_path, transform=transform, crs=crs, width=width, height=height,
                      min_area_m2=min_area_m2, simplify_m=simplify_m, has_prob=prob_path is not None,
-                     events=events, name=str(mask_path)) as polygonizer:
+                     events=events, name=display(mask_path)) as polygonizer:
         # One reader thread fetches the next strip while this one is polygonized (GDAL
         # reads and decompresses without the GIL).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectorize-read") as pool:
@@ -125,13 +126,13 @@ def _open(path: PathLike):
     import rasterio
 
     if not Path(path).exists():
-        raise UserError(f"{path}: file not found")
+        raise UserError(f"{display(path)}: file not found")
     try:
         with warnings.catch_warnings():  # a raster without CRS is reported once, as an event
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
             return rasterio.open(path)
     except rasterio.errors.RasterioIOError:
-        raise UserError(f"{path}: not a raster GDAL can read") from None
+        raise UserError(f"{display(path)}: not a raster GDAL can read") from None
 
 
 def _check_same_grid(mask_ds, prob_ds, prob_path: PathLike) -> None:
@@ -165,7 +166,7 @@ def _read_strip(mask_path: PathLike, prob_path: Optional[PathLike], window) -> t
             with _open(prob_path) as ds:
                 prob = decode_prob(ds.read(1, window=window), ds.nodata)
     except rasterio.errors.RasterioIOError as exc:
-        names = str(mask_path) if prob_path is None else f"{mask_path} or {prob_path}"
+        names = display(mask_path) if prob_path is None else f"{display(mask_path)} or {display(prob_path)}"
         reason = (str(exc.__cause__ or exc).strip().splitlines() or ["I/O error"])[0]
         raise UserError(f"{names}: read failed at rows {window.row_off}..{window.row_off + window.height} "
                         f"({reason})") from None

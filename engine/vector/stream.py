@@ -18,6 +18,7 @@ from affine import Affine
 
 from ..errors import UserError
 from ..events import Events
+from ..outputs import display
 from .io import FIELDS, VectorWriter
 from .measure import MapGrid
 from .strips import Component, StripMerger
@@ -99,7 +100,7 @@ class Polygonizer:
             events.warn(f"{name}: no CRS; polygons are in the raster's own coordinates and area_m2 / "
                         "--min-area / --simplify are in its units (pixels without georeferencing)")
             if str(out_path).lower().endswith(".geojson"):
-                events.warn(f"{out_path}: GeoJSON cannot say 'no CRS'; readers will assume WGS 84 "
+                events.warn(f"{display(out_path)}: GeoJSON cannot say 'no CRS'; readers will assume WGS 84 "
                             "(use .gpkg, .shp or .fgb for pixel-space polygons)")
         self.width, self.height = int(width), int(height)
         self.min_area, self.simplify_m, self.has_prob = float(min_area_m2), float(simplify_m), has_prob

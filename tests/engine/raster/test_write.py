@@ -29,9 +29,21 @@ def test_mask_is_0_1_with_255_nodata():
     assert threshold_mask(p, valid, 0.5).tolist() == [[0, 0, 1, 255]]
 
 
-def test_temporary_path_is_beside_the_target_with_its_extension(tmp_path):
+def test_temporary_path_is_in_a_private_folder_beside_the_target_with_its_extension(tmp_path):
+    import os
+    import stat
+
+    from engine.outputs import release_run
+
     t = temporary_path(tmp_path / "out.tif", "prob")
-    assert t.parent == tmp_path and t.suffix == ".tif" and t.name.startswith(".")
+    try:
+        (folder,) = tmp_path.iterdir()  # mkdtemp: exclusive, unpredictable, 0700
+        assert folder.name.startswith(".hrmnet-tmp-") and stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert t.suffix == ".tif" and os.path.samefile(t.parent, folder)
+        assert temporary_path(tmp_path / "other.tif", "mask").parent == t.parent  # one folder a run
+    finally:
+        release_run()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_writer_writes_tiled_compressed_geotiffs_with_overviews(tmp_path):
