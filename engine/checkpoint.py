@@ -9,6 +9,7 @@ never executed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import warnings
@@ -23,7 +24,9 @@ from .errors import UserError
 
 __all__ = [
     "FORMAT_VERSION",
+    "MetadataError",
     "ModelInfo",
+    "check_info",
     "load_checkpoint",
     "load_model",
     "read_info",
@@ -35,6 +38,10 @@ FORMAT_VERSION = 1
 ARCHITECTURE = "HRMNet"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+TILE_MULTIPLE = 32  # the model downsamples by 32
+MAX_TILE_SIZE = 8192  # px; one 8192² tile is already 1.6 GB of model input
+RASTER_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+SCALING_KEYS = ("dtype", "scale", "mean", "std")
 
 
 def _default_scaling() -> dict:
@@ -83,10 +90,9 @@ class ModelInfo:
                 try:
                     values[k] = json.loads(v)
                 except ValueError as exc:
-                    raise UserError(f"{source}: metadata field {k!r} is not valid JSON") from exc
+                    raise MetadataError(source, k, f"metadata {k} = {_shown(v)}: not valid JSON") from exc
         info = cls(**values)
-        if info.architecture != ARCHITECTURE:
-            raise UserError(f"{source}: architecture {info.architecture!r} is not supported (expected {ARCHITECTURE})")
+        check_info(info, source)
         return info
 
     def set(self, key: str, value: str) -> None:
@@ -106,6 +112,104 @@ class ModelInfo:
             target[key.split(".", 1)[1]] = parsed
         else:
             setattr(self, key, parsed)
+
+
+class MetadataError(UserError):
+    """A checkpoint metadata field of the wrong type or out of range.
+
+    Attributes:
+        field: the top-level field (``threshold``, ``scaling``, ...).
+        problem: the message without the file, e.g. ``"metadata threshold = 7: must be
+            between 0 and 1"``.
+    """
+
+    def __init__(self, source: str, field: str, problem: str) -> None:
+        super().__init__(f"{source}: {problem}" if source else problem)
+        self.field = field
+        self.problem = problem
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _metadata_problems(info: "ModelInfo"):
+    """Yield (field, shown name, value, problem) for each bad field, in field order."""
+    v = info.format_version
+    if not _is_int(v) or v < 1:
+        yield "format_version", "format_version", v, "must be a whole number, 1 or more"
+    elif v > FORMAT_VERSION:
+        yield "format_version", "format_version", v, f"written by a newer engine (this one reads format {FORMAT_VERSION})"
+    if info.architecture != ARCHITECTURE:
+        yield "architecture", "architecture", info.architecture, f"not supported (expected {ARCHITECTURE!r})"
+    bands = info.bands
+    if not isinstance(bands, list) or len(bands) not in (1, 3) or \
+            not all(isinstance(b, str) and b.strip() for b in bands):
+        yield "bands", "bands", bands, 'must be a list of 1 or 3 band names, e.g. ["red", "green", "blue"]'
+        bands = ["red", "green", "blue"]
+    yield from _scaling_problems(info.scaling, len(bands))
+    t = info.tile_size
+    if not _is_int(t) or t < TILE_MULTIPLE or t % TILE_MULTIPLE or t > MAX_TILE_SIZE:
+        yield "tile_size", "tile_size", t, f"must be a whole multiple of {TILE_MULTIPLE} from {TILE_MULTIPLE} to {MAX_TILE_SIZE} (px)"
+    o = info.overlap
+    if not _is_int(o) or o < 0 or (_is_int(t) and t > 0 and 2 * o >= t):
+        limit = f" ({t // 2})" if _is_int(t) and t > 0 else ""
+        yield "overlap", "overlap", o, f"must be a whole number of px, at least 0 and less than half the tile_size{limit}"
+    if info.gsd is not None and (not _is_number(info.gsd) or info.gsd <= 0):
+        yield "gsd", "gsd", info.gsd, "must be a positive number of metres per pixel (or null when unknown)"
+    th = info.threshold
+    if not _is_number(th) or not 0 < th < 1:
+        yield "threshold", "threshold", th, "must be a number between 0 and 1 (exclusive)"
+    if not isinstance(info.training, dict):
+        yield "training", "training", info.training, "must be a mapping (JSON object)"
+    if not isinstance(info.engine_version, str):
+        yield "engine_version", "engine_version", info.engine_version, "must be a string"
+
+
+def _scaling_problems(scaling: Any, n_bands: int):
+    if not isinstance(scaling, dict):
+        yield "scaling", "scaling", scaling, f"must be a mapping with keys {', '.join(SCALING_KEYS)}"
+        return
+    for key in scaling:
+        if key not in SCALING_KEYS:
+            yield "scaling", f"scaling.{key}", scaling[key], f"unknown key (known: {', '.join(SCALING_KEYS)})"
+    if "dtype" in scaling and scaling["dtype"] not in RASTER_DTYPES:
+        yield "scaling", "scaling.dtype", scaling["dtype"], f"must be one of {', '.join(RASTER_DTYPES)}"
+    lengths = "1 finite number (bands has 1 name)" if n_bands == 1 else \
+        f"1 or {n_bands} finite numbers (one per band)"
+    for key, positive in (("scale", True), ("mean", False), ("std", True)):
+        if key not in scaling:
+            continue
+        values = scaling[key]
+        if not isinstance(values, list) or len(values) not in {1, n_bands} or not all(map(_is_number, values)):
+            yield "scaling", f"scaling.{key}", values, f"must be a list of {lengths}"
+        elif positive and not all(x > 0 for x in values):
+            yield "scaling", f"scaling.{key}", values, "must be above 0"
+
+
+def check_info(info: "ModelInfo", source: str = "") -> None:
+    """Raise :class:`MetadataError` (``"SOURCE: metadata FIELD = VALUE: problem"``) for the
+    first field of the wrong type or out of range.
+
+    Checked when a checkpoint is read (:meth:`ModelInfo.from_metadata`) and before one
+    is written (:func:`save_checkpoint`): threshold in (0, 1); tile_size a multiple of 32
+    (32..8192); 0 <= overlap < tile_size / 2; gsd > 0 or null; 1 or 3 band names;
+    scaling's dtype a raster data type and its scale/mean/std lists of 1 value or one per
+    band (scale and std above 0).
+    """
+    first = next(_metadata_problems(info), None)
+    if first is not None:
+        field_name, shown, value, problem = first
+        raise MetadataError(source, field_name, f"metadata {shown} = {_shown(value)}: {problem}")
 
 
 def _expected_keys() -> dict[str, torch.Tensor]:
@@ -233,9 +337,12 @@ def save_checkpoint(
 
     Floating tensors are stored as ``dtype`` (fp32, or fp16 for a small file). The file
     is written beside the target and renamed, so a failure leaves no partial file.
+    ``info`` is checked first (:func:`check_info`): a file that detection would refuse
+    is never written.
     """
     from safetensors.torch import save_file
 
+    check_info(info, str(path))
     if isinstance(state, torch.nn.Module):
         state = state.state_dict()
     if hasattr(state, "_metadata"):

@@ -18,6 +18,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def apply_sets(info, items: list[str]) -> None:
+    """Apply ``--set KEY=VALUE`` items to a :class:`~engine.checkpoint.ModelInfo`, then check
+    the result as a reader would: a bad value is refused naming its ``--set`` (the last
+    one when fields disagree with each other, e.g. bands and scaling lengths)."""
+    from ..checkpoint import MetadataError, check_info
+
+    by_field: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--set {item}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        info.set(key.strip(), value)
+        by_field[key.strip().split(".")[0]] = item
+    try:
+        check_info(info)
+    except MetadataError as exc:
+        blamed = by_field.get(exc.field, items[-1] if items else None)
+        if blamed is None:
+            raise
+        raise UserError(f"--set {blamed}: {exc.problem}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -31,11 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise UserError(f"{out.parent}: output folder does not exist")
     state, info = load_checkpoint(args.input)
-    for item in args.set:
-        if "=" not in item:
-            raise UserError(f"--set {item}: expected KEY=VALUE")
-        key, value = item.split("=", 1)
-        info.set(key.strip(), value)
+    apply_sets(info, args.set)
     save_checkpoint(out, state, info, dtype=torch.float16 if args.fp16 else torch.float32)
     print(f"wrote {out}")
     return 0

@@ -70,7 +70,12 @@ class Normalisation:
         """From a checkpoint's ``ModelInfo.scaling`` (per-band scale, mean, std)."""
         scale = scaling.get("scale", [1 / 255.0])
         scale = scale[0] if isinstance(scale, (list, tuple)) else scale
-        return cls(float(scale), tuple(scaling.get("mean", IMAGENET_MEAN)), tuple(scaling.get("std", IMAGENET_STD)))
+
+        def three(values) -> tuple:  # one value stands for all three bands
+            values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
+            return values * 3 if len(values) == 1 else values
+
+        return cls(float(scale), three(scaling.get("mean", IMAGENET_MEAN)), three(scaling.get("std", IMAGENET_STD)))
 
 
 # --------------------------------------------------------------------------- reading

@@ -282,7 +282,8 @@ def _dataset_gsd(data: Path) -> Optional[float]:
         gsd = meta.get("gsd")
         if isinstance(gsd, (list, tuple)):
             gsd = gsd[0]
-        return float(gsd) if gsd is not None else None
+        gsd = float(gsd) if gsd is not None else None
+        return gsd if gsd is not None and math.isfinite(gsd) and gsd > 0 else None
     except (OSError, ValueError, TypeError, AttributeError):
         return None
 
@@ -545,7 +546,8 @@ def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
     gsd = _dataset_gsd(data)
 
     def info(metrics: dict, step: int) -> ModelInfo:
-        return ModelInfo(tile_size=crop, overlap=min(128, crop // 4), gsd=gsd, training={
+        tile = max(32, crop // 32 * 32)  # detection tiles are multiples of 32 (check_info)
+        return ModelInfo(tile_size=tile, overlap=min(128, tile // 4), gsd=gsd, training={
             **common, "command": cfg.command, "init": cfg.init, "backbone": cfg.backbone,
             "step": step, "seconds": round(run.seconds, 1), "best_step": run.best_step,
             "val": metrics, "best_val": run.best_metrics, "train_tiles": len(train_samples),

@@ -160,3 +160,105 @@ def test_cli_errors_are_one_line(tmp_path):
         assert r.returncode == 2, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "o.safetensors").exists()
+
+
+# ----------------------------------------------------------------------------- metadata validation
+
+BAD_SETS = [
+    ("threshold=7", "threshold"),
+    ("threshold=0", "threshold"),
+    ('threshold="0.5"', "threshold"),
+    ("scaling=oops", "scaling"),
+    ('scaling.mean=[0.5, 0.5]', "scaling.mean"),
+    ("scaling.std=[0, 1, 1]", "scaling.std"),
+    ('scaling.dtype="uint9"', "scaling.dtype"),
+    ("scaling.stdev=[1]", "scaling.stdev"),
+    ("tile_size=abc", "tile_size"),
+    ("tile_size=0", "tile_size"),
+    ("tile_size=100", "tile_size"),
+    ("overlap=256", "overlap"),
+    ("overlap=-1", "overlap"),
+    ("gsd=0", "gsd"),
+    ("gsd=-0.5", "gsd"),
+    ('bands=["red", "green"]', "bands"),
+    ("training=oops", "training"),
+    ("format_version=99", "format_version"),
+    ("architecture=UNet", "architecture"),
+]
+
+
+@pytest.mark.parametrize("item,field", BAD_SETS)
+def test_convert_refuses_bad_metadata_naming_the_set(tmp_path, model, item, field):
+    pth = tmp_path / "best_model.pth"
+    torch.save(model.state_dict(), pth)
+    out = tmp_path / "m.safetensors"
+    r = cli("convert", str(pth), str(out), "--set", item)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"--set {item}" in lines[0] and f"metadata {field} =" in lines[0], lines[0]
+    assert not out.exists() and not list(tmp_path.glob(".m.safetensors*"))
+
+
+def test_convert_accepts_consistent_changes(tmp_path, model):
+    pth = tmp_path / "best_model.pth"
+    torch.save(model.state_dict(), pth)
+    out = tmp_path / "pan.safetensors"
+    # one band: every scaling list must then hold one value (checked after all --set)
+    r = cli("convert", str(pth), str(out), "--set", 'bands=["pan"]', "--set", "scaling.scale=[0.0039]",
+            "--set", "scaling.mean=[0.45]", "--set", "scaling.std=[0.23]", "--set", "threshold=0.3",
+            "--set", "tile_size=256", "--set", "overlap=64", "--set", "gsd=null")
+    assert r.returncode == 0, r.stderr
+    info = read_info(out)
+    assert info.bands == ["pan"] and info.threshold == 0.3 and info.tile_size == 256 and info.gsd is None
+    # but three scale values for one band are refused, blaming the --set that made them disagree
+    r = cli("convert", str(pth), str(tmp_path / "bad.safetensors"), "--set", 'bands=["pan"]')
+    assert r.returncode == 2 and "--set bands=" in r.stderr and "scaling.scale" in r.stderr, r.stderr
+
+
+def _tampered(tmp_path: Path, model, **fields) -> Path:
+    """A checkpoint whose metadata fields were rewritten behind the engine's back."""
+    from safetensors.torch import save_file
+
+    meta = ModelInfo().to_metadata()
+    meta.update({k: json.dumps(v) for k, v in fields.items()})
+    path = tmp_path / "tampered.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)
+    return path
+
+
+@pytest.mark.parametrize("fields,name", [
+    ({"threshold": 7}, "threshold"),
+    ({"tile_size": 0}, "tile_size"),
+    ({"tile_size": "abc"}, "tile_size"),
+    ({"scaling": "oops"}, "scaling"),
+    ({"scaling": {"dtype": "uint8", "scale": [1], "mean": [0.4, 0.4, 0.4], "std": [1, 1]}}, "scaling.std"),
+    ({"overlap": 300}, "overlap"),
+    ({"gsd": -1}, "gsd"),
+])
+def test_reading_refuses_bad_metadata_naming_file_and_field(tmp_path, model, fields, name):
+    path = _tampered(tmp_path, model, **fields)
+    for read in (read_info, load_checkpoint):
+        with pytest.raises(UserError) as exc:
+            read(path)
+        msg = str(exc.value)
+        assert msg.startswith(f"{path}: metadata {name} =") and "\n" not in msg, msg
+    r = cli("info", str(path))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and str(path) in r.stderr
+
+
+def test_save_refuses_bad_metadata_and_writes_nothing(tmp_path, model):
+    path = tmp_path / "m.safetensors"
+    with pytest.raises(UserError, match=r"m.safetensors: metadata threshold = 1.5"):
+        save_checkpoint(path, model, ModelInfo(threshold=1.5))
+    assert not list(tmp_path.iterdir())
+
+
+def test_reading_refuses_metadata_that_is_not_json(tmp_path, model):
+    from safetensors.torch import save_file
+
+    meta = {**ModelInfo().to_metadata(), "threshold": "half"}
+    path = tmp_path / "raw.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)
+    with pytest.raises(UserError, match=r"raw.safetensors: metadata threshold = 'half': not valid JSON"):
+        read_info(path)
