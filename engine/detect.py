@@ -32,10 +32,11 @@ import numpy as np
 
 from .errors import UserError
 from .events import Events
+from .pipeline import check_model_path, load_engine, plan_area, resolve_tiling, run_window, validate_options
 from .raster.blend import Strip, StripBlender
 from .raster.pair import RasterPair, open_pair
 from .raster.radiometry import Radiometry, choose_radiometry, model_input, needs_stretch, percentiles, sample_windows
-from .raster.tiles import Tile, TileGrid, check_tiling, make_grid, pad_tile
+from .raster.tiles import Tile, TileGrid, pad_tile
 from .raster.write import GeoTiffStripWriter, temporary_path
 
 __all__ = [
@@ -288,9 +289,9 @@ def _tile_loader(pair: RasterPair, grid: TileGrid, rad_b: Radiometry, rad_a: Rad
 
 
 def _reader(pair: RasterPair, grid: TileGrid, rad_b: Radiometry, rad_a: Radiometry, batch_size: int,
-            workers: int, out: "queue.Queue", stop: threading.Event) -> None:
-    """Read, normalise and pad tiles in row-major order (``workers`` threads); put
-    :class:`_Batch` es on ``out``, then None (or a :class:`_Failure`)."""
+            workers: int, out: "queue.Queue", stop: threading.Event, only: Optional[Sequence[Tile]] = None) -> None:
+    """Read, normalise and pad the tiles ``only`` (default: all of ``grid``) in row-major order
+    (``workers`` threads); put :class:`_Batch` es on ``out``, then None (or a :class:`_Failure`)."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
@@ -301,7 +302,7 @@ def _reader(pair: RasterPair, grid: TileGrid, rad_b: Radiometry, rad_a: Radiomet
         tiles, valids = [], []
         buf = np.empty((batch_size, 6, th, tw), dtype=np.float32)
         ahead: deque = deque()
-        it = iter(grid)
+        it = iter(grid if only is None else only)
         exhausted = False
         while True:
             if stop.is_set():
@@ -504,70 +505,36 @@ def detect(
     events = events or Events(on_event, is_cancelled)
     before, after = str(before), str(after)
 
-    # --- cheap checks first: options, outputs
-    ext = _parse_extent(extent)
-    if probability_dtype not in ("uint8", "float32"):
-        raise UserError(f"--probability-dtype {probability_dtype}: expected uint8 or float32")
-    if min_area is None or min_area < 0:
-        raise UserError(f"--min-area {min_area}: must be 0 or more (m²)")
-    if simplify is None or simplify < 0:
-        raise UserError(f"--simplify {simplify}: must be 0 or more (metres)")
-    if batch_size is not None and batch_size < 1:
-        raise UserError(f"--batch-size {batch_size}: must be at least 1")
-    if read_threads is not None and not 1 <= read_threads <= 64:
-        raise UserError(f"--read-threads {read_threads}: must be between 1 and 64")
-    if threshold is not None and not (0.0 < threshold < 1.0):
-        raise UserError(f"--threshold {threshold}: must be between 0 and 1")
-    if tile_size is not None and overlap is not None:
-        check_tiling(int(tile_size), int(overlap))
+    # --- every option and output checked before the model loads or a pixel is read
+    options = validate_options(bands_before=bands_before, bands_after=bands_after, tile_size=tile_size,
+                               overlap=overlap, batch_size=batch_size, read_threads=read_threads, device=device,
+                               precision=precision, threshold=threshold, min_area=min_area, simplify=simplify,
+                               extent=extent, probability_dtype=probability_dtype)
+    if predictor is None:
+        check_model_path(model)
     for role, path in (("before", before), ("after", after)):
         if not os.path.exists(path):
             raise UserError(f"{path}: {role} file not found")
     targets = check_outputs({"vector": out_vector, "probability": out_probability, "mask": out_mask},
                             [before, after], overwrite)
+    if options.overlap is not None and options.tile_size is None:  # the overlap must fit the model's tile
+        if predictor is None:
+            from .checkpoint import read_info
+
+            model_info = read_info(model)
+        resolve_tiling(options, model_info or _default_info())
 
     # --- inputs
     opening: list[dict] = []  # pairing logs wait until the model loaded: a model error stays one line
-    pair = open_pair(before, after, bands_before, bands_after, ext, Events(opening.append))
+    pair = open_pair(before, after, options.bands_before, options.bands_after, options.extent, Events(opening.append))
     temps: list[Path] = []
     vector_tmp: Optional[Path] = None
-    writer: Optional[GeoTiffStripWriter] = None
-    env = contextlib.ExitStack()
     try:
-        # --- model and runtime
-        if predictor is None:
-            if model is None:
-                raise UserError("detect: --model is required")
-            from .checkpoint import load_model
-            from .runtime import select_runtime
-
-            runtime = select_runtime(device, precision)
-            net, model_info = load_model(model)
-            predictor = ModelPredictor(net, runtime)
-            dev_info = runtime.describe()
-        else:
-            if model_info is None:
-                from .checkpoint import ModelInfo
-
-                model_info = ModelInfo()
-            dev_info = predictor.describe() if hasattr(predictor, "describe") else {"device": "custom", "precision": "?"}
-
+        engine = load_engine(model, options, predictor, model_info)
         for event in opening:
             events.emit(event.pop("event"), **event)
-        tile_size = int(tile_size if tile_size is not None else model_info.tile_size)
-        if overlap is None:
-            overlap = int(model_info.overlap)
-            if 2 * overlap >= tile_size:
-                overlap = tile_size // 4  # the checkpoint's overlap does not fit a smaller --tile-size
-        check_tiling(tile_size, overlap)
-        threshold = float(threshold if threshold is not None else model_info.threshold)
-
-        rad_b, rad_a = _radiometry(pair, model_info.scaling, events)
-        grid = make_grid(pair.width, pair.height, tile_size, overlap)
-        dev_type = "cuda" if str(dev_info.get("device", "")).startswith("cuda") else "cpu"
-        batch = int(batch_size or default_batch_size(dev_type, grid.shape))
-        batch = min(batch, len(grid))
-        workers = int(read_threads or (min(8, max(1, (os.cpu_count() or 2) // 2)) if dev_type == "cuda" else 1))
+        plan = plan_area(pair, engine, options, events)
+        grid = plan.grid
         events.start(
             before=before,
             after=after,
@@ -576,15 +543,15 @@ def detect(
             crs=pair.crs.to_string() if pair.crs else None,
             transform=list(pair.transform)[:6],
             tiles=len(grid),
-            tile_size=tile_size,
+            tile_size=plan.tile_size,
             tile_shape=list(grid.shape),
-            overlap=overlap,
-            batch_size=batch,
-            read_threads=workers,
-            threshold=threshold,
-            device=dev_info.get("device"),
-            precision=dev_info.get("precision"),
-            radiometry={"before": rad_b.describe(), "after": rad_a.describe()},
+            overlap=plan.overlap,
+            batch_size=min(plan.batch_size, len(grid)),
+            read_threads=plan.read_threads,
+            threshold=plan.threshold,
+            device=engine.device.get("device"),
+            precision=engine.device.get("precision"),
+            radiometry={"before": plan.rad_before.describe(), "after": plan.rad_after.describe()},
             warped_after=pair.after.warped,
             outputs={k: str(v) for k, v in targets.items()},
         )
@@ -597,16 +564,9 @@ def detect(
         need_mask = "mask" in targets or "vector" in targets
         temps += [p for p, need in ((prob_tmp, need_prob), (mask_tmp, need_mask)) if need]
         tags = {"software": "hrmnet-engine", "before": os.path.basename(before), "after": os.path.basename(after)}
-        writer = GeoTiffStripWriter(
-            pair.width, pair.height, pair.transform if pair.georeferenced or not pair.transform.is_identity else None,
-            pair.crs, prob_path=prob_tmp if need_prob else None, mask_path=mask_tmp if need_mask else None,
-            prob_dtype=probability_dtype, threshold=threshold, tags=tags)
-
-        env.enter_context(_gdal_cache(pair, grid, writer))
-        t_tiles = time.perf_counter()
-        changed_area = _run_tiles(pair, grid, rad_b, rad_a, batch, predictor, writer, events, workers)
-        t_infer = time.perf_counter() - t_tiles
-        writer.close(overviews=False)
+        window_stats = run_window(pair, plan, engine, None, prob_path=prob_tmp if need_prob else None,
+                                  mask_path=mask_tmp if need_mask else None, events=events, tags=tags)
+        t_infer = window_stats["seconds_tiles"]
         for role, path, resampling in (("probability", prob_tmp, "average"), ("mask", mask_tmp, "nearest")):
             if role in targets:
                 from rasterio.enums import Resampling
@@ -618,9 +578,9 @@ def detect(
 
         stats: dict[str, Any] = {
             "pixels": pair.width * pair.height,
-            "valid_pixels": writer.valid_pixels,
-            "changed_pixels": writer.changed_pixels,
-            "changed_area_m2": None if changed_area is None else round(changed_area, 3),
+            "valid_pixels": window_stats["valid_pixels"],
+            "changed_pixels": window_stats["changed_pixels"],
+            "changed_area_m2": window_stats["changed_area_m2"],
             "tiles": len(grid),
         }
         if "vector" in targets:
@@ -629,8 +589,8 @@ def detect(
 
             vector_tmp = temporary_path(targets["vector"], "vec")
             remove_vector(vector_tmp)
-            vstats = polygonize_to_file(mask_tmp, prob_tmp, vector_tmp, min_area_m2=float(min_area),
-                                        simplify_m=float(simplify), events=events,
+            vstats = polygonize_to_file(mask_tmp, prob_tmp, vector_tmp, min_area_m2=plan.min_area,
+                                        simplify_m=plan.simplify, events=events,
                                         window_rows=max(256, min(1024, (4 << 20) // pair.width)))
             stats["polygons"] = int(vstats.get("polygons", 0))
             if pair.crs is not None:  # without a CRS the polygons' areas are in pixels
@@ -647,19 +607,23 @@ def detect(
         outputs.update({k: str(v) for k, v in final.items()})
         events.done(outputs=outputs, stats=stats)
         return DetectResult(outputs=outputs, stats=stats,
-                            info={"radiometry": {"before": rad_b.describe(), "after": rad_a.describe()},
-                                  "tile_shape": grid.shape, "batch_size": batch, **pair.describe()})
+                            info={"radiometry": {"before": plan.rad_before.describe(), "after": plan.rad_after.describe()},
+                                  "tile_shape": grid.shape, "batch_size": min(plan.batch_size, len(grid)),
+                                  **pair.describe()})
     finally:
-        env.close()
         pair.close()
-        if writer is not None:
-            writer.close(overviews=False)
         for p in temps:
             _remove(p)
         if vector_tmp is not None:
             from .vector.io import remove_vector
 
             remove_vector(vector_tmp)
+
+
+def _default_info():
+    from .checkpoint import ModelInfo
+
+    return ModelInfo()
 
 
 def gdal_cache_bytes(inputs: Sequence[tuple[int, int, int, int]], width: int, tile_shape: tuple[int, int],
@@ -718,25 +682,44 @@ def _commit(targets: dict[str, Path], prob_tmp: Path, mask_tmp: Path, vector_tmp
     return {r: targets[r] for r in roles}
 
 
+def _crop(strip: Strip, window) -> Optional[Strip]:
+    """The part of ``strip`` inside ``window`` (area pixels), in window coordinates."""
+    r0, c0 = int(window.row_off), int(window.col_off)
+    top, bottom = max(strip.row0, r0), min(strip.row0 + strip.prob.shape[0], r0 + int(window.height))
+    if top >= bottom:
+        return None
+    rows = slice(top - strip.row0, bottom - strip.row0)
+    cols = slice(c0 - strip.col0, c0 - strip.col0 + int(window.width))
+    return Strip(row0=top - r0, prob=strip.prob[rows, cols], valid=strip.valid[rows, cols])
+
+
 def _run_tiles(pair: RasterPair, grid: TileGrid, rad_b: Radiometry, rad_a: Radiometry, batch: int,
-               predictor: Predictor, writer: GeoTiffStripWriter, events: Events, workers: int = 1) -> Optional[float]:
+               predictor: Predictor, writer: GeoTiffStripWriter, events: Events, workers: int = 1,
+               tiles: Optional[Sequence[Tile]] = None, blender: Optional[StripBlender] = None,
+               window=None) -> Optional[float]:
     """Read (threads) -> predict (here) -> blend (here) -> write (thread). Returns the
-    changed area in m² from the mask (None without a CRS)."""
+    changed area in m² from the mask (None without a CRS).
+
+    With ``window`` (area pixels) only ``tiles`` (those touching it) run, ``blender``
+    covers their range, and the writer gets the window's pixels in window coordinates."""
     stop = threading.Event()
     inbox: "queue.Queue" = queue.Queue(maxsize=2)
-    reader = threading.Thread(target=_reader, args=(pair, grid, rad_b, rad_a, batch, workers, inbox, stop),
+    reader = threading.Thread(target=_reader, args=(pair, grid, rad_b, rad_a, batch, workers, inbox, stop, tiles),
                               name="detect-reader", daemon=True)
     crs = pair.crs if pair.georeferenced else None
-    out = _WriterThread(writer, lambda r0, n: row_pixel_areas_m2(pair.transform, crs, r0, n))
-    blender = StripBlender(grid)
-    total, done = len(grid), 0
+    row_shift = 0 if window is None else int(window.row_off)
+    out = _WriterThread(writer, lambda r0, n: row_pixel_areas_m2(pair.transform, crs, r0 + row_shift, n))
+    blender = blender or StripBlender(grid)
+    total, done = (len(grid) if tiles is None else len(tiles)), 0
     pipelined = hasattr(predictor, "submit") and hasattr(predictor, "result")
 
     def blend(item: _Batch, probs: np.ndarray) -> None:
         nonlocal done
         for tile, prob, valid in zip(item.tiles, probs, item.valid):
             for strip in blender.add(tile, prob, valid):
-                out.put(strip, stop)
+                strip = strip if window is None else _crop(strip, window)
+                if strip is not None:
+                    out.put(strip, stop)
         done += len(item.tiles)
         events.progress(done, total, "detect")
 

@@ -14,6 +14,7 @@ and the band moves down. Memory does not grow with the scene's height.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -54,11 +55,13 @@ def axis_weight_sum(axis: Axis) -> np.ndarray:
 @dataclass
 class Strip:
     """Finished rows: ``prob`` (rows, width) float32 in [0, 1], ``valid`` (rows, width)
-    bool, starting at area row ``row0``."""
+    bool, starting at area row ``row0`` and area column ``col0`` (0 unless the blender
+    covers a column range of the grid)."""
 
     row0: int
     prob: np.ndarray
     valid: np.ndarray
+    col0: int = 0
 
 
 class StripBlender:
@@ -73,19 +76,31 @@ class StripBlender:
         grid: the tile grid; tiles must be added grid row by grid row (any order within
             a row), each exactly once.
         max_pixels: largest strip handed out (rows x width; at least one row).
+        rows, cols: grid rows and columns to blend (default: all). With a sub-range the
+            band covers only those tiles' pixels and blends them with the whole grid's
+            weights, so a pixel all of whose tiles are in the range gets exactly the
+            value of a whole-grid run; after the range's last row every remaining row
+            is handed out (the caller keeps the pixels it needs: a map sheet's own).
     """
 
-    def __init__(self, grid: TileGrid, max_pixels: int = 1 << 20) -> None:
+    def __init__(self, grid: TileGrid, max_pixels: int = 1 << 20, rows: Optional[range] = None,
+                 cols: Optional[range] = None) -> None:
         self.grid = grid
-        height = grid.rows.length
-        self._acc = np.zeros((height, grid.width), dtype=np.float32)
-        self._row0 = 0  # area row of the band's first row
-        self._col_sum = axis_weight_sum(grid.cols)
+        self.rows = rows if rows is not None else range(grid.rows.count)
+        self.cols = cols if cols is not None else range(grid.cols.count)
+        if not self.rows or not self.cols:
+            raise ValueError("empty tile range")
+        last_c = self.cols[-1]
+        self._x0 = grid.cols.start(self.cols[0])
+        self._width = grid.cols.start(last_c) + grid.cols.valid(last_c) - self._x0
+        self._acc = np.zeros((grid.rows.length, self._width), dtype=np.float32)
+        self._row0 = grid.rows.start(self.rows[0])  # area row of the band's first row
+        self._col_sum = axis_weight_sum(grid.cols)[self._x0:self._x0 + self._width]
         self._row_sum = axis_weight_sum(grid.rows)
-        self._profiles_r = [axis_profile(grid.rows, i) for i in range(grid.rows.count)]
-        self._profiles_c = [axis_profile(grid.cols, j) for j in range(grid.cols.count)]
-        self._pending = [grid.cols.count] * grid.rows.count
-        self.strip_rows = max(1, int(max_pixels) // grid.width)
+        self._profiles_r = {i: axis_profile(grid.rows, i) for i in self.rows}
+        self._profiles_c = {j: axis_profile(grid.cols, j) for j in self.cols}
+        self._pending = {i: len(self.cols) for i in self.rows}
+        self.strip_rows = max(1, int(max_pixels) // self._width)
 
     def add(self, tile: Tile, prob: np.ndarray, valid: np.ndarray) -> list[Strip]:
         """Add one tile's prediction.
@@ -101,7 +116,9 @@ class StripBlender:
         w = tile.window
         h, wd = int(w.height), int(w.width)
         y0 = int(w.row_off) - self._row0
-        x0 = int(w.col_off)
+        x0 = int(w.col_off) - self._x0
+        if tile.row not in self._pending or tile.col not in self._profiles_c:
+            raise ValueError(f"tile {tile.row},{tile.col} is outside the blended range")
         if y0 < 0:
             raise ValueError(f"tile {tile.row},{tile.col} added after its rows were flushed")
         weighted = prob[:h, :wd] * (self._profiles_r[tile.row][:h, None] * self._profiles_c[tile.col][None, :wd])
@@ -116,7 +133,8 @@ class StripBlender:
         return []
 
     def _flush(self, grid_row: int) -> list[Strip]:
-        end = self.grid.rows.finished(grid_row)
+        axis = self.grid.rows
+        end = axis.finished(grid_row) if grid_row < self.rows[-1] else axis.start(grid_row) + axis.valid(grid_row)
         n = end - self._row0
         strips = []
         for r in range(0, n, self.strip_rows):
@@ -127,7 +145,7 @@ class StripBlender:
             prob = np.divide(a, norm, dtype=np.float32)
             np.nan_to_num(prob, copy=False, nan=0.0)
             np.clip(prob, 0.0, 1.0, out=prob)
-            strips.append(Strip(row0=self._row0 + r, prob=prob, valid=valid))
+            strips.append(Strip(row0=self._row0 + r, prob=prob, valid=valid, col0=self._x0))
         # move the band down: keep the rows not yet final at the top
         keep = self._acc.shape[0] - n
         self._acc[:keep] = self._acc[n:]

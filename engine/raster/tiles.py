@@ -63,6 +63,12 @@ class Axis:
         """Pixels before this index are final once tiles ``0..i`` are blended."""
         return self.size if i >= self.count - 1 else self.start(i + 1)
 
+    def touching(self, lo: int, hi: int) -> range:
+        """Indices of the tiles whose pixels meet ``lo <= p < hi`` (all tiles covering it)."""
+        first = next(i for i in range(self.count) if self.start(i) + self.valid(i) > lo)
+        last = max(i for i in range(first, self.count) if self.start(i) < hi)
+        return range(first, last + 1)
+
 
 def _axis(size: int, tile: int, overlap: int) -> Axis:
     if size <= tile:
@@ -118,6 +124,12 @@ class TileGrid:
         for r in range(self.rows.count):
             for c in range(self.cols.count):
                 yield self.tile(r, c)
+
+    def touching(self, window: Window) -> tuple[range, range]:
+        """(grid rows, grid cols) of the tiles that read a pixel of ``window`` (area
+        pixels): every tile that contributes to one of its pixels, in row-major order."""
+        r0, c0 = int(window.row_off), int(window.col_off)
+        return (self.rows.touching(r0, r0 + int(window.height)), self.cols.touching(c0, c0 + int(window.width)))
 
 
 def make_grid(width: int, height: int, tile_size: int, overlap: int) -> TileGrid:
