@@ -14,7 +14,8 @@ Raster encodings (agreed with the detection pipeline):
 - probability: ``float32`` 0..1 (negative, non-finite or the nodata value = unknown), or
   ``uint8`` where ``v`` in 0..254 is ``v / 254`` and 255 is nodata.
 
-Output fields: ``id`` (1..n), ``area_m2``, ``mean_prob``, ``max_prob`` (0..1, null
+Output fields: ``id`` (1..n, in raster-scan order of each polygon's first pixel: top row
+first, then left to right, as map sheets number them too), ``area_m2``, ``mean_prob``, ``max_prob`` (0..1, null
 without probability raster); CRS of the mask. Without a CRS the polygons are in pixel
 space (the transform's units) and ``area_m2`` is in those units squared.
 """

@@ -8,6 +8,7 @@ raster encodings into what :meth:`Polygonizer.add` takes.
 """
 from __future__ import annotations
 
+import heapq
 import math
 import os
 from typing import Optional, Union
@@ -108,6 +109,7 @@ class Polygonizer:
         self._merger = StripMerger(self.width)
         self._rows_done = 0
         self._buffer: list[Component] = []
+        self._ready: list = []  # heap of (first pixel, component) finished but maybe not next in order
         self.count = 0
         self.dropped = 0
         self.total_area = 0.0
@@ -133,17 +135,27 @@ class Polygonizer:
             n = part.stop - part.start
             last = self._rows_done + n == self.height
             sub_prob = prob[part] if (prob is not None and self.has_prob) else None
-            self._buffer.extend(self._merger.feed(mask[part], sub_prob, self._rows_done, last=last))
+            self._take(self._merger.feed(mask[part], sub_prob, self._rows_done, last=last))
             self._rows_done += n
             if len(self._buffer) >= BATCH:
                 self._flush()
+
+    def _take(self, finished: list[Component], bound: Optional[int] = None) -> None:
+        """Queue ``finished``; move to the output buffer, in raster-scan order of their
+        first pixel, those no unfinished component can precede (ids follow that order)."""
+        for c in finished:
+            heapq.heappush(self._ready, (c.first, id(c), c))
+        if bound is None:
+            bound = self._merger.pending_first()
+        while self._ready and self._ready[0][0] < bound:
+            self._buffer.append(heapq.heappop(self._ready)[2])
 
     def close(self) -> dict:
         """Finish the file; returns ``{"polygons", "area_m2", "area_units", "dropped_small"}``."""
         if not self._open:
             raise RuntimeError("Polygonizer is closed")
         try:
-            self._buffer.extend(self._merger.finish())
+            self._take(self._merger.finish(), bound=np.iinfo(np.int64).max)
             self._flush()
             self._writer.close()
         except BaseException:
@@ -157,6 +169,7 @@ class Polygonizer:
         """Stop and delete whatever was written."""
         self._open = False
         self._buffer = []
+        self._ready = []
         self._writer.abort()
 
     def _flush(self) -> None:

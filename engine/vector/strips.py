@@ -38,6 +38,8 @@ class Component:
         prob_sum: sum of the valid probabilities (0..1) over its pixels.
         prob_count: number of pixels with a valid probability.
         prob_max: largest valid probability, NaN when ``prob_count`` is 0.
+        first: its first pixel in raster-scan order, as ``row * width + col`` (the
+            order polygons are numbered in).
     """
 
     geometry: shapely.Polygon
@@ -45,6 +47,7 @@ class Component:
     prob_sum: float = 0.0
     prob_count: int = 0
     prob_max: float = float("nan")
+    first: int = -1
 
     @property
     def mean_prob(self) -> float:
@@ -61,6 +64,7 @@ class _Group:
     prob_sum: float = 0.0
     prob_count: int = 0
     prob_max: float = -np.inf
+    first: int = -1
 
     def add(self, other: "_Group") -> None:
         self.pieces.extend(other.pieces)
@@ -68,11 +72,12 @@ class _Group:
         self.prob_sum += other.prob_sum
         self.prob_count += other.prob_count
         self.prob_max = max(self.prob_max, other.prob_max)
+        self.first = other.first if self.first < 0 else min(self.first, other.first)
 
     def finish(self) -> Component:
         geom = self.pieces[0] if len(self.pieces) == 1 else _merge_pieces(self.pieces)
         pmax = float(self.prob_max) if self.prob_count else float("nan")
-        return Component(geom, int(self.pixels), float(self.prob_sum), int(self.prob_count), pmax)
+        return Component(geom, int(self.pixels), float(self.prob_sum), int(self.prob_count), pmax, int(self.first))
 
 
 def _merge_pieces(pieces: list) -> shapely.Polygon:
@@ -129,6 +134,11 @@ class StripMerger:
         """Number of components still open at the last strip's lower edge."""
         return len(self._pending)
 
+    def pending_first(self) -> int:
+        """Smallest ``first`` (raster-scan index) of a component not finished yet: those
+        still open, and those not seen yet (they start at the next row or later)."""
+        return min([g.first for g in self._pending.values()] + [self._next_row * self.width])
+
     def feed(self, mask: np.ndarray, prob: Optional[np.ndarray] = None, row_off: Optional[int] = None,
              last: bool = False) -> list[Component]:
         """Add the next strip and return the components it finishes.
@@ -160,7 +170,7 @@ class StripMerger:
             self._prev_bottom = None
             return finished
 
-        stats = _label_stats(labels, n, prob)
+        stats = _label_stats(labels, n, prob, row_off)
         polys = _label_polygons(labels, n, row_off)
         at_bottom = np.zeros(n + 1, dtype=bool)
         if not last:
@@ -221,14 +231,18 @@ class StripMerger:
         return done
 
 
-def _label_stats(labels: np.ndarray, n: int, prob: Optional[np.ndarray]) -> tuple:
-    """Per label 0..n: pixel count, probability sum, valid count, max (-inf where none)."""
+def _label_stats(labels: np.ndarray, n: int, prob: Optional[np.ndarray], row_off: int = 0) -> tuple:
+    """Per label 0..n: pixel count, probability sum, valid count, max (-inf where none),
+    first pixel in raster-scan order (``row * width + col`` of the whole raster)."""
     flat = labels.ravel()
-    idx = np.flatnonzero(flat)  # changed pixels only: cheap for sparse masks
+    idx = np.flatnonzero(flat)  # changed pixels only: cheap for sparse masks, in raster-scan order
     lab = flat[idx]
     pixels = np.bincount(lab, minlength=n + 1)
+    first = np.full(n + 1, -1, dtype=np.int64)
+    seen, at = np.unique(lab, return_index=True)
+    first[seen] = idx[at].astype(np.int64) + int(row_off) * labels.shape[1]
     if prob is None:
-        return pixels, np.zeros(n + 1), np.zeros(n + 1, dtype=np.int64), np.full(n + 1, -np.inf)
+        return pixels, np.zeros(n + 1), np.zeros(n + 1, dtype=np.int64), np.full(n + 1, -np.inf), first
     val = np.asarray(prob).ravel()[idx].astype(np.float64)
     ok = np.isfinite(val)
     if not ok.all():
@@ -237,7 +251,7 @@ def _label_stats(labels: np.ndarray, n: int, prob: Optional[np.ndarray]) -> tupl
     pcount = np.bincount(lab, minlength=n + 1)
     pmax = np.full(n + 1, -np.inf)
     np.maximum.at(pmax, lab, val)
-    return pixels, psum, pcount, pmax
+    return pixels, psum, pcount, pmax, first
 
 
 def _label_polygons(labels: np.ndarray, n: int, row_off: int) -> list:
@@ -273,8 +287,8 @@ def _label_polygons(labels: np.ndarray, n: int, row_off: int) -> list:
 
 
 def _piece(poly, stats: tuple, lab: int) -> _Group:
-    pixels, psum, pcount, pmax = stats
-    return _Group([poly], int(pixels[lab]), float(psum[lab]), int(pcount[lab]), float(pmax[lab]))
+    pixels, psum, pcount, pmax, first = stats
+    return _Group([poly], int(pixels[lab]), float(psum[lab]), int(pcount[lab]), float(pmax[lab]), int(first[lab]))
 
 
 def _link_groups(pairs: np.ndarray) -> Iterator[tuple[list[int], np.ndarray]]:
@@ -310,7 +324,8 @@ def _link_groups(pairs: np.ndarray) -> Iterator[tuple[list[int], np.ndarray]]:
 def polygonize_array(mask: np.ndarray, prob: Optional[np.ndarray] = None, window_rows: int = 1024) -> list[Component]:
     """Polygonize a whole (rows, cols) bool mask in strips of ``window_rows`` (for tests and small inputs).
 
-    Returns components in pixel coordinates; see :class:`StripMerger`.
+    Returns components in pixel coordinates, in raster-scan order of their first pixel;
+    see :class:`StripMerger`.
     """
     mask = np.asarray(mask, dtype=bool)
     merger = StripMerger(mask.shape[1])
@@ -320,4 +335,4 @@ def polygonize_array(mask: np.ndarray, prob: Optional[np.ndarray] = None, window
         r1 = min(rows, r0 + window_rows)
         out.extend(merger.feed(mask[r0:r1], None if prob is None else prob[r0:r1], r0, last=r1 >= rows))
     out.extend(merger.finish())
-    return out
+    return sorted(out, key=lambda c: c.first)
