@@ -183,7 +183,7 @@ class EngineRun:
         done: the ``done`` event (``outputs`` and ``stats``), or {} when none came.
         start: the ``start`` event, or {}.
         extra: JSON objects on stdout that were not events (e.g. ``--json`` reports).
-        returncode: the engine's exit status (0).
+        returncode: the engine's exit status (0, or one of ``partial_codes``).
     """
 
     done: dict
@@ -248,6 +248,7 @@ def run_engine(
     stop_grace_s: float = 30.0,
     root: Optional[Path] = None,
     poll_s: float = 0.1,
+    partial_codes: Sequence[int] = (),
 ) -> EngineRun:
     """Run one engine command to the end and return what it reported.
 
@@ -264,6 +265,9 @@ def run_engine(
         stop_grace_s: seconds the engine gets to roll back after an interrupt.
         root: folder holding the ``engine`` package (default: :func:`engine_root`).
         poll_s: seconds between cancel checks.
+        partial_codes: exit statuses that mean "finished, some parts failed" (``sheets``
+            exits 3 when some sheets failed but the merged layer was written): the outputs
+            are kept and the run is returned with that ``returncode``.
 
     Raises:
         EngineCancelled: ``is_cancelled`` became True (outputs removed).
@@ -357,7 +361,7 @@ def run_engine(
     if cancelled or rc == EXIT_CANCELLED:
         guard.clean()
         raise EngineCancelled("cancelled; no output was written")
-    if rc != 0:
+    if rc != 0 and rc not in partial_codes:
         guard.clean()
         raise EngineError(_message_from(error_message, stderr_tail, rc), rc, stderr_tail)
     return EngineRun(done=done, start=start, extra=extra, returncode=rc)

@@ -5,10 +5,11 @@ __all__ = ["all_algorithms"]
 
 
 def all_algorithms() -> list:
-    """New instances of the four algorithms (imports QGIS Processing classes lazily)."""
+    """New instances of the algorithms (imports QGIS Processing classes lazily)."""
     from .detect import DetectChanges
     from .evaluate import Evaluate
     from .prepare import PrepareDataset
+    from .sheets import DetectChangesSheets
     from .train import Train
 
-    return [DetectChanges(), Train(), Evaluate(), PrepareDataset()]
+    return [DetectChanges(), DetectChangesSheets(), Train(), Evaluate(), PrepareDataset()]

@@ -45,7 +45,7 @@ def test_plugin_lifecycle_registers_provider_menu_and_toolbar(qgis_app):
         iface = FakeIface()
         plugin = hrmnet_qgis.classFactory(iface)
         plugin.initProcessing()  # what qgis_process calls, without touching iface
-        assert plugin.provider is not None and len(registry.providerById("hrmnet").algorithms()) == 4
+        assert plugin.provider is not None and len(registry.providerById("hrmnet").algorithms()) == 5
         provider = plugin.provider
         plugin.initGui()
         assert plugin.provider is provider, "initGui does not register a second provider"

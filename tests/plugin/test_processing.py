@@ -13,6 +13,10 @@ EXPECTED = {
     "hrmnet:detectchanges": {"BEFORE", "AFTER", "MODEL", "THRESHOLD", "MIN_AREA", "SIMPLIFY", "EXTENT",
                              "BANDS_BEFORE", "BANDS_AFTER", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE",
                              "PRECISION", "OUTPUT_POLYGONS", "OUTPUT_PROBABILITY", "OUTPUT_MASK"},
+    "hrmnet:detectchangessheets": {"SHEETS", "SHEETS_FILE", "ID_FIELD", "BEFORE", "AFTER", "MODEL", "THRESHOLD",
+                                   "MIN_AREA", "SIMPLIFY", "SKIP_MISSING", "WORKERS", "RUN_FOLDER", "SCHEDULER",
+                                   "RESTART", "BANDS_BEFORE", "BANDS_AFTER", "TILE_SIZE", "OVERLAP", "BATCH_SIZE",
+                                   "DEVICE", "PRECISION", "OUTPUT_POLYGONS"},
     "hrmnet:train": {"DATA", "OUTPUT", "STEPS", "BATCH_SIZE", "LR", "CROP", "WORKERS", "DEVICE", "PRECISION",
                      "INIT", "BACKBONE", "VAL_EVERY", "RESUME", "OVERWRITE", "SEED"},
     "hrmnet:evaluate": {"DATA", "SPLIT", "MODEL", "OUTPUT", "DEVICE", "PRECISION", "BATCH_SIZE"},
@@ -49,6 +53,10 @@ def test_provider_and_algorithms_registered(qgis_app):
     detect = registry.algorithmById("hrmnet:detectchanges")
     for name in ADVANCED:
         assert detect.parameterDefinition(name).flags() & QgsProcessingParameterDefinition.FlagAdvanced, name
+    sheets = registry.algorithmById("hrmnet:detectchangessheets")
+    for name in ADVANCED | {"SCHEDULER", "RESTART"}:
+        assert sheets.parameterDefinition(name).flags() & QgsProcessingParameterDefinition.FlagAdvanced, name
+    assert {o.name() for o in sheets.outputDefinitions()} >= {"OUTPUT_POLYGONS", "OUTPUT_STATUS", "RUN_FOLDER"}
     assert detect.parameterDefinition("OUTPUT_PROBABILITY").flags() & QgsProcessingParameterDefinition.FlagOptional
     assert not detect.parameterDefinition("OUTPUT_PROBABILITY").createByDefault()
     assert {o.name() for o in registry.algorithmById("hrmnet:evaluate").outputDefinitions()} >= {
