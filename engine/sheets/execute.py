@@ -13,7 +13,9 @@ calling process as it completes, so the caller can write the status layer and pr
 * ``scheduler`` (address) or ``scheduler_file``: an existing cluster (SLURM, Kubernetes);
   its workers must have the engine installed.
 
-Tasks are Dask futures, ``pure=False``, ``retries=2``. A job that raises fails alone.
+Tasks are Dask futures, ``pure=False``, ``retries=2``. A job that raises fails alone; a
+:class:`~engine.errors.UserError` (bad or corrupt input) is not retried, other exceptions are
+(twice).
 A worker process that dies mid-job is restarted by its nanny and the job runs again
 elsewhere; after ``distributed.scheduler.allowed-failures`` (3) losses the job fails with
 ``KilledWorker``.
@@ -28,6 +30,7 @@ import os
 import shlex
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from ..errors import Cancelled, UserError
@@ -37,6 +40,8 @@ __all__ = ["run_jobs", "worker_cached", "select_shard", "parse_shard", "local_gp
 J = TypeVar("J")
 OnResult = Callable[[Any, Any, Optional[BaseException]], None]
 
+#: Extra attempts of a job that raised an unexpected exception (not a UserError) on a cluster.
+RETRIES = 2
 #: How often the cancel callback is polled while jobs run (seconds).
 POLL_S = 0.1
 #: Seconds a closing cluster waits for its workers before they are killed.
@@ -154,7 +159,7 @@ def _run_futures(client, job_fn, jobs, on_result, is_cancelled) -> None:
 
     futures = {}
     for job in jobs:
-        futures[client.submit(job_fn, job, pure=False, retries=2)] = job
+        futures[client.submit(_no_retry_for_user_errors, job_fn, job, pure=False, retries=RETRIES)] = job
     pending = as_completed(list(futures), with_results=False, loop=client.loop)
     while not pending.is_empty():
         if is_cancelled():
@@ -167,10 +172,30 @@ def _run_futures(client, job_fn, jobs, on_result, is_cancelled) -> None:
         for future in batch:
             job = futures.pop(future)
             if future.status == "finished":
-                on_result(job, future.result(), None)
+                result = future.result()
+                if isinstance(result, _Failed):
+                    on_result(job, None, result.error)
+                else:
+                    on_result(job, result, None)
             else:
                 on_result(job, None, _future_error(future))
             future.release()
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A job's UserError, returned instead of raised so that Dask does not retry it."""
+
+    error: UserError
+
+
+def _no_retry_for_user_errors(job_fn: Callable[[J], Any], job: J) -> Any:
+    """Runs on a worker: a user mistake (bad or corrupt input) fails at once; any other
+    exception is raised, so Dask retries the job (a network drive that hiccuped)."""
+    try:
+        return job_fn(job)
+    except UserError as exc:
+        return _Failed(exc)
 
 
 def _future_error(future) -> BaseException:

@@ -6,6 +6,7 @@ import signal
 import time
 from pathlib import Path
 
+from engine.errors import UserError
 from engine.sheets.execute import worker_cached
 
 FACTORY_CALLS = 0
@@ -46,3 +47,16 @@ def sleepy(x: int) -> dict:
     """Quick for job 0, then long: for cancelling while jobs run."""
     time.sleep(0.05 if x == 0 else 60)
     return {"value": x, "pid": os.getpid()}
+
+
+def flaky_or_corrupt(job: tuple[int, str]) -> dict:
+    """Job 1: a corrupt sheet (UserError) every time; job 2: an OSError on its first attempt only.
+    Each attempt leaves a file, so the test can count them."""
+    x, folder = job
+    attempts = len(list(Path(folder).glob(f"attempt-{x}-*")))
+    (Path(folder) / f"attempt-{x}-{attempts}").write_text(str(os.getpid()))
+    if x == 1:
+        raise UserError("sheet_1.tif: not a raster GDAL can read")
+    if x == 2 and attempts == 0:
+        raise OSError("network drive hiccup")
+    return square(x)

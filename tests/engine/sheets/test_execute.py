@@ -90,6 +90,20 @@ def test_a_worker_killed_mid_job_all_jobs_finish(tmp_path):
     assert not psutil.pid_exists(killed_pid) or psutil.Process(killed_pid).status() == psutil.STATUS_ZOMBIE
 
 
+def test_user_errors_are_not_retried_other_errors_are(tmp_path):
+    results, errors, on_result = _collect()
+    run_jobs(jobs.flaky_or_corrupt, [(k, str(tmp_path)) for k in range(4)], workers=2, gpus=[], on_result=on_result)
+    assert sorted(results) == [0, 2, 3] and list(errors) == [1]
+    assert isinstance(errors[1], UserError) and str(errors[1]) == "sheet_1.tif: not a raster GDAL can read"
+    assert len(list(tmp_path.glob("attempt-1-*"))) == 1  # a corrupt sheet fails at once
+    assert len(list(tmp_path.glob("attempt-2-*"))) == 2  # a transient error is retried
+    # in-process: the same job function, the same outcome per job
+    results, errors, on_result = _collect()
+    (tmp_path / "here").mkdir()
+    run_jobs(jobs.flaky_or_corrupt, [(k, str(tmp_path / "here")) for k in range(2)], workers=1, on_result=on_result)
+    assert list(results) == [0] and isinstance(errors[1], UserError)
+
+
 @pytest.mark.timeout(60)
 def test_cancel_stops_running_jobs_and_the_cluster():
     results, errors, on_result = _collect()
