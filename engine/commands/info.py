@@ -1,4 +1,4 @@
-"""``python -m engine info PATH``: a checkpoint's metadata as JSON."""
+"""``python -m engine info PATH``: a checkpoint's (or an exported ONNX model's) metadata as JSON."""
 from __future__ import annotations
 
 import argparse
@@ -8,11 +8,16 @@ import json
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="print a checkpoint's metadata as JSON")
-    p.add_argument("path", help="checkpoint (.safetensors or the authors' .pth)")
+    p.add_argument("path", help="checkpoint (.safetensors or the authors' .pth) or an exported .onnx")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..onnx_predictor import is_onnx, read_onnx_metadata
+
+    if is_onnx(args.path):  # needs only onnxruntime
+        print(json.dumps(read_onnx_metadata(args.path), indent=2))
+        return 0
     from ..checkpoint import read_info
 
     info = read_info(args.path)

@@ -1,0 +1,195 @@
+"""HRMNet on onnxruntime: a :class:`~engine.detect.Predictor` for ``--model MODEL.onnx``.
+
+Needs only onnxruntime and numpy (no torch): the light engine. The model is a graph
+written by ``python -m engine export`` (see :mod:`engine.export`); its metadata gives
+the :class:`~engine.checkpoint.ModelInfo` (tile size, overlap, threshold, scaling).
+
+``--device`` picks the execution providers: ``auto`` (CUDA, else DirectML, else CPU, as
+this onnxruntime build offers), ``cpu``, ``cuda[:N]``, ``tensorrt[:N]``, ``directml[:N]``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from .errors import UserError
+
+__all__ = ["OnnxPredictor", "load_onnx", "read_onnx_info", "read_onnx_metadata", "select_providers", "is_onnx"]
+
+DEVICES = "auto|cpu|cuda[:N]|tensorrt[:N]|directml[:N]"
+CPU, CUDA, TRT, DML = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider",
+                       "DmlExecutionProvider")
+_KIND = {"cpu": CPU, "cuda": CUDA, "tensorrt": TRT, "trt": TRT, "directml": DML, "dml": DML}
+
+
+def is_onnx(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names an ONNX model (by its .onnx extension)."""
+    return str(path).lower().endswith(".onnx")
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise UserError("ONNX models need onnxruntime, which is not installed here "
+                        "(pip install onnxruntime, or onnxruntime-gpu / onnxruntime-directml)") from exc
+    return onnxruntime
+
+
+def select_providers(device: str, available: list[str]) -> list[Any]:
+    """onnxruntime providers (name or (name, options)) for ``--device``, best first.
+
+    Raises :class:`UserError` when the device asked for is not in ``available``.
+    """
+    device = (device or "auto").strip().lower()
+    if device == "auto":
+        first = next((p for p in (CUDA, DML) if p in available), None)
+        return ([first] if first else []) + [CPU]
+    kind, _, index = device.partition(":")
+    if kind not in _KIND or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise UserError(f"--device {device}: expected {DEVICES} with an ONNX model")
+    name = _KIND[kind]
+    if name not in available:
+        raise UserError(f"--device {device}: this onnxruntime has no {name} "
+                        f"(it offers {', '.join(available)}; use --device cpu or auto)")
+    if name == CPU:
+        return [CPU]
+    options = {"device_id": int(index or 0)}
+    chain: list[Any] = [(name, options)]
+    if name == TRT and CUDA in available:
+        chain.append((CUDA, dict(options)))
+    return chain + [CPU]
+
+
+def _session(path: Path, providers: list[Any], optimize: bool = True):
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if any((p[0] if isinstance(p, tuple) else p) == DML for p in providers):
+        options.enable_mem_pattern = False  # DirectML's requirement
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime's own errors: a corrupt file or an unusable provider
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: onnxruntime cannot load this model ({text})") from exc
+
+
+def _check_file(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: model file not found")
+    if not p.is_file():
+        raise UserError(f"{p}: not a file")
+    if os.path.getsize(p) == 0:
+        raise UserError(f"{p}: empty file, not an ONNX model")
+    return p
+
+
+def _info_from_session(session, path: Path):
+    from .checkpoint import ModelInfo
+
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    if "architecture" not in meta or "onnx_export" not in meta:
+        raise UserError(f"{path}: not an HRMNet ONNX export (no hrmnet-engine metadata; "
+                        "make one with python -m engine export)")
+    return ModelInfo.from_metadata(meta, str(path)), meta
+
+
+def read_onnx_metadata(path: str | os.PathLike) -> dict:
+    """Everything ``info`` shows of an exported model: the ModelInfo fields, then ``onnx``
+    (inputs and outputs with their shapes, the export record, Deepness's keys)."""
+    import dataclasses
+
+    p = _check_file(path)
+    session = _session(p, [CPU], optimize=False)
+    info, meta = _info_from_session(session, p)
+    known = {f.name for f in dataclasses.fields(info)} | {"onnx_export"}
+    extra = {k: json.loads(v) for k, v in meta.items() if k not in known}
+    return {**dataclasses.asdict(info), "onnx": {
+        "inputs": {i.name: i.shape for i in session.get_inputs()},
+        "outputs": {o.name: o.shape for o in session.get_outputs()},
+        "export": json.loads(meta["onnx_export"]),
+        "other_metadata": extra,
+        "providers_available": _ort().get_available_providers(),
+    }}
+
+
+def read_onnx_info(path: str | os.PathLike):
+    """The :class:`~engine.checkpoint.ModelInfo` stored in an exported model."""
+    p = _check_file(path)
+    return _info_from_session(_session(p, [CPU], optimize=False), p)[0]
+
+
+class OnnxPredictor:
+    """Change probabilities of a batch (N, 6, H, W) float32 -> (N, H, W) float32 with an
+    onnxruntime session of an exported HRMNet.
+
+    A graph exported with a fixed size S takes tiles of at most S x S: smaller ones are
+    padded by mirroring and the result cropped.
+    """
+
+    def __init__(self, session, path: Path) -> None:
+        self.session = session
+        self.path = path
+        self.input = session.get_inputs()[0].name
+        names = [o.name for o in session.get_outputs()]
+        self.output = "change" if "change" in names else names[0]
+        h, w = session.get_inputs()[0].shape[-2:]
+        self.fixed = (h, w) if isinstance(h, int) and isinstance(w, int) else None
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        h, w = batch.shape[-2:]
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.fixed is not None and (h, w) != self.fixed:
+            from .raster.tiles import pad_tile
+
+            if h > self.fixed[0] or w > self.fixed[1]:
+                raise UserError(f"{self.path}: the graph takes tiles of at most {self.fixed[0]}x{self.fixed[1]} "
+                                f"pixels (exported with --fixed-size); use --tile-size {self.fixed[0]}")
+            x = np.ascontiguousarray(pad_tile(x, self.fixed))
+        prob = self.session.run([self.output], {self.input: x})[0]
+        return np.ascontiguousarray(prob[:, 0, :h, :w], dtype=np.float32)
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.session.get_providers())
+
+    def describe(self) -> dict:
+        """Device (with the provider in use), precision, runtime and providers."""
+        first = self.providers[0]
+        options = self.session.get_provider_options().get(first, {})
+        if first == CPU:
+            device = "cpu"
+        else:
+            kind = {CUDA: "cuda", TRT: "cuda", DML: "directml"}.get(first, first)
+            device = f"{kind}:{options.get('device_id', 0)}"
+        return {"device": f"{device} (onnxruntime {first})", "precision": "fp32",
+                "runtime": f"onnxruntime {_ort().__version__}", "providers": self.providers}
+
+
+def load_onnx(path: str | os.PathLike, device: str = "auto", precision: str = "auto"):
+    """(:class:`OnnxPredictor`, :class:`~engine.checkpoint.ModelInfo`) of an exported model.
+
+    Raises :class:`UserError` for a missing/corrupt/foreign file, a device this
+    onnxruntime lacks, or a precision other than fp32 (the graph computes in fp32).
+    """
+    precision = (precision or "auto").strip().lower()
+    if precision not in ("auto", "fp32"):
+        raise UserError(f"--precision {precision}: an ONNX model runs in fp32 (use auto or fp32)")
+    p = _check_file(path)
+    providers = select_providers(device, _ort().get_available_providers())
+    session = _session(p, providers)
+    info, _meta = _info_from_session(session, p)
+    wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+    if (device or "auto").strip().lower() != "auto" and session.get_providers()[0] != wanted:
+        raise UserError(f"--device {device}: onnxruntime could not start {wanted} "
+                        f"(running on {session.get_providers()[0]}); use --device cpu or auto")
+    return OnnxPredictor(session, p), info
+
