@@ -26,12 +26,13 @@ The model is loaded once per worker process with :func:`worker_cached`.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
 from ..errors import Cancelled, UserError
 
@@ -256,12 +257,46 @@ def _connect(workers, gpus, scheduler, scheduler_file):
         except (OSError, TimeoutError) as exc:
             raise UserError(f"{what}: cannot connect ({exc})") from exc
         return client, None
-    cluster = SpecCluster(
-        scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "port": 0,
-                                                 "dashboard_address": _dashboard(), "dashboard": bool(_dashboard())}},
-        workers=_worker_specs(workers, gpus), silence_logs=logging.ERROR, name="hrmnet-sheets")
+    specs = _worker_specs(workers, gpus)
+    with _worker_threads(_cpu_count() // len(specs)):
+        cluster = SpecCluster(
+            scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "port": 0, "dashboard_address": _dashboard(),
+                                                     "dashboard": bool(_dashboard())}},
+            workers=specs, silence_logs=logging.ERROR, name="hrmnet-sheets")
     client = Client(cluster, set_as_default=False)
     return client, cluster
+
+
+#: Thread-count variables Dask sets to 1 in its workers (for numpy-in-many-tasks workloads).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _worker_threads(threads: int) -> Iterator[None]:
+    """Give each worker process its share of the cores for torch/BLAS (Dask's default is 1
+    thread, which would make CPU inference several times slower). Variables the user set are
+    kept. Dask writes them into this process's environment too; they are restored after."""
+    import dask
+
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    values = {f"distributed.nanny.pre-spawn-environ.{name}": str(max(threads, 1)) for name in THREAD_VARIABLES}
+    try:
+        with dask.config.set(values):
+            yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _cpu_count() -> int:
+    """CPUs this process may use (its affinity where the OS tells)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # Windows, macOS
+        return os.cpu_count() or 1
 
 
 def _close(client, cluster, timeout: float) -> None:

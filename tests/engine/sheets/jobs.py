@@ -23,7 +23,7 @@ def square(x: int) -> dict:
     model = worker_cached("model", _expensive)
     time.sleep(0.05)
     return {"value": x * x, "pid": os.getpid(), "factory_calls": model["calls"],
-            "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}
+            "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "omp": os.environ.get("OMP_NUM_THREADS")}
 
 
 def fail_on_three(x: int) -> dict:

@@ -74,10 +74,17 @@ def test_two_workers_each_gpu_pinned_model_loaded_once_failure_alone():
     assert _alive_children() == []  # the cluster is gone
 
 
-def test_cpu_workers_see_no_gpu_setting():
+def test_cpu_workers_share_the_cores_and_see_no_gpu_setting(monkeypatch):
+    from engine.sheets import execute
+
+    monkeypatch.setattr(execute, "_cpu_count", lambda: 8)
+    for name in execute.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     results, errors, on_result = _collect()
     run_jobs(jobs.square, [1, 2], workers=2, gpus=[], on_result=on_result)
     assert errors == {} and {r["cuda"] for r in results.values()} == {os.environ.get("CUDA_VISIBLE_DEVICES")}
+    assert {r["omp"] for r in results.values()} == {"4"}  # 8 cores for 2 workers (Dask alone would give 1)
+    assert "OMP_NUM_THREADS" not in os.environ  # this process is left as it was
 
 
 def test_a_worker_killed_mid_job_all_jobs_finish(tmp_path):
