@@ -35,7 +35,7 @@ REQUIRED_METADATA = ["name", "qgisMinimumVersion", "description", "about", "vers
                      "repository", "tracker", "hasProcessingProvider", "qgisMaximumVersion"]
 #: Never shipped: byte code, editor/OS litter, weights, the demo's bundled data.
 EXCLUDE = ["__pycache__", "*.pyc", "*.pyo", ".DS_Store", "*~", "*.swp", "*.safetensors", "*.pth", "*.pt",
-           "*.ckpt", ".pytest_cache"]
+           "*.ckpt", "*.onnx", ".pytest_cache"]
 EXCLUDE_PATHS = ["engine/demo/data", "engine/demo/training"]
 #: In the build folder for pb_tool, not in the ZIP.
 BUILD_ONLY = ["pb_tool.cfg"]
