@@ -44,3 +44,37 @@ def textured(rows: int, cols: int, bands: int = 3, seed: int = 0, dtype=np.uint8
     img = np.kron(base, np.ones((8, 8)))[:, :rows, :cols]
     img = img + rng.normal(0, 4, img.shape)
     return np.clip(img, 0, 255).astype(dtype)
+
+
+def damaged_geotiff(path: str | Path, array: np.ndarray, how: str = "corrupt", block: int = 64, **geo) -> Path:
+    """A tiled, deflate-compressed GeoTIFF of ``array`` whose LAST tile is broken, so
+    opening it works and only a late read fails.
+
+    ``how``: ``"corrupt"`` overwrites the last tile's compressed bytes with garbage;
+    ``"truncated"`` cuts the file in the middle of that tile.
+    """
+    path = Path(path)
+    arr = array[None] if array.ndim == 2 else array
+    write_geotiff(path, arr, **geo)
+    with rasterio.open(path) as src:
+        profile = src.profile
+    profile.update(tiled=True, blockxsize=block, blockysize=block, compress="deflate")
+    good = path.with_name(f"{path.stem}.good.tif")
+    with rasterio.open(good, "w", **profile) as dst:
+        dst.write(arr)
+    with rasterio.open(good) as src:
+        # the tile written last (bottom right) sits at the end of the pixel data
+        last = max(((r, c) for r in range(src.height // block + bool(src.height % block))
+                    for c in range(src.width // block + bool(src.width % block))),
+                   key=lambda rc: int(src.get_tag_item(f"BLOCK_OFFSET_{rc[1]}_{rc[0]}", "TIFF", bidx=arr.shape[0])))
+        tag = f"{last[1]}_{last[0]}"
+        offset = int(src.get_tag_item(f"BLOCK_OFFSET_{tag}", "TIFF", bidx=arr.shape[0]))
+        size = int(src.get_tag_item(f"BLOCK_SIZE_{tag}", "TIFF", bidx=arr.shape[0]))
+    data = bytearray(good.read_bytes())
+    good.unlink()
+    if how == "truncated":
+        data = data[: offset + size // 2]
+    else:
+        data[offset:offset + size] = b"\xff" * size
+    path.write_bytes(bytes(data))
+    return path

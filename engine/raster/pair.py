@@ -16,7 +16,7 @@ import contextlib
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
@@ -31,6 +31,7 @@ from rasterio.windows import Window
 from ..errors import UserError
 from ..events import Events
 from .radiometry import select_bands
+from .read_errors import reading, window_text
 
 __all__ = ["DateSource", "RasterPair", "open_pair", "open_raster"]
 
@@ -61,6 +62,13 @@ def _georeferenced(ds) -> bool:
 
 
 @dataclass
+class _Seen:
+    """Whether any valid pixel was read yet (shared by a pair and its reopened copies)."""
+
+    valid: bool = False
+
+
+@dataclass
 class DateSource:
     """One date as read on the processed area's grid.
 
@@ -72,6 +80,7 @@ class DateSource:
         col_off, row_off: pixel offset of the processed area in ``dataset``.
         warped: whether the after is resampled.
         nodata: the nodata value, if any (for NaN detection in float data).
+        seen: whether any read so far returned a valid pixel of this date.
     """
 
     path: str
@@ -82,17 +91,22 @@ class DateSource:
     row_off: int
     warped: bool = False
     nodata: Optional[float] = None
+    seen: _Seen = field(default_factory=_Seen)
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Raw pixels (3, h, w) and validity (h, w) bool of ``window`` (processed-area
         pixel coordinates; must lie inside the area)."""
         win = Window(window.col_off + self.col_off, window.row_off + self.row_off, window.width, window.height)
         unique = sorted(set(self.bands))
-        raw = self.dataset.read(unique, window=win)
-        masks = self.dataset.read_masks(unique, window=win)
+        where = window_text(int(win.col_off), int(win.row_off), int(win.width), int(win.height))
+        with reading(self.path, f"{where} (resampled onto the before's grid)" if self.warped else where):
+            raw = self.dataset.read(unique, window=win)
+            masks = self.dataset.read_masks(unique, window=win)
         valid = np.all(masks > 0, axis=0)
         if raw.dtype.kind == "f":
             valid &= np.all(np.isfinite(raw), axis=0)
+        if not self.seen.valid and valid.any():
+            self.seen.valid = True
         if len(self.bands) == 1:
             raw = np.broadcast_to(raw[0], (3,) + raw.shape[1:])
         elif tuple(unique) != tuple(self.bands):
@@ -121,6 +135,7 @@ class RasterPair:
     georeferenced: bool
     _to_close: tuple = ()
     _args: tuple = ()
+    _both_seen: _Seen = field(default_factory=_Seen)
 
     def reopen(self) -> "RasterPair":
         """An independent pair on the same files and area, for another reader thread
@@ -129,13 +144,30 @@ class RasterPair:
         if (pair.width, pair.height) != (self.width, self.height):  # pragma: no cover - files changed under us
             pair.close()
             raise RuntimeError("the rasters changed while being read")
+        pair.before.seen, pair.after.seen, pair._both_seen = self.before.seen, self.after.seen, self._both_seen
         return pair
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(before raw (3,h,w), after raw (3,h,w), valid (h,w) bool: both dates have data)."""
         b, vb = self.before.read(window)
         a, va = self.after.read(window)
-        return b, a, vb & va
+        valid = vb & va
+        if not self._both_seen.valid and valid.any():
+            self._both_seen.valid = True
+        return b, a, valid
+
+    def nodata_warnings(self) -> list[str]:
+        """Warnings for what every :meth:`read` so far (this pair and its reopened copies)
+        found: a date without a single valid pixel, or dates whose valid pixels never
+        coincide. Call after reading the whole area; costs nothing more."""
+        if self._both_seen.valid:
+            return []
+        empty = [(role, src) for role, src in (("before", self.before), ("after", self.after)) if not src.seen.valid]
+        if empty:
+            return [f"{src.path}: entirely nodata in the processed area (the {role} date has no valid pixel); "
+                    "every output pixel is nodata" for role, src in empty]
+        return [f"{self.after.path}: its valid pixels never coincide with those of {self.before.path}; "
+                "every output pixel is nodata"]
 
     def describe(self) -> dict:
         return {
