@@ -352,6 +352,8 @@ umask 077  # the scheduler file (the cluster's address) is readable only by you
 SCHEDULER=$!
 trap 'kill $SCHEDULER 2>/dev/null || true' EXIT
 for _ in $(seq 60); do [ -f {sched} ] && break; sleep 1; done
+# Dask would give each worker 1 BLAS/OpenMP thread; the model wants the task's CPUs.
+export OMP_NUM_THREADS={cpus_per_worker} MKL_NUM_THREADS={cpus_per_worker} OPENBLAS_NUM_THREADS={cpus_per_worker}
 srun --ntasks={workers} --gpus-per-task=1 --cpus-per-task={cpus_per_worker} --kill-on-bad-exit=0 \\
   "$PY" -m distributed.cli.dask_worker --scheduler-file {sched} --nthreads 1 --nworkers 1 \\
   --resources GPU=1 --memory-limit 0 --no-dashboard --local-directory "${{TMPDIR:-/tmp}}" &

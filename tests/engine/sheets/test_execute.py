@@ -163,6 +163,7 @@ def test_slurm_script_text_and_syntax(tmp_path):
         assert want in lines
     assert "RUN='/scratch/run 1'" in lines
     assert "--resources GPU=1" in text and "--nthreads 1" in text
+    assert "export OMP_NUM_THREADS=8 MKL_NUM_THREADS=8 OPENBLAS_NUM_THREADS=8" in lines
     assert ("\"$PY\" -m engine sheets --sheets /data/grid.gpkg --run '/scratch/run 1' --model m.safetensors "
             "--out-vector /data/changes.gpkg --scheduler-file \"$RUN/scheduler-$SLURM_JOB_ID.json\"") in lines
     (tmp_path / "job.sh").write_text(text)
@@ -233,4 +234,5 @@ def test_slurm_script_runs_with_a_stand_in_srun(tmp_path):
     assert out.pop("mode") == oct(0o600)  # the scheduler file is private (removed at the end)
     assert sorted(int(k) for k in out) == list(range(6))
     assert {v[0]["cuda"] for v in out.values()} <= {"0", "1"}
+    assert {v[0]["omp"] for v in out.values()} == {"8"}  # the task's CPUs, not Dask's 1
     assert all(v[1] is None and v[0]["value"] == int(k) ** 2 for k, v in out.items())
