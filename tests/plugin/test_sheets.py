@@ -50,6 +50,7 @@ emit(event="start", device="cpu", precision="fp32", sheets=len(specs))
 for k, spec in enumerate(specs):
     (run / "sheets" / spec.id).mkdir(parents=True, exist_ok=True)
     (run / "sheets" / spec.id / "done.json").write_text("{}")
+    emit(event="sheet", id=spec.id, status="done", seconds=0.25, polygons=1, message="")
     emit(event="progress", done=k + 1, total=len(specs), stage="sheets")
     if mode == "slow":
         time.sleep(120)
@@ -135,10 +136,13 @@ class Feedback:
         class _Feedback(QgsProcessingFeedback):
             def __init__(self):
                 super().__init__()
-                self.warnings, self.errors = [], []
+                self.warnings, self.errors, self.infos = [], [], []
 
             def pushWarning(self, text):  # noqa: N802
                 self.warnings.append(text)
+
+            def pushInfo(self, text):  # noqa: N802
+                self.infos.append(text)
 
             def reportError(self, text, fatalError=False):  # noqa: N802, N803
                 self.errors.append(text)
@@ -185,6 +189,7 @@ def test_selected_features_only_reach_the_engine_and_outputs_load_styled(qgis_ap
     assert args["--id-field"] == "sheet" and args["--run"] == str(tmp_path / "run")
     assert sorted(p.name for p in (tmp_path / "run" / "sheets").iterdir()) == ["S0", "S2"]
     assert results["OUTPUT_STATUS"] == str(tmp_path / "run" / "status.gpkg") and results["FAILED"] == 0
+    assert "sheet S2: done in 0.2 s, 1 polygon(s)" in feedback.infos
 
     handleAlgorithmResults(_alg(), context, feedback, showResults=False, parameters=params)
     layers = {layer.name(): layer for layer in QgsProject.instance().mapLayers().values()}
@@ -192,7 +197,7 @@ def test_selected_features_only_reach_the_engine_and_outputs_load_styled(qgis_ap
     status = layers["run: sheet status"]
     assert isinstance(status.renderer(), QgsCategorizedSymbolRenderer)
     assert status.renderer().classAttribute() == "status"
-    assert {c.value() for c in status.renderer().categories()} >= {"done", "failed", "skipped"}
+    assert {c.value() for c in status.renderer().categories()} >= {"done", "failed", "skipped", "pending"}
     assert layers["run: change polygons"].featureCount() == 2
 
 
