@@ -18,6 +18,7 @@ __all__ = ["main", "build_parser"]
 # Subcommand name -> module in engine.commands providing add_parser(subparsers).
 COMMANDS = {
     "detect": "detect",
+    "sheets": "sheets",
     "info": "info",
     "convert": "convert",
     "synth": "synth",

@@ -288,7 +288,7 @@ def open_pair(
                 a_off = (int(area.col_off) + offset[0], int(area.row_off) + offset[1])
             else:
                 vrt_kwargs = dict(crs=crs, transform=btr, width=bds.width, height=bds.height,
-                                  resampling=Resampling.bilinear)
+                                  resampling=Resampling.bilinear, tolerance=0)  # exact: window-independent
                 if ads.crs is None:
                     vrt_kwargs["src_crs"] = crs
                 if ads.nodata is not None:

@@ -1,0 +1,272 @@
+"""One sheet job: the global tiles touching the sheet (a halo read through the mosaic),
+the sheet's own pixels written to ``sheets/<id>/``, its polygons split into final ones and
+border pieces for the merge.
+
+Files of a finished sheet folder (built as ``sheets/.<id>.tmp-*`` and renamed)::
+
+    prob.tif, mask.tif   the sheet's own pixels (GeoTIFF, as detect writes them)
+    final.fgb            polygons not touching the sheet's edge: georeferenced, min-area
+                         and simplify applied; first_row/first_col (global pixels)
+    border.fgb           polygons touching it: raw, in global pixel coordinates, with
+                         piece (their number), pixels, prob_sum, prob_count, prob_max,
+                         first_row/first_col
+    edges.npz            the changed pixels on the sheet's edge: piece (row of border.fgb),
+                         row, col (global pixels)
+    done.json            written last: settings hash, inputs, statistics
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import Cancelled, UserError
+from .execute import worker_cached
+from .plan import RunContext, SheetJob
+
+__all__ = ["run_sheet", "done_record", "remove_temporaries", "area_grid", "finalize", "canonical"]
+
+DONE = "done.json"
+STRIP_ROWS = 512
+
+
+def done_record(folder: Path, digest: str) -> Optional[dict]:
+    """The sheet folder's done-record when it belongs to the run with settings ``digest``."""
+    try:
+        record = json.loads((folder / DONE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if record.get("hash") == digest else None
+
+
+def remove_temporaries(sheets: Path, name: str) -> None:
+    """Remove stale temporary folders of sheet ``name`` (a killed run's)."""
+    if sheets.is_dir():
+        for p in sheets.glob(f".{name}.tmp-*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def area_grid(ctx: RunContext):
+    """The :class:`~engine.vector.measure.MapGrid` of the whole processed area."""
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from ..vector.measure import MapGrid
+
+    width, height, t, wkt = ctx.area
+    return MapGrid(Affine(*t), CRS.from_wkt(wkt) if wkt else None, width, height)
+
+
+def canonical(geoms: np.ndarray) -> np.ndarray:
+    """Polygons without collinear vertices, normalised (start vertex, ring order), so that
+    simplification gives the same result however a polygon was assembled."""
+    import shapely
+
+    from ..vector.strips import _drop_collinear
+
+    out = []
+    for g in geoms:
+        rings = [_drop_collinear(np.asarray(g.exterior.coords))] + [_drop_collinear(np.asarray(r.coords))
+                                                                     for r in g.interiors]
+        out.append(shapely.Polygon(rings[0], rings[1:]))
+    return shapely.normalize(np.array(out, dtype=object))
+
+
+def finalize(grid, pixel_geoms: np.ndarray, min_area: float, simplify: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel polygons of the area -> (kept mask, map polygons, area m²): min-area on the raw
+    polygon, then simplify, then orientation; as :class:`~engine.vector.stream.Polygonizer`."""
+    from ..vector.stream import _orient
+
+    geoms = grid.to_map(pixel_geoms) if len(pixel_geoms) else pixel_geoms
+    keep = np.ones(len(geoms), dtype=bool)
+    if min_area > 0 and len(geoms):
+        keep = grid.areas_m2(geoms) >= min_area
+        geoms = geoms[keep]
+    if simplify > 0 and len(geoms):
+        geoms = grid.simplify(canonical(geoms), simplify)
+    if len(geoms):
+        geoms = _orient(geoms)
+    areas = grid.areas_m2(geoms) if len(geoms) else np.zeros(0)
+    return keep, geoms, areas
+
+
+def run_sheet(job: SheetJob) -> dict:
+    """Compute one sheet (skipped when its folder is already done); returns a small record
+    ``{"id", "status": "done"|"failed", "seconds", "polygons", "message", ...}``.
+
+    A failure of this sheet (unreadable pixels, disk full, ...) is returned, not raised:
+    it fails alone. A cancel (Ctrl-C) is raised and leaves no temporary folder.
+    """
+    ctx = job.context
+    t0 = time.perf_counter()
+    sheets = Path(ctx.run) / "sheets"
+    final = sheets / job.name
+    record = done_record(final, ctx.hash)
+    if record is not None:
+        return {**record, "reused": True}
+    remove_temporaries(sheets, job.name)
+    tmp = sheets / f".{job.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        stats = _compute(job, tmp)
+        record = {"id": job.id, "status": "done", "hash": ctx.hash, "window": list(job.window),
+                  "seconds": round(time.perf_counter() - t0, 3), "message": "", **stats}
+        (tmp / DONE).write_text(json.dumps(record, indent=1), encoding="utf-8")
+        if final.exists():  # a folder without a valid done-record (another run's leftovers)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        return record
+    except (Cancelled, KeyboardInterrupt):
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except Exception as exc:  # this sheet fails alone
+        shutil.rmtree(tmp, ignore_errors=True)
+        return {"id": job.id, "status": "failed", "seconds": round(time.perf_counter() - t0, 3), "polygons": 0,
+                "message": _one_line(exc)}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return first if isinstance(exc, UserError) else f"{type(exc).__name__}: {first}"
+
+
+def _engine(ctx: RunContext):
+    from ..pipeline import load_engine
+
+    key = ("engine", ctx.model, ctx.options.device, ctx.options.precision,
+           None if ctx.predictor is None else ctx.hash)
+    return worker_cached(key, lambda: load_engine(ctx.model, ctx.options, ctx.predictor, ctx.model_info))
+
+
+def _pair(ctx: RunContext):
+    from ..raster.pair import open_pair
+
+    def make():
+        pair = open_pair(ctx.before_vrt, ctx.after_vrt, ctx.options.bands_before, ctx.options.bands_after,
+                         ctx.options.extent)
+        if (pair.width, pair.height) != tuple(ctx.area[:2]):
+            pair.close()
+            raise UserError(f"{ctx.before_vrt}: the mosaics changed since the run was planned")
+        return pair
+
+    return worker_cached(("pair", ctx.hash), make)
+
+
+def _compute(job: SheetJob, tmp: Path) -> dict:
+    from rasterio.windows import Window
+
+    from ..pipeline import run_window
+
+    ctx = job.context
+    engine, pair = _engine(ctx), _pair(ctx)
+    window = Window(*job.window)
+    stats = run_window(pair, ctx.plan, engine, window, prob_path=tmp / "prob.tif", mask_path=tmp / "mask.tif",
+                       tags={"software": "hrmnet-engine", "sheet": job.id})
+    stats.update(_polygonize(job, tmp))
+    stats.pop("seconds_tiles", None)
+    return stats
+
+
+def _components(tmp: Path, width: int, height: int) -> list:
+    """The sheet's change components in sheet pixel coordinates (from its mask/prob files)."""
+    import rasterio
+
+    from ..vector.stream import decode_mask, decode_prob
+    from ..vector.strips import StripMerger
+
+    merger = StripMerger(width)
+    comps: list = []
+    with rasterio.open(tmp / "mask.tif") as m, rasterio.open(tmp / "prob.tif") as p:
+        for r0 in range(0, height, STRIP_ROWS):
+            win = Window_(r0, min(STRIP_ROWS, height - r0), width)
+            mask = decode_mask(m.read(1, window=win), m.nodata)
+            prob = decode_prob(p.read(1, window=win), p.nodata)
+            comps.extend(merger.feed(mask, prob, r0, last=r0 + STRIP_ROWS >= height))
+    comps.extend(merger.finish())
+    return comps
+
+
+def Window_(row0: int, rows: int, width: int):
+    from rasterio.windows import Window
+
+    return Window(0, row0, width, rows)
+
+
+def _polygonize(job: SheetJob, tmp: Path) -> dict:
+    """Write final.fgb, border.fgb and edges.npz; returns counts."""
+    import shapely
+
+    c0, r0, w, h = job.window
+    comps = _components(tmp, w, h)
+    shift = np.array([c0, r0], dtype=np.float64)
+    geoms = np.array([c.geometry for c in comps], dtype=object)
+    if len(geoms):
+        geoms = shapely.transform(geoms, lambda xy: xy + shift)
+    first_row = np.array([c.first // w + r0 for c in comps], dtype=np.int64)
+    first_col = np.array([c.first % w + c0 for c in comps], dtype=np.int64)
+    b = shapely.bounds(geoms) if len(geoms) else np.zeros((0, 4))
+    border = (b[:, 0] <= c0) | (b[:, 1] <= r0) | (b[:, 2] >= c0 + w) | (b[:, 3] >= r0 + h)
+    ctx = job.context
+    n_final = _write_final(tmp, ctx, [c for c, k in zip(comps, border) if not k], geoms[~border],
+                           first_row[~border], first_col[~border])
+    _write_border(tmp, [c for c, k in zip(comps, border) if k], geoms[border], first_row[border], first_col[border],
+                  job.window)
+    return {"final_polygons": n_final, "border_pieces": int(border.sum())}
+
+
+def _write_final(tmp: Path, ctx: RunContext, comps: list, pixel_geoms, first_row, first_col) -> int:
+    import geopandas as gpd
+    import pyogrio
+
+    grid = area_grid(ctx)
+    keep, geoms, areas = finalize(grid, pixel_geoms, ctx.plan.min_area, ctx.plan.simplify)
+    kept = [c for c, k in zip(comps, keep) if k]
+    if not kept:
+        return 0
+    data = {"first_row": first_row[keep], "first_col": first_col[keep], "area_m2": areas.astype(np.float64),
+            "mean_prob": np.array([c.mean_prob for c in kept]), "max_prob": np.array([c.prob_max for c in kept])}
+    frame = gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=grid.crs_string), crs=grid.crs_string)
+    pyogrio.write_dataframe(frame, tmp / "final.fgb", driver="FlatGeobuf", geometry_type="Polygon")
+    return len(kept)
+
+
+def _write_border(tmp: Path, comps: list, geoms, first_row, first_col, window: tuple) -> None:
+    import geopandas as gpd
+    import pyogrio
+    import shapely
+
+    if not comps:
+        return
+    data = {"piece": np.arange(len(comps), dtype=np.int64), "first_row": first_row, "first_col": first_col,
+            "pixels": np.array([c.pixels for c in comps], dtype=np.int64),
+            "prob_sum": np.array([c.prob_sum for c in comps], dtype=np.float64),
+            "prob_count": np.array([c.prob_count for c in comps], dtype=np.int64),
+            "prob_max": np.array([c.prob_max for c in comps], dtype=np.float64)}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="'crs' was not provided")
+        pyogrio.write_dataframe(gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms)), tmp / "border.fgb",
+                                driver="FlatGeobuf", geometry_type="Polygon", layer_options={"SPATIAL_INDEX": "NO"})
+    # the changed pixels on the sheet's edge, and the piece each belongs to
+    c0, r0, w, h = window
+    import rasterio
+
+    with rasterio.open(tmp / "mask.tif") as m:
+        full = m.read(1)
+    changed = full == 1
+    edge = np.zeros_like(changed)
+    edge[0, :] = edge[-1, :] = edge[:, 0] = edge[:, -1] = True
+    rows, cols = np.nonzero(changed & edge)
+    points = shapely.points(cols + c0 + 0.5, rows + r0 + 0.5)
+    tree = shapely.STRtree(geoms)
+    pt, piece = tree.query(points, predicate="within")
+    np.savez(tmp / "edges.npz", piece=piece.astype(np.int64), row=(rows[pt] + r0).astype(np.int64),
+             col=(cols[pt] + c0).astype(np.int64))

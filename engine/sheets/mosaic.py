@@ -1,0 +1,183 @@
+"""The mosaic of one date: a GDAL VRT placing every sheet's raster on one pixel grid.
+
+The sheets of a date must share CRS, pixel size and pixel grid (whole-pixel offsets),
+band count and data type, and must not overlap: what an agency's sheet series is. Holes
+(a missing or failed sheet) read as nodata through the VRT's mask band, which takes each
+sheet's own mask (nodata value, alpha, internal mask), so a hole never looks like data.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+from ..errors import UserError
+
+__all__ = ["SheetRaster", "probe_rasters", "write_mosaic", "MosaicGrid"]
+
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class SheetRaster:
+    """Header of one sheet's raster: size, georeferencing, bands (no pixels read)."""
+
+    id: str
+    path: str
+    width: int
+    height: int
+    transform: tuple  # affine a, b, c, d, e, f
+    crs: Optional[str]
+    count: int
+    dtypes: tuple
+    nodata: Optional[float]
+    block: tuple  # (rows, cols)
+
+
+def probe_rasters(items: Sequence[tuple[str, str]]) -> tuple[list[SheetRaster], dict[str, str]]:
+    """Open each ``(sheet id, path)`` header; returns (readable, {id: why not})."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    good, bad = [], {}
+    for sid, path in items:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.open(path) as ds:
+                    good.append(SheetRaster(sid, str(path), ds.width, ds.height, tuple(ds.transform)[:6],
+                                            ds.crs.to_wkt() if ds.crs else None, ds.count, tuple(ds.dtypes),
+                                            ds.nodata, tuple(ds.block_shapes[0])))
+        except Exception as exc:  # any unreadable file fails its sheet alone
+            bad[sid] = f"{path}: not a raster GDAL can read ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+    return good, bad
+
+
+@dataclass(frozen=True)
+class MosaicGrid:
+    """Pixel grid of a mosaic: ``transform`` (a, b, c, d, e, f) of its top-left pixel."""
+
+    width: int
+    height: int
+    transform: tuple
+    crs: Optional[str]
+
+    def offset(self, r: SheetRaster) -> tuple[int, int]:
+        """(col, row) of the sheet raster's top-left pixel in the mosaic."""
+        a, _, c, _, e, f = self.transform
+        return int(round((r.transform[2] - c) / a)), int(round((r.transform[5] - f) / e))
+
+
+def _grid(rasters: Sequence[SheetRaster], date: str) -> MosaicGrid:
+    first = rasters[0]
+    a, b, c, d, e, f = first.transform
+    if b or d:
+        raise UserError(f"{first.path}: rotated rasters cannot be mosaicked ({date} date)")
+    for r in rasters[1:]:
+        if r.crs != first.crs:
+            raise UserError(f"{r.path}: CRS differs from {first.path}'s (the {date} sheets must share one CRS)")
+        ra, rb, rc, rd, re, rf = r.transform
+        if abs(ra - a) > 1e-9 * abs(a) or abs(re - e) > 1e-9 * abs(e) or rb or rd:
+            raise UserError(f"{r.path}: pixel size differs from {first.path}'s (the {date} sheets must share one)")
+        col, row = (rc - c) / a, (rf - f) / e
+        if abs(col - round(col)) > _EPS or abs(row - round(row)) > _EPS:
+            raise UserError(f"{r.path}: not on {first.path}'s pixel grid (offset {col:g}, {row:g} px)")
+        if r.count != first.count or r.dtypes != first.dtypes:
+            raise UserError(f"{r.path}: {r.count} bands of {r.dtypes[0]} differ from {first.path}'s "
+                            f"{first.count} of {first.dtypes[0]} (the {date} sheets must agree)")
+    cols = [(r.transform[2] - c) / a for r in rasters]
+    rows = [(r.transform[5] - f) / e for r in rasters]
+    c0, r0 = min(round(v) for v in cols), min(round(v) for v in rows)
+    c1 = max(round(v) + r.width for v, r in zip(cols, rasters))
+    r1 = max(round(v) + r.height for v, r in zip(rows, rasters))
+    grid = MosaicGrid(int(c1 - c0), int(r1 - r0), (a, 0.0, c + c0 * a, 0.0, e, f + r0 * e), first.crs)
+    _check_overlaps(rasters, grid, date)
+    return grid
+
+
+def _check_overlaps(rasters: Sequence[SheetRaster], grid: MosaicGrid, date: str) -> None:
+    boxes = np.array([grid.offset(r) + (r.width, r.height) for r in rasters], dtype=np.int64)
+    x0, y0 = boxes[:, 0], boxes[:, 1]
+    x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
+    for i in range(len(rasters) - 1):
+        hit = (x0[i + 1:] < x1[i]) & (x0[i] < x1[i + 1:]) & (y0[i + 1:] < y1[i]) & (y0[i] < y1[i + 1:])
+        if hit.any():
+            j = i + 1 + int(np.flatnonzero(hit)[0])
+            raise UserError(f"{rasters[j].path}: overlaps {rasters[i].path} (the {date} sheets must not overlap)")
+
+
+def write_mosaic(rasters: Sequence[SheetRaster], path: Path, date: str, nodata: Optional[float] = None) -> MosaicGrid:
+    """Write the VRT mosaic of ``rasters`` (all bands) to ``path``; returns its grid.
+
+    Holes are masked by a mask band built from the sheets' own masks, or, with
+    ``nodata``, filled with that value (declared as the bands' nodata)."""
+    if not rasters:
+        raise UserError(f"no readable {date} raster: nothing to mosaic")
+    grid = _grid(rasters, date)
+    dtype = _gdal_type(rasters[0].dtypes[0])
+    lines = [f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">']
+    if grid.crs:
+        lines.append(f"  <SRS>{escape(grid.crs)}</SRS>")
+    lines.append("  <GeoTransform>" + ", ".join(repr(float(v)) for v in _gdal_transform(grid.transform))
+                 + "</GeoTransform>")
+    for band in range(1, rasters[0].count + 1):
+        lines.append(f'  <VRTRasterBand dataType="{dtype}" band="{band}">')
+        if nodata is not None:
+            lines.append(f"    <NoDataValue>{nodata!r}</NoDataValue>")
+        lines += [_source(r, grid, str(band), "SimpleSource") for r in rasters]
+        lines.append("  </VRTRasterBand>")
+    if nodata is not None:
+        lines.append("</VRTDataset>")
+        return _write(lines, path, grid)
+    lines.append("  <MaskBand>")
+    lines.append('    <VRTRasterBand dataType="Byte">')
+    lines += ["  " + _source(r, grid, "mask,1", "SimpleSource") for r in rasters]
+    lines.append("    </VRTRasterBand>")
+    lines.append("  </MaskBand>")
+    lines.append("</VRTDataset>")
+    return _write(lines, path, grid)
+
+
+def _write(lines: list[str], path: Path, grid: MosaicGrid) -> MosaicGrid:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return grid
+
+
+def _source(r: SheetRaster, grid: MosaicGrid, band: str, kind: str) -> str:
+    col, row = grid.offset(r)
+    bh, bw = r.block
+    return (f'    <{kind}><SourceFilename relativeToVRT="0">{escape(os.path.abspath(r.path))}</SourceFilename>'
+            f'<SourceBand>{band}</SourceBand>'
+            f'<SourceProperties RasterXSize="{r.width}" RasterYSize="{r.height}" DataType="{_gdal_type(r.dtypes[0])}" '
+            f'BlockXSize="{bw}" BlockYSize="{bh}"/>'
+            f'<SrcRect xOff="0" yOff="0" xSize="{r.width}" ySize="{r.height}"/>'
+            f'<DstRect xOff="{col}" yOff="{row}" xSize="{r.width}" ySize="{r.height}"/></{kind}>')
+
+
+def _gdal_transform(t: tuple) -> tuple:
+    a, b, c, d, e, f = t
+    return (c, a, b, f, d, e)
+
+
+_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
+          "int32": "Int32", "float32": "Float32", "float64": "Float64", "int64": "Int64", "uint64": "UInt64"}
+
+
+def _gdal_type(dtype: str) -> str:
+    if dtype not in _TYPES:
+        raise UserError(f"data type {dtype}: not supported in a sheet mosaic")
+    return _TYPES[dtype]
+
+
+def window_of(r: SheetRaster, grid: MosaicGrid) -> tuple[int, int, int, int]:
+    """(col, row, width, height) of the sheet in the mosaic."""
+    col, row = grid.offset(r)
+    return col, row, r.width, r.height
+

@@ -1,0 +1,196 @@
+"""Plan a sheets run once: the mosaic of each date, one global tile grid, the radiometry
+of the whole area, each sheet's window, and the settings hash of the run.
+
+Everything a sheet job needs travels in a small picklable :class:`SheetJob` (its
+:class:`RunContext` is shared by all jobs), so the job runs the same in this process, on
+a Dask worker or in a ``--shard`` process.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from ..errors import UserError
+from ..events import Events
+from ..pipeline import AreaPlan, DetectOptions, Engine, plan_area
+from .mosaic import SheetRaster, probe_rasters, write_mosaic
+
+__all__ = ["RunContext", "SheetJob", "Plan", "make_plan", "folder_name"]
+
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,80}$")
+
+
+def folder_name(sheet_id: str) -> str:
+    """The sheet's folder name under ``sheets/``: the id when it is plain, else a safe
+    spelling plus a short hash (so two ids never share a folder)."""
+    if _SAFE.match(sheet_id):
+        return sheet_id
+    plain = re.sub(r"[^A-Za-z0-9._-]", "_", sheet_id)[:60].lstrip(".") or "sheet"
+    return f"{plain}-{hashlib.sha1(sheet_id.encode('utf-8')).hexdigest()[:8]}"
+
+
+@dataclass
+class RunContext:
+    """What every sheet job of a run shares (picklable).
+
+    Attributes:
+        run: the run folder (absolute).
+        before_vrt, after_vrt: the mosaics.
+        options: the checked detection options.
+        model: checkpoint path, or None with a stand-in ``predictor``.
+        predictor, model_info: a picklable stand-in model and its metadata (tests, benchmarks).
+        plan: grid, radiometry and resolved settings of the whole area.
+        area: (width, height, transform a..f, CRS WKT or None) of the processed area.
+        hash: the run's settings hash.
+    """
+
+    run: str
+    before_vrt: str
+    after_vrt: str
+    options: DetectOptions
+    model: Optional[str]
+    predictor: Any
+    model_info: Any
+    plan: AreaPlan
+    area: tuple
+    hash: str
+
+
+@dataclass
+class SheetJob:
+    """One sheet to compute: its id, folder name and window (col, row, width, height) in
+    the processed area's pixels."""
+
+    context: RunContext
+    id: str
+    name: str
+    window: tuple
+
+    def __repr__(self) -> str:  # Dask shows jobs in its logs
+        return f"SheetJob({self.id!r})"
+
+
+@dataclass
+class Plan:
+    """A planned run: the jobs (sheet list order), and the sheets left out, with why."""
+
+    context: RunContext
+    jobs: list
+    failed: dict = field(default_factory=dict)  # id -> message (unreadable raster)
+    skipped: dict = field(default_factory=dict)  # id -> message (no partner, outside the area)
+    extents: dict = field(default_factory=dict)  # id -> (xmin, ymin, xmax, ymax) in the area CRS or None
+    settings: dict = field(default_factory=dict)
+
+
+def _fingerprint(path: Optional[str]) -> Optional[dict]:
+    if path is None:
+        return None
+    st = os.stat(path)
+    return {"path": os.path.abspath(path), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _stand_in(predictor) -> Optional[str]:
+    if predictor is None:
+        return None
+    return f"{type(predictor).__module__}.{type(predictor).__qualname__}{sorted(vars(predictor).items())!r}"
+
+
+def _model_info(model: Optional[str], predictor, model_info):
+    if predictor is not None:
+        if model_info is None:
+            from ..checkpoint import ModelInfo
+
+            model_info = ModelInfo()
+        return model_info
+    from ..checkpoint import read_info
+
+    return read_info(model)
+
+
+def _device_type(options: DetectOptions, predictor) -> str:
+    if predictor is not None:
+        return "cpu"
+    if options.device.startswith("cuda"):
+        return "cuda"
+    if options.device == "auto":
+        from .execute import local_gpus
+
+        return "cuda" if local_gpus() else "cpu"
+    return "cpu"
+
+
+def make_plan(run: Path, specs: Sequence, options: DetectOptions, *, model: Optional[str] = None, predictor=None,
+              model_info=None, events: Optional[Events] = None) -> Plan:
+    """Mosaic the dates, open them as one pair, and plan the whole area.
+
+    Args:
+        run: the run folder (exists); the mosaics go to ``run/mosaic/``.
+        specs: :class:`~engine.sheets.index.SheetSpec` s, in list order.
+        options: checked options; ``model`` or a stand-in ``predictor`` (+ ``model_info``).
+
+    Sheets whose rasters GDAL cannot open fail alone (left out of the mosaics).
+    Raises:
+        UserError: rasters of a date that do not share a grid, no readable sheet, no overlap.
+    """
+    from affine import Affine
+
+    from ..raster.pair import open_pair
+
+    events = events or Events()
+    info = _model_info(model, predictor, model_info)
+    good_b, bad_b = probe_rasters([(s.id, str(s.before)) for s in specs])
+    good_a, bad_a = probe_rasters([(s.id, str(s.after)) for s in specs])
+    failed = {**bad_a, **bad_b}
+    rb = [r for r in good_b if r.id not in failed]
+    ra = [r for r in good_a if r.id not in failed]
+    if not rb:
+        raise UserError(f"{run}: no sheet has readable rasters ({len(failed)} failed: {next(iter(failed.values()), '')})")
+    (run / "mosaic").mkdir(parents=True, exist_ok=True)
+    before_vrt, after_vrt = run / "mosaic" / "before.vrt", run / "mosaic" / "after.vrt"
+    grid_b = write_mosaic(rb, before_vrt, "before")
+    write_mosaic(ra, after_vrt, "after")
+    pair = open_pair(before_vrt, after_vrt, options.bands_before, options.bands_after, options.extent, events)
+    try:
+        engine = Engine(None, info, {"device": _device_type(options, predictor)})
+        plan = plan_area(pair, engine, options, events)
+        area = (pair.width, pair.height, tuple(pair.transform)[:6], pair.crs.to_wkt() if pair.crs else None)
+        offset = (pair.before.col_off, pair.before.row_off)
+    finally:
+        pair.close()
+    settings = {
+        "options": options.as_dict(),
+        "model": _fingerprint(model) if predictor is None else None,
+        "stand_in": _stand_in(predictor),
+        "sheets": [[s.id, str(s.before), str(s.after)] for s in specs],
+        "failed": sorted(failed),
+        "area": [area[0], area[1], list(area[2]), area[3]],
+        "plan": plan.describe(),
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    ctx = RunContext(str(run), str(before_vrt), str(after_vrt), options, None if model is None else str(model),
+                     predictor, info, plan, area, digest)
+    jobs, skipped, extents = _jobs(ctx, rb, grid_b, offset, Affine(*area[2]))
+    return Plan(ctx, jobs, failed, skipped, extents, settings)
+
+
+def _jobs(ctx: RunContext, rasters: Sequence[SheetRaster], grid, offset: tuple, transform) -> tuple:
+    """One job per readable sheet: its before raster's window clipped to the processed area."""
+    width, height = ctx.area[0], ctx.area[1]
+    jobs, skipped, extents = [], {}, {}
+    for r in rasters:
+        col, row = grid.offset(r)
+        c0, r0 = max(0, col - offset[0]), max(0, row - offset[1])
+        c1, r1 = min(width, col - offset[0] + r.width), min(height, row - offset[1] + r.height)
+        if c1 <= c0 or r1 <= r0:
+            skipped[r.id] = f"{r.path}: outside the area both dates cover" + (" and --extent" if ctx.options.extent else "")
+            continue
+        x0, y0 = transform * (c0, r1)
+        x1, y1 = transform * (c1, r0)
+        extents[r.id] = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+        jobs.append(SheetJob(ctx, r.id, folder_name(r.id), (c0, r0, c1 - c0, r1 - r0)))
+    return jobs, skipped, extents

@@ -1,0 +1,344 @@
+"""A sheets run: plan, compute the sheets (in-process, Dask or a shard), merge, status.
+
+Run folder::
+
+    run.json          the settings and their hash (a re-run with others is refused)
+    mosaic/           before.vrt, after.vrt: the dates as one mosaic each
+    sheets/<id>/      each finished sheet (see :mod:`.job`), renamed into place when done
+    failed/<id>.json  why a sheet failed (removed when it succeeds later)
+    status.gpkg       one feature per sheet: extent, status, seconds, polygons, message
+
+Re-running continues: sheets with a valid done-record are neither recomputed nor
+rewritten, stale temporaries are removed, failed sheets are retried.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from ..errors import Cancelled, UserError
+from ..events import Events
+from ..pipeline import validate_options
+from .job import done_record, remove_temporaries, run_sheet
+from .plan import Plan, folder_name, make_plan
+
+__all__ = ["run_sheets", "SheetsResult", "EXIT_SOME_FAILED"]
+
+EXIT_SOME_FAILED = 3
+RUN_JSON = "run.json"
+
+
+@dataclass
+class SheetsResult:
+    """What :func:`run_sheets` did: ``status`` per sheet id (done/failed/skipped/pending),
+    ``outputs`` (role -> path), ``stats``, and the exit code (0, or 3 when some failed)."""
+
+    status: dict
+    outputs: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+    exit_code: int = 0
+
+
+def _check_run_folder(run: Path, restart: bool, merge_only: bool) -> Path:
+    run = run.expanduser().absolute()
+    if run.exists() and not run.is_dir():
+        raise UserError(f"{run}: --run must be a folder")
+    if not run.parent.is_dir():
+        raise UserError(f"{run}: parent folder {run.parent} does not exist")
+    if merge_only and not (run / RUN_JSON).exists():
+        raise UserError(f"{run}: no run here to merge (run the sheets first)")
+    if run.is_dir() and not (run / RUN_JSON).exists() and any(run.iterdir()) and not restart:
+        raise UserError(f"{run}: folder is not empty and holds no sheets run (use an empty or new folder)")
+    if restart:
+        for name in (RUN_JSON, "status.gpkg"):
+            (run / name).unlink(missing_ok=True)
+        for name in ("sheets", "failed", "mosaic"):
+            shutil.rmtree(run / name, ignore_errors=True)
+    run.mkdir(exist_ok=True)
+    return run
+
+
+def _check_outputs(out_vector, out_probability, out_mask, overwrite: bool, inputs: Sequence) -> dict:
+    from ..outputs import check_output
+    from ..vector.io import check_vector_path, vector_sidecars
+
+    given = {k: Path(v).expanduser().absolute() for k, v in
+             (("vector", out_vector), ("probability", out_probability), ("mask", out_mask)) if v}
+    if "vector" not in given:
+        raise UserError("sheets: --out-vector is required (the merged change polygons)")
+    check_vector_path(given["vector"])
+    for role in ("probability", "mask"):
+        if role in given and given[role].suffix.lower() != ".vrt":
+            raise UserError(f"{given[role]}: the {role} mosaic must be a .vrt (per-sheet GeoTIFFs stay in the run folder)")
+    for role, p in given.items():
+        if not p.parent.is_dir():
+            raise UserError(f"{p}: output folder {p.parent} does not exist")
+        files = vector_sidecars(p) if role == "vector" else [p]
+        existing = [q for q in files if q.exists()]
+        if existing and not overwrite:
+            raise UserError(f"{existing[0]}: exists (use --overwrite to replace it)")
+        check_output(p, role, inputs)
+    return given
+
+
+def _settings_diff(old: dict, new: dict) -> list[str]:
+    keys = []
+    for k in sorted(set(old) | set(new)):
+        if k == "options":
+            a, b = old.get(k) or {}, new.get(k) or {}
+            keys += [f"{o} {a.get(o)} -> {b.get(o)}" for o in sorted(set(a) | set(b)) if a.get(o) != b.get(o)]
+        elif old.get(k) != new.get(k):
+            keys.append(k)
+    return keys
+
+
+def _bind_run(run: Path, plan: Plan) -> None:
+    """Write run.json, or refuse a run folder holding other settings."""
+    path = run / RUN_JSON
+    if path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise UserError(f"{path}: unreadable run record (use --restart to start over)") from None
+        if old.get("hash") != plan.context.hash:
+            diff = _settings_diff(old.get("settings", {}), json.loads(json.dumps(plan.settings, default=str)))
+            raise UserError(f"{run}: holds a run with other settings ({'; '.join(diff[:4]) or 'inputs'}); "
+                            "use --restart to start over or another --run folder")
+        return
+    tmp = run / f".{RUN_JSON}.{os.getpid()}"
+    tmp.write_text(json.dumps({"hash": plan.context.hash, "settings": plan.settings}, indent=1, default=str),
+                   encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _record_failure(run: Path, name: str, record: Optional[dict]) -> None:
+    folder = run / "failed"
+    path = folder / f"{name}.json"
+    if record is None:
+        path.unlink(missing_ok=True)
+        return
+    folder.mkdir(exist_ok=True)
+    tmp = folder / f".{name}.json.{os.getpid()}"
+    tmp.write_text(json.dumps(record), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _failure(run: Path, name: str) -> Optional[dict]:
+    try:
+        return json.loads((run / "failed" / f"{name}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Optional[str] = None, predictor=None,
+               model_info=None, out_vector=None, out_probability=None, out_mask=None, id_field: Optional[str] = None,
+               before: Optional[str] = None, after: Optional[str] = None, skip_missing: bool = False,
+               workers: Optional[int] = None, gpus: Optional[Sequence[int]] = None, scheduler: Optional[str] = None,
+               scheduler_file: Optional[str] = None, shard: Optional[tuple[int, int]] = None,
+               merge_only: bool = False, restart: bool = False, overwrite: bool = False,
+               events: Optional[Events] = None, on_event: Optional[Callable[[dict], None]] = None,
+               is_cancelled: Optional[Callable[[], bool]] = None, **detect_options: Any) -> SheetsResult:
+    """Detect change over map sheets; one merged layer equal to ``detect`` on the mosaic.
+
+    Args:
+        sheets: CSV ``id,before,after`` or a vector sheet index (see :mod:`.index`).
+        run: the run folder (created; resumed when it holds this run).
+        model: checkpoint, or a picklable stand-in ``predictor`` (+ ``model_info``).
+        out_vector: merged polygons (.gpkg .shp .fgb .geojson): detect's fields + ``sheet``.
+        out_probability, out_mask: .vrt mosaics of the per-sheet GeoTIFFs.
+        id_field, before, after, skip_missing: see :func:`~engine.sheets.index.read_sheets`.
+        workers, gpus, scheduler, scheduler_file: see :func:`~engine.sheets.execute.run_jobs`.
+        shard: (I, N): compute every N-th sheet from the I-th, in-process, and no merge.
+        merge_only: compute nothing; merge the sheets done so far (after shard runs).
+        restart: discard the run folder's sheets and start over.
+        overwrite: replace existing merged outputs (never discards finished sheets).
+        **detect_options: as :func:`engine.pipeline.validate_options` takes them.
+
+    Returns:
+        :class:`SheetsResult`; ``exit_code`` 3 when some sheet failed (the merged layer
+        holds the others).
+
+    Raises:
+        UserError: bad options or sheet list, a run folder holding other settings.
+        Cancelled: cancelled; finished sheets stay, re-running resumes.
+    """
+    t0 = time.perf_counter()
+    events = events or Events(on_event, is_cancelled)
+    options = validate_options(**detect_options)
+    if predictor is None:
+        from ..pipeline import check_model_path
+
+        check_model_path(model)
+    if shard is not None and merge_only:
+        raise UserError("--shard and --merge-only: give one of them (merge after all shards finished)")
+    from .index import read_sheets
+
+    specs, skipped = read_sheets(sheets, id_field, before, after, skip_missing)
+    inputs = [p for s in specs for p in (s.before, s.after)]
+    targets = {} if shard is not None else _check_outputs(out_vector, out_probability, out_mask, overwrite, inputs)
+    runp = _check_run_folder(Path(run), restart, merge_only)
+    plan = make_plan(runp, specs, options, model=model, predictor=predictor, model_info=model_info, events=events)
+    _bind_run(runp, plan)
+    results: dict[str, dict] = {}
+    for sid, msg in plan.failed.items():
+        results[sid] = {"id": sid, "status": "failed", "message": msg, "seconds": 0.0, "polygons": 0}
+    jobs = plan.jobs
+    if shard is not None:
+        from .execute import select_shard
+
+        jobs = select_shard(jobs, *shard)
+    try:
+        if not merge_only:
+            _compute(runp, plan, jobs, results, events, workers, gpus, scheduler, scheduler_file, shard)
+    except (Cancelled, KeyboardInterrupt):
+        _write_status(runp, plan, specs, skipped, results, {}, events)
+        raise
+    if shard is not None:
+        failed = [j.id for j in jobs if results.get(j.id, {}).get("status") != "done"]
+        return SheetsResult({j.id: results.get(j.id, {}).get("status", "pending") for j in jobs},
+                            exit_code=EXIT_SOME_FAILED if failed else 0)
+    return _finish(runp, plan, specs, skipped, results, targets, overwrite, inputs, events, t0)
+
+
+def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, workers, gpus, scheduler,
+             scheduler_file, shard) -> None:
+    """Run the jobs not done yet; record each result as it arrives."""
+    from .execute import run_jobs
+
+    sheets_dir = run / "sheets"
+    sheets_dir.mkdir(exist_ok=True)
+    todo = []
+    for job in jobs:
+        record = done_record(sheets_dir / job.name, plan.context.hash)
+        if record is not None:
+            results[job.id] = {**record, "reused": True}
+        else:
+            remove_temporaries(sheets_dir, job.name)
+            todo.append(job)
+    halo = sum(len(r) * len(c) for r, c in (plan.context.plan.grid.touching(_window(j)) for j in plan.jobs))
+    events.start(sheets=len(plan.jobs), todo=len(todo), done_before=len(jobs) - len(todo),
+                 failed_before_start=len(plan.failed), tiles_mosaic=len(plan.context.plan.grid), tiles_sheets=halo,
+                 run=str(run), hash=plan.context.hash, **plan.context.plan.describe())
+    total, count = len(jobs), len(jobs) - len(todo)
+    events.progress(count, total, "sheets")
+
+    def on_result(job, result, error) -> None:
+        nonlocal count
+        if error is not None:
+            result = {"id": job.id, "status": "failed", "seconds": 0.0, "polygons": 0,
+                      "message": f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"}
+        results[job.id] = result
+        _record_failure(run, job.name, result if result.get("status") == "failed" else None)
+        count += 1
+        events.emit("sheet", id=job.id, status=result.get("status"), seconds=result.get("seconds"),
+                    polygons=result.get("final_polygons", 0) + result.get("border_pieces", 0),
+                    message=result.get("message", ""))
+        if result.get("status") == "failed":
+            events.warn(f"sheet {job.id}: failed ({result.get('message')})")
+        events.progress(count, total, "sheets")
+
+    if shard is not None or (workers is None and not gpus and not (scheduler or scheduler_file) and len(todo) <= 1):
+        workers = 1 if not (scheduler or scheduler_file) else workers
+    check = getattr(events, "_is_cancelled", None) or (lambda: False)
+    run_jobs(run_sheet, todo, workers=workers, gpus=gpus, scheduler=scheduler, scheduler_file=scheduler_file,
+             on_result=on_result, is_cancelled=check)
+
+
+def _window(job):
+    from rasterio.windows import Window
+
+    return Window(*job.window)
+
+
+def _finish(run: Path, plan: Plan, specs, skipped, results: dict, targets: dict, overwrite: bool, inputs,
+            events: Events, t0: float) -> SheetsResult:
+    """Merge what is done, write the mosaics and the status layer."""
+    from .merge import merge_polygons, write_merged
+
+    ctx = plan.context
+    done = []
+    for job in plan.jobs:
+        folder = run / "sheets" / job.name
+        record = results.get(job.id) if results.get(job.id, {}).get("status") == "done" else done_record(folder, ctx.hash)
+        if record is not None:
+            results[job.id] = record
+            done.append((job.id, folder))
+        elif job.id not in results:
+            results[job.id] = _failure(run, job.name) or {"id": job.id, "status": "pending", "message": "not computed yet"}
+    events.check_cancel()
+    frame = merge_polygons(ctx, done)
+    write_merged(frame, targets["vector"], overwrite, inputs)
+    outputs = {"vector": str(targets["vector"]), "probability": None, "mask": None, "status": str(run / "status.gpkg")}
+    for role in ("probability", "mask"):
+        if role in targets:
+            _write_vrt(run, done, role, targets[role], ctx.plan.probability_dtype, overwrite, inputs)
+            outputs[role] = str(targets[role])
+    counts = frame["sheet"].value_counts().to_dict() if len(frame) else {}
+    _write_status(run, plan, specs, skipped, results, counts, events)
+    failed = sorted(sid for sid, r in results.items() if r.get("status") != "done")
+    stats = {"sheets": len(plan.jobs) + len(plan.failed), "done": len(done), "failed": len(failed),
+             "skipped": len(skipped) + len(plan.skipped), "polygons": int(len(frame)),
+             "seconds": round(time.perf_counter() - t0, 3)}
+    if failed:
+        events.warn(f"{len(failed)} sheet(s) failed or not done ({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''}); "
+                    f"the merged layer holds the other {len(done)}; see {run / 'status.gpkg'}; run again to retry")
+    events.done(outputs=outputs, stats=stats)
+    status = {sid: r.get("status") for sid, r in results.items()}
+    status.update({s.id: "skipped" for s in skipped})
+    status.update({sid: "skipped" for sid in plan.skipped})
+    return SheetsResult(status, outputs, stats, EXIT_SOME_FAILED if failed else 0)
+
+
+def _write_vrt(run: Path, done, role: str, target: Path, dtype: str, overwrite: bool, inputs) -> None:
+    from ..outputs import staged_file
+    from .mosaic import probe_rasters, write_mosaic
+
+    name = "prob.tif" if role == "probability" else "mask.tif"
+    rasters, bad = probe_rasters([(sid, str(folder / name)) for sid, folder in done])
+    if bad:
+        raise UserError(f"{next(iter(bad.values()))}")
+    nodata = 255 if (role == "mask" or dtype == "uint8") else -1.0
+    with staged_file(target, overwrite, inputs) as path:
+        write_mosaic(rasters, Path(path), role, nodata=nodata)
+
+
+def _write_status(run: Path, plan: Plan, specs, skipped, results: dict, counts: dict, events: Events) -> None:
+    """status.gpkg: one feature per sheet of the list (extent, status, seconds, polygons, message)."""
+    import geopandas as gpd
+    import pyogrio
+    from shapely.geometry import box
+
+    from .job import area_grid
+
+    crs = area_grid(plan.context).crs_string
+    rows = []
+    order = [s.id for s in specs] + [s.id for s in skipped]
+    reasons = {s.id: getattr(s, "reason", "") for s in skipped}
+    for sid in order:
+        r = results.get(sid, {})
+        if sid in reasons or sid in plan.skipped:
+            status, msg = "skipped", reasons.get(sid) or plan.skipped.get(sid, "")
+        else:
+            status, msg = r.get("status", "pending"), r.get("message", "")
+        ext = plan.extents.get(sid)
+        rows.append({"id": sid, "status": status, "seconds": float(r.get("seconds") or 0.0),
+                     "polygons": int(counts.get(sid, 0)), "message": msg or "",
+                     "geometry": box(*ext) if ext else None})
+    frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs)
+    target = run / "status.gpkg"
+    tmp = run / f".status.{os.getpid()}.gpkg"
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pyogrio.write_dataframe(frame, tmp, layer="status", driver="GPKG", geometry_type="Polygon",
+                                    dataset_options={"VERSION": "1.2"})
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
