@@ -304,11 +304,12 @@ class _SheetReader:
         self.after_view = self._on_before_grid(a, self.sheet.after, "bilinear")
         self.labels_raster = None
         self.shapes = None
+        self.labels_elsewhere: Optional[str] = None  # why no label feature touches the sheet
         if self._is_vector(self.sheet.labels):
             self._load_vector(self.sheet.labels)
         else:
-            lab = self._open_raster(self.sheet.labels, "labels")
-            self.labels_raster = self._on_before_grid(lab, self.sheet.labels, "nearest")
+            self.labels_file = self._open_raster(self.sheet.labels, "labels")
+            self.labels_raster = self._on_before_grid(self.labels_file, self.sheet.labels, "nearest")
         self.odd_label_values: set = set()
 
     # -- opening --
@@ -401,6 +402,24 @@ class _SheetReader:
             self.notes.append(f"{path}: no change polygons; every tile is labelled no change")
         self.shapes = gdf.geometry.reset_index(drop=True)
         self.sindex = self.shapes.sindex if len(self.shapes) else None
+        self.labels_elsewhere = self._elsewhere(path)
+
+    def _elsewhere(self, path: Path) -> Optional[str]:
+        """One line with both extents (the before's CRS) when there are change polygons but
+        none touches the sheet (a wrong file or CRS); None otherwise."""
+        from shapely.geometry import box
+
+        if not len(self.shapes) or self.shapes.intersects(box(*self.before.bounds)).any():
+            return None
+        return (f"{path}: no label feature touches the sheet {self.sheet.before.name}: labels extent "
+                f"{_extent_text(self.shapes.total_bounds)}, raster extent {_extent_text(self.before.bounds)} "
+                f"({self.before.crs.to_string()}); wrong file, or wrong CRS in the labels?")
+
+    @property
+    def may_have_change(self) -> bool:
+        """False when the labels are vector polygons and none touches the sheet (a raster's
+        values are not known before its tiles are read)."""
+        return self.labels_raster is not None or bool(len(self.shapes)) and self.labels_elsewhere is None
 
     # -- reading --
     def read(self, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -408,14 +427,21 @@ class _SheetReader:
         and the fraction of pixels valid in both dates."""
         from rasterio.windows import Window
 
+        from ..raster.read_errors import reading, window_text
+
         win = Window(col, row, size, size)
+        where = window_text(col, row, size, size)
+        resampled = " (resampled onto the before's grid)"
         bands = list(range(1, self.before.count + 1))
-        a = self.before.read(bands, window=win)
-        b = self.after_view.read(bands, window=win)
-        valid = self.before.read_masks(1, window=win) > 0
-        valid &= self.after_view.read_masks(1, window=win) > 0
+        with reading(self.sheet.before, where):
+            a = self.before.read(bands, window=win)
+            valid = self.before.read_masks(1, window=win) > 0
+        with reading(self.sheet.after, where + (resampled if self.after_view is not self.after else "")):
+            b = self.after_view.read(bands, window=win)
+            valid &= self.after_view.read_masks(1, window=win) > 0
         if self.labels_raster is not None:
-            lab = self.labels_raster.read(1, window=win)
+            with reading(self.sheet.labels, where + (resampled if self.labels_raster is not self.labels_file else "")):
+                lab = self.labels_raster.read(1, window=win)
             values = np.unique(lab)
             odd = set(values.tolist()) - {0, 1, 255}
             if odd:
@@ -448,6 +474,268 @@ class _SheetReader:
 # the dataset
 
 
+@dataclass
+class _Plan:
+    """Which tile goes where: ``tiles`` holds (reader index, row, col, split index)."""
+
+    tiles: list
+    by_sheet: bool
+    sheet_split: Optional[list]  # split index of each sheet when splitting by sheet
+    dropped_border: int  # tiles dropped at split borders
+
+
+@dataclass
+class _Written:
+    """What :func:`_write_tiles` wrote: counts and names per split, tiles per sheet."""
+
+    counts: dict
+    lists: dict
+    per_source: list
+    dropped_empty: int = 0
+    dropped_nodata: int = 0
+
+
+def prepare_dataset(
+    sheets: Sequence[Sheet],
+    out_dir: Union[str, Path],
+    *,
+    tile_size: int = 512,
+    stride: int = 512,
+    split: Sequence[float] = (0.6, 0.3, 0.1),
+    seed: int = 42,
+    keep_empty: float = 1.0,
+    events: Optional[Events] = None,
+) -> dict:
+    """Cut ``sheets`` into tiles and write the authors' layout into ``out_dir``.
+
+    Every sheet is opened and checked before anything is written; then the tiles are
+    planned (split assignment), read and written, and the lists and ``dataset.json`` last.
+
+    Args:
+        sheets: triplets to read (paths must exist).
+        out_dir: existing, empty folder written into (use :func:`staged_output`).
+        tile_size: tile edge in px; stride: px between tile starts.
+        split: (train, val, test) fractions.
+        seed: seeds the split assignment and the ``keep_empty`` draw.
+        keep_empty: fraction (0..1) of tiles without any change to keep.
+        events: progress, warnings and cancel checks.
+
+    Returns:
+        counts per split: ``{"train": {"tiles": n, "change_pixels": n, "empty_tiles": n}, ...}``
+        plus ``"dropped"`` (tiles dropped: empty draw, nodata, split borders).
+
+    Raises:
+        UserError: a bad sheet (unreadable, mismatched, labels that touch no sheet, too
+            small for the tile size), or nothing left to write.
+    """
+    events = events or Events()
+    out_dir = Path(out_dir).absolute()
+    if not sheets:
+        raise UserError("no sheets to prepare")
+    if not 0 <= keep_empty <= 1:
+        raise UserError(f"--keep-empty {keep_empty}: must be a fraction between 0 and 1")
+    for s, name in zip(sheets, _unique_names(sheets)):
+        s.name = name
+    readers = _open_sheets(sheets, events)
+    try:
+        _check_labels_touch(readers, events)
+        grids = _tile_grids(readers, tile_size, stride)
+        plan = _plan_tiles(grids, tile_size, split, seed)
+        events.start(command="prepare", sheets=len(readers), tiles=len(plan.tiles), tile_size=tile_size,
+                     stride=stride, split_by="sheet" if plan.by_sheet else "region")
+        written = _write_tiles(readers, plan, out_dir, tile_size, keep_empty, seed, events)
+        _warn_label_values(readers, events)
+        _write_lists(out_dir, written, split, events)
+        meta = _dataset_meta(readers, plan, written, out_dir, tile_size=tile_size, stride=stride, split=split,
+                             seed=seed, keep_empty=keep_empty)
+        (out_dir / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
+    finally:
+        for r in readers:
+            r.close()
+    return meta["counts"]
+
+
+def _open_sheets(sheets: Sequence[Sheet], events: Events) -> list[_SheetReader]:
+    """Open (and so check) every sheet; pass on their notes as warnings."""
+    readers: list[_SheetReader] = []
+    try:
+        for s in sheets:
+            readers.append(_SheetReader(s))
+    except BaseException:
+        for r in readers:
+            r.close()
+        raise
+    for r in readers:
+        for note in r.notes:
+            events.warn(note)
+    return readers
+
+
+def _check_labels_touch(readers: Sequence[_SheetReader], events: Events) -> None:
+    """Refuse when vector labels exist but no feature of any sheet touches its sheet (an
+    all "no change" dataset from a wrong file or CRS); otherwise warn per such sheet."""
+    elsewhere = [r for r in readers if r.labels_elsewhere]
+    if not elsewhere:
+        return
+    if not any(r.may_have_change for r in readers):
+        raise UserError(elsewhere[0].labels_elsewhere)
+    for r in elsewhere:
+        events.warn(f"{r.labels_elsewhere} Every tile of sheet {r.sheet.name} is labelled no change")
+
+
+def _tile_grids(readers: Sequence[_SheetReader], tile_size: int, stride: int) -> list[tuple[list[int], list[int]]]:
+    """Per sheet, the (row starts, col starts) of its tiles in px; refuses a sheet smaller
+    than one tile."""
+    grids = []
+    for r in readers:
+        rows = tile_origins(r.before.height, tile_size, stride)
+        cols = tile_origins(r.before.width, tile_size, stride)
+        if not rows or not cols:
+            raise UserError(f"{r.sheet.before}: {r.before.width}x{r.before.height} px, smaller than "
+                            f"--tile-size {tile_size}")
+        grids.append((rows, cols))
+    return grids
+
+
+def _plan_tiles(grids: Sequence[tuple[list[int], list[int]]], tile_size: int, split: Sequence[float],
+                seed: int) -> _Plan:
+    """Whole sheets to splits when there are enough sheets, else bands of tile rows."""
+    by_sheet = len(grids) >= sum(1 for f in split if f > 0)
+    sheet_split = assign_sheets([len(r) * len(c) for r, c in grids], split, seed) if by_sheet else None
+    row_splits = None if by_sheet else assign_bands_multi([r for r, _ in grids], tile_size, split, seed)
+    tiles, dropped_border = [], 0
+    for i, (rows, cols) in enumerate(grids):
+        row_split = [sheet_split[i]] * len(rows) if sheet_split is not None else row_splits[i]
+        for row, sp in zip(rows, row_split):
+            if sp < 0:
+                dropped_border += len(cols)
+                continue
+            tiles.extend((i, row, col, sp) for col in cols)
+    return _Plan(tiles, by_sheet, sheet_split, dropped_border)
+
+
+def _write_tiles(readers: Sequence[_SheetReader], plan: _Plan, out_dir: Path, tile_size: int, keep_empty: float,
+                 seed: int, events: Events) -> _Written:
+    """Read and write every planned tile, dropping those with less than half valid pixels
+    and (by a seeded draw) ``1 - keep_empty`` of those without change."""
+    for sp in SPLITS:
+        for sub in ("A", "B", "label", "list"):
+            (out_dir / sp / sub).mkdir(parents=True, exist_ok=True)
+    done = _Written({sp: {"tiles": 0, "change_pixels": 0, "empty_tiles": 0} for sp in SPLITS},
+                    {sp: [] for sp in SPLITS}, [{sp: 0 for sp in SPLITS} for _ in readers])
+    rng = np.random.default_rng(seed)
+    for k, (i, row, col, sp) in enumerate(plan.tiles):
+        events.check_cancel()
+        r = readers[i]
+        a, b, change, valid = r.read(row, col, tile_size)
+        keep_draw = rng.random()
+        if valid < 0.5:
+            done.dropped_nodata += 1
+        elif not change.any() and keep_draw >= keep_empty:
+            done.dropped_empty += 1
+        else:
+            split_name = SPLITS[sp]
+            name = f"{r.sheet.name}_{row}_{col}.tif"
+            _write_triplet(out_dir / split_name, name, r, row, col, a, b, change)
+            done.lists[split_name].append(name)
+            c = done.counts[split_name]
+            n_change = int(change.sum())
+            c["tiles"] += 1
+            c["change_pixels"] += n_change
+            c["empty_tiles"] += int(n_change == 0)
+            done.per_source[i][split_name] += 1
+        events.progress(k + 1, len(plan.tiles), "tiles")
+    return done
+
+
+def _write_triplet(folder: Path, name: str, r: _SheetReader, row: int, col: int, a: np.ndarray, b: np.ndarray,
+                   change: np.ndarray) -> None:
+    """``folder/{A,B,label}/name``: the dates (bands, n, n) and the label (0/255), georeferenced
+    as the tile at (row, col) px of the sheet's before."""
+    from rasterio.windows import Window
+    from rasterio.windows import transform as win_transform
+
+    size = change.shape[0]
+    geo = {}
+    if r.before.crs is not None:
+        geo = dict(crs=r.before.crs, transform=win_transform(Window(col, row, size, size), r.before.transform))
+    base = dict(driver="GTiff", width=size, height=size, compress="deflate", **geo)
+    img_profile = dict(base, count=a.shape[0], dtype=a.dtype)
+    if a.shape[0] == 3 and a.dtype == np.uint8:
+        img_profile["photometric"] = "RGB"
+    if r.before.nodata is not None:
+        img_profile["nodata"] = r.before.nodata
+    _write_tile(folder / "A" / name, a, img_profile)
+    _write_tile(folder / "B" / name, b, img_profile)
+    _write_tile(folder / "label" / name, (change.astype(np.uint8) * 255)[None], dict(base, count=1, dtype="uint8"))
+
+
+def _warn_label_values(readers: Sequence[_SheetReader], events: Events) -> None:
+    for r in readers:
+        if r.odd_label_values:
+            vals = sorted(r.odd_label_values)[:5]
+            events.warn(f"{r.sheet.labels}: label values other than 0/255 ({', '.join(map(str, vals))}...); "
+                        "every value above 0 is treated as change")
+
+
+def _write_lists(out_dir: Path, written: _Written, split: Sequence[float], events: Events) -> None:
+    """``SPLIT/list/SPLIT.txt``; refuses a dataset without any tile, warns for an empty split."""
+    for sp in SPLITS:
+        (out_dir / sp / "list" / f"{sp}.txt").write_text("".join(n + "\n" for n in written.lists[sp]))
+    if sum(c["tiles"] for c in written.counts.values()) == 0:
+        raise UserError("no tiles written: every tile was dropped (no valid data, or --keep-empty 0 "
+                        "and no change in the labels)")
+    for sp, f in zip(SPLITS, split):
+        if f > 0 and written.counts[sp]["tiles"] == 0:
+            events.warn(f"split {sp} got no tiles (too few sheets or tile rows for --split)")
+
+
+def _dataset_meta(readers: Sequence[_SheetReader], plan: _Plan, written: _Written, out_dir: Path, *,
+                  tile_size: int, stride: int, split: Sequence[float], seed: int, keep_empty: float) -> dict:
+    """The content of ``dataset.json``: CRS, GSD, bands, options, counts and sources."""
+    from .. import __version__
+
+    first = readers[0].before
+    crs_set = {r.before.crs.to_string() if r.before.crs else None for r in readers}
+    gsds = [(abs(r.before.transform.a), abs(r.before.transform.e)) for r in readers]
+    return {
+        "format": "hrmnet-tiles",
+        "version": 1,
+        "created_by": f"hrmnet-engine {__version__} prepare",
+        "layout": "{split}/{A,B,label}/NAME.tif + {split}/list/{split}.txt",
+        "crs": crs_set.pop() if len(crs_set) == 1 else None,
+        "gsd": _gsd(gsds),
+        "bands": {
+            "count": first.count,
+            "dtype": first.dtypes[0],
+            "descriptions": [d or f"band {j + 1}" for j, d in enumerate(first.descriptions)],
+            "nodata": first.nodata,
+        },
+        "label": {"dtype": "uint8", "change": 255, "no_change": 0},
+        "tile_size": tile_size,
+        "stride": stride,
+        "split": dict(zip(SPLITS, split)),
+        "split_by": "sheet" if plan.by_sheet else "region",
+        "seed": seed,
+        "keep_empty": keep_empty,
+        "counts": {**written.counts, "dropped": {"empty": written.dropped_empty, "nodata": written.dropped_nodata,
+                                                 "split_border": plan.dropped_border}},
+        "sources": [
+            {
+                "name": r.sheet.name,
+                "before": _source_path(r.sheet.before, out_dir),
+                "after": _source_path(r.sheet.after, out_dir),
+                "labels": _source_path(r.sheet.labels, out_dir),
+                "crs": r.before.crs.to_string() if r.before.crs else None,
+                "size": [r.before.width, r.before.height],
+                "split": SPLITS[plan.sheet_split[i]] if plan.sheet_split is not None else "region",
+                "tiles": written.per_source[i],
+            }
+            for i, r in enumerate(readers)
+        ],
+    }
+
+
 def _write_tile(path: Path, array: np.ndarray, profile: dict) -> None:
     import rasterio
 
@@ -464,185 +752,9 @@ def _source_path(path: Path, stage: Path) -> str:
         return str(path)
 
 
-def prepare_dataset(
-    sheets: Sequence[Sheet],
-    out_dir: Union[str, Path],
-    *,
-    tile_size: int = 512,
-    stride: int = 512,
-    split: Sequence[float] = (0.6, 0.3, 0.1),
-    seed: int = 42,
-    keep_empty: float = 1.0,
-    events: Optional[Events] = None,
-) -> dict:
-    """Cut ``sheets`` into tiles and write the authors' layout into ``out_dir``.
-
-    Args:
-        sheets: triplets to read (paths must exist).
-        out_dir: existing, empty folder written into (use :func:`staged_output`).
-        tile_size: tile edge in px; stride: px between tile starts.
-        split: (train, val, test) fractions.
-        seed: seeds the split assignment and the ``keep_empty`` draw.
-        keep_empty: fraction (0..1) of tiles without any change to keep.
-        events: progress, warnings and cancel checks.
-
-    Returns:
-        counts per split: ``{"train": {"tiles": n, "change_pixels": n, "empty_tiles": n}, ...}``
-        plus ``"dropped"`` (tiles dropped: empty draw, nodata, split borders).
-    """
-    from rasterio.windows import Window
-    from rasterio.windows import transform as win_transform
-
-    from .. import __version__
-
-    events = events or Events()
-    out_dir = Path(out_dir).absolute()
-    if not sheets:
-        raise UserError("no sheets to prepare")
-    if not 0 <= keep_empty <= 1:
-        raise UserError(f"--keep-empty {keep_empty}: must be a fraction between 0 and 1")
-    names = _unique_names(sheets)
-    for s, n in zip(sheets, names):
-        s.name = n
-
-    # open every sheet once to validate before writing anything
-    readers = []
-    try:
-        for s in sheets:
-            readers.append(_SheetReader(s))
-        for r in readers:
-            for note in r.notes:
-                events.warn(note)
-        grids = []
-        for r in readers:
-            rows = tile_origins(r.before.height, tile_size, stride)
-            cols = tile_origins(r.before.width, tile_size, stride)
-            if not rows or not cols:
-                raise UserError(f"{r.sheet.before}: {r.before.width}x{r.before.height} px, smaller than "
-                                f"--tile-size {tile_size}")
-            grids.append((rows, cols))
-
-        n_wanted = sum(1 for f in split if f > 0)
-        by_sheet = len(sheets) >= n_wanted
-        if by_sheet:
-            sheet_split = assign_sheets([len(r) * len(c) for r, c in grids], split, seed)
-        else:
-            row_splits = assign_bands_multi([r for r, _ in grids], tile_size, split, seed)
-        # the plan: (reader index, row, col, split)
-        plan = []
-        dropped_border = 0
-        for i, (rows, cols) in enumerate(grids):
-            row_split = [sheet_split[i]] * len(rows) if by_sheet else row_splits[i]
-            for row, sp in zip(rows, row_split):
-                if sp < 0:
-                    dropped_border += len(cols)
-                    continue
-                plan.extend((i, row, col, sp) for col in cols)
-
-        for sp in SPLITS:
-            for sub in ("A", "B", "label", "list"):
-                (out_dir / sp / sub).mkdir(parents=True, exist_ok=True)
-        counts = {sp: {"tiles": 0, "change_pixels": 0, "empty_tiles": 0} for sp in SPLITS}
-        lists: dict[str, list[str]] = {sp: [] for sp in SPLITS}
-        per_source = [{sp: 0 for sp in SPLITS} for _ in sheets]
-        rng = np.random.default_rng(seed)
-        dropped_empty = dropped_nodata = 0
-        events.start(command="prepare", sheets=len(sheets), tiles=len(plan), tile_size=tile_size, stride=stride,
-                     split_by="sheet" if by_sheet else "region")
-        for k, (i, row, col, sp) in enumerate(plan):
-            events.check_cancel()
-            r = readers[i]
-            a, b, change, valid = r.read(row, col, tile_size)
-            keep_draw = rng.random()
-            if valid < 0.5:
-                dropped_nodata += 1
-            elif not change.any() and keep_draw >= keep_empty:
-                dropped_empty += 1
-            else:
-                split_name = SPLITS[sp]
-                name = f"{r.sheet.name}_{row}_{col}.tif"
-                geo = {}
-                if r.before.crs is not None:
-                    geo = dict(crs=r.before.crs, transform=win_transform(Window(col, row, tile_size, tile_size),
-                                                                         r.before.transform))
-                base = dict(driver="GTiff", width=tile_size, height=tile_size, compress="deflate", **geo)
-                img_profile = dict(base, count=a.shape[0], dtype=a.dtype)
-                if a.shape[0] == 3 and a.dtype == np.uint8:
-                    img_profile["photometric"] = "RGB"
-                if r.before.nodata is not None:
-                    img_profile["nodata"] = r.before.nodata
-                _write_tile(out_dir / split_name / "A" / name, a, img_profile)
-                _write_tile(out_dir / split_name / "B" / name, b, img_profile)
-                _write_tile(out_dir / split_name / "label" / name,
-                            (change.astype(np.uint8) * 255)[None], dict(base, count=1, dtype="uint8"))
-                lists[split_name].append(name)
-                c = counts[split_name]
-                c["tiles"] += 1
-                n_change = int(change.sum())
-                c["change_pixels"] += n_change
-                c["empty_tiles"] += int(n_change == 0)
-                per_source[i][split_name] += 1
-            events.progress(k + 1, len(plan), "tiles")
-
-        for r in readers:
-            if r.odd_label_values:
-                vals = sorted(r.odd_label_values)[:5]
-                events.warn(f"{r.sheet.labels}: label values other than 0/255 ({', '.join(map(str, vals))}...); "
-                            "every value above 0 is treated as change")
-        for sp in SPLITS:
-            (out_dir / sp / "list" / f"{sp}.txt").write_text("".join(n + "\n" for n in lists[sp]))
-        total = sum(c["tiles"] for c in counts.values())
-        if total == 0:
-            raise UserError("no tiles written: every tile was dropped (no valid data, or --keep-empty 0 "
-                            "and no change in the labels)")
-        for sp, f in zip(SPLITS, split):
-            if f > 0 and counts[sp]["tiles"] == 0:
-                events.warn(f"split {sp} got no tiles (too few sheets or tile rows for --split)")
-
-        first = readers[0].before
-        crs_set = {r.before.crs.to_string() if r.before.crs else None for r in readers}
-        gsds = [(abs(r.before.transform.a), abs(r.before.transform.e)) for r in readers]
-        meta = {
-            "format": "hrmnet-tiles",
-            "version": 1,
-            "created_by": f"hrmnet-engine {__version__} prepare",
-            "layout": "{split}/{A,B,label}/NAME.tif + {split}/list/{split}.txt",
-            "crs": crs_set.pop() if len(crs_set) == 1 else None,
-            "gsd": _gsd(gsds),
-            "bands": {
-                "count": first.count,
-                "dtype": first.dtypes[0],
-                "descriptions": [d or f"band {j + 1}" for j, d in enumerate(first.descriptions)],
-                "nodata": first.nodata,
-            },
-            "label": {"dtype": "uint8", "change": 255, "no_change": 0},
-            "tile_size": tile_size,
-            "stride": stride,
-            "split": dict(zip(SPLITS, split)),
-            "split_by": "sheet" if by_sheet else "region",
-            "seed": seed,
-            "keep_empty": keep_empty,
-            "counts": {**counts, "dropped": {"empty": dropped_empty, "nodata": dropped_nodata,
-                                             "split_border": dropped_border}},
-            "sources": [
-                {
-                    "name": r.sheet.name,
-                    "before": _source_path(r.sheet.before, out_dir),
-                    "after": _source_path(r.sheet.after, out_dir),
-                    "labels": _source_path(r.sheet.labels, out_dir),
-                    "crs": r.before.crs.to_string() if r.before.crs else None,
-                    "size": [r.before.width, r.before.height],
-                    "split": SPLITS[sheet_split[i]] if by_sheet else "region",
-                    "tiles": per_source[i],
-                }
-                for i, r in enumerate(readers)
-            ],
-        }
-        (out_dir / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
-    finally:
-        for r in readers:
-            r.close()
-    return meta["counts"]
+def _extent_text(bounds: Sequence[float]) -> str:
+    """``"(xmin, ymin, xmax, ymax)"`` with up to 10 significant digits."""
+    return "(" + ", ".join(f"{float(v):.10g}" for v in bounds) + ")"
 
 
 def _gsd(gsds: list[tuple[float, float]]) -> Optional[float]:
