@@ -32,7 +32,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -207,6 +207,25 @@ def _check_config(cfg: TrainConfig, world: int) -> None:
         raise UserError("--resume and --overwrite: give one or the other")
 
 
+def _check_run_files(out: Path, cfg: TrainConfig) -> None:
+    """Refuse a run folder whose files would replace ``--init`` or ``--backbone`` (by real
+    path and file identity: ``..`` and symlinks resolved)."""
+    from ..outputs import check_output
+
+    for name in RUN_FILES:
+        check_output(out / name, "run", [p for p in (cfg.init, cfg.backbone) if p])
+
+
+def _lock_run_folder(out: Path, cfg: TrainConfig) -> None:
+    """Hold ``out`` for this run (another run into it is refused; released by
+    :func:`train`); then re-check it: another run may have filled it since the start."""
+    from ..outputs import hold_folder, remove_stale
+
+    hold_folder(out)
+    remove_stale(out)
+    _check_out(out, cfg.resume, cfg.overwrite)
+
+
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse an existing run folder unless resuming or overwriting (nothing is written here)."""
     if out.exists() and not out.is_dir():
@@ -288,14 +307,18 @@ def _dataset_gsd(data: Path) -> Optional[float]:
         return None
 
 
+def _replace(path: Path, write: Callable[[Path], None]) -> None:
+    """Write ``path`` by ``write(tmp)`` in a private staging folder beside it, then rename
+    it into place (no predictable temporary name, nothing half-written; disk full is one
+    line naming ``path``; see :mod:`engine.outputs`)."""
+    from ..outputs import staged_file
+
+    with staged_file(path, overwrite=True) as tmp:
+        write(tmp)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    _replace(path, lambda tmp: tmp.write_bytes(data))
 
 
 def _write_csv(path: Path, history: list[list[float]]) -> None:
@@ -425,6 +448,8 @@ def train(cfg: TrainConfig, events: Optional[Events] = None) -> dict:
     Raises :class:`UserError` for bad options, data or run folder (before anything is
     written) and :class:`Cancelled` after saving a resumable state when stopped.
     """
+    from ..outputs import release_folder
+
     dist = _dist_from_env()
     events = events or Events()
     if not dist.main:
@@ -441,7 +466,11 @@ def train(cfg: TrainConfig, events: Optional[Events] = None) -> dict:
             return _train(cfg, events, dist)
         finally:
             tdist.destroy_process_group()
-    return _train(cfg, events, dist)
+            release_folder(cfg.out)
+    try:
+        return _train(cfg, events, dist)
+    finally:
+        release_folder(cfg.out)  # taken by _lock_run_folder
 
 
 def training_runtime(device: str = "auto", precision: str = "auto", world: int = 1, local_rank: int = 0) -> Runtime:
@@ -467,6 +496,7 @@ def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
             raise UserError(f"{out / 'state.pt'}: cannot read the saved state ({type(exc).__name__})") from exc
     cfg = _resolve(cfg, saved["config"] if saved else None, events)
     _check_config(cfg, dist.world)
+    _check_run_files(out, cfg)
     data = Path(cfg.data)
     rt = training_runtime(cfg.device, cfg.precision, dist.world, dist.local)
     if rt.device.type == "cpu" and dist.world > 1:
@@ -500,8 +530,6 @@ def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
         model.load_state_dict(state, strict=True)
     if cfg.backbone and not saved:
         _load_backbone(model, _backbone_file(cfg.backbone, events, dist))
-    elif not cfg.init and not saved and dist.main:
-        events.warn(NO_PRETRAINED_WARNING)
     model = rt.prepare(model).train()
     optimizer, scheduler, scaler = make_optimizer(model, cfg.lr, cfg.steps, rt)
     run = _RunState()
@@ -537,12 +565,16 @@ def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
     if dist.main:
         if not cfg.resume:
             out.mkdir(parents=True, exist_ok=True)
+        _lock_run_folder(out, cfg)
+        if not cfg.resume:
             for name in RUN_FILES:
                 (out / name).unlink(missing_ok=True)
         events.start(command="train", out=str(out), start_step=run.step, train_tiles=len(train_samples),
                      val_tiles=len(val_samples), workers=workers, **common)
         if cfg.resume:
             events.log(f"resuming {out} at step {run.step} of {cfg.steps}")
+        elif not cfg.init and not cfg.backbone:
+            events.warn(NO_PRETRAINED_WARNING)
     gsd = _dataset_gsd(data)
 
     def info(metrics: dict, step: int) -> ModelInfo:
@@ -560,14 +592,7 @@ def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
             "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "rng_torch": torch.get_rng_state(),
             "config": {k: getattr(cfg, k) for k in RECIPE}, "run": asdict(run),
         }
-        path = out / "state.pt"
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            torch.save(state, tmp)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        _replace(out / "state.pt", lambda tmp: torch.save(state, tmp))
 
     def validate() -> None:
         metrics: dict = {}
@@ -593,8 +618,8 @@ def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
                         message=f"val step {run.step}: " + " ".join(f"{k} {metrics[k]:.4f}" for k in VAL_KEYS)
                         + (" (best)" if improved else f" (best f1 {run.best_f1:.4f} at step {run.best_step})"))
         if improved:
-            save_checkpoint(out / "best.safetensors", model, info(metrics, run.step))
-        save_checkpoint(out / "last.safetensors", model, info(metrics, run.step))
+            _replace(out / "best.safetensors", lambda tmp: save_checkpoint(tmp, model, info(metrics, run.step)))
+        _replace(out / "last.safetensors", lambda tmp: save_checkpoint(tmp, model, info(metrics, run.step)))
         _write_csv(out / "metrics.csv", run.history)
         _write_curves(out / "curves.png", run.history, run.best_step)
         save_state()
