@@ -27,6 +27,7 @@ __all__ = [
     "IMAGE_EXTS",
     "Sample",
     "Normalisation",
+    "TileError",
     "ChangeDataset",
     "scan_split",
     "label_warning",
@@ -81,6 +82,22 @@ class Normalisation:
 # --------------------------------------------------------------------------- reading
 
 
+class TileError(UserError):
+    """A tile that cannot be used, raised while a sample is read.
+
+    It stays one line through DataLoader worker processes: torch re-raises a worker's
+    exception in the main process as ``type(exc)(traceback text)``, and this class
+    keeps only the original message (the traceback's last line).
+    """
+
+    def __init__(self, message: str) -> None:
+        if "\nOriginal Traceback" in message:
+            last = message.rstrip().splitlines()[-1]
+            message = last.split(": ", 1)[1] if ": " in last else last
+        super().__init__(message)
+
+
+
 def _image_size(path: Path) -> tuple[int, int]:
     """(rows, cols) from the file header only."""
     try:
@@ -98,8 +115,9 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:160] if text else type(exc).__name__
+    from ..raster.read_errors import gdal_message
+
+    return gdal_message(exc)[:160]  # GDAL's specific line, not rasterio's "see previous exception"
 
 
 def _read_array(path: Path, rgb: bool) -> np.ndarray:
@@ -112,7 +130,9 @@ def _read_array(path: Path, rgb: bool) -> np.ndarray:
         if path.suffix.lower() in TIFF_EXTS:
             import rasterio
 
-            with rasterio.open(path) as src:
+            from ..raster.read_errors import reading
+
+            with rasterio.open(path) as src, reading(path):
                 arr = src.read()
             return arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
         from PIL import Image
@@ -298,7 +318,10 @@ class ChangeDataset(Dataset):
 
     def __getitem__(self, key: Union[int, tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor, int]:
         i, seed = (key, key) if isinstance(key, (int, np.integer)) else key
-        image, label = self.read(int(i))
+        try:
+            image, label = self.read(int(i))
+        except UserError as exc:
+            raise TileError(str(exc)) from None
         if self.transform is not None:
             image, label = self.transform(image, label, np.random.default_rng(int(seed)))
         return normalise(image, self.norm), label.float(), int(i)
