@@ -566,6 +566,8 @@ def detect(
         tags = {"software": "hrmnet-engine", "before": os.path.basename(before), "after": os.path.basename(after)}
         window_stats = run_window(pair, plan, engine, None, prob_path=prob_tmp if need_prob else None,
                                   mask_path=mask_tmp if need_mask else None, events=events, tags=tags)
+        for warning in pair.nodata_warnings():  # an all-nodata date, from what the tiles read
+            events.warn(warning)
         t_infer = window_stats["seconds_tiles"]
         for role, path, resampling in (("probability", prob_tmp, "average"), ("mask", mask_tmp, "nearest")):
             if role in targets:
