@@ -15,12 +15,13 @@ import pickle
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
-
-import torch
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import __version__
 from .errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where it is used: ModelInfo and read_info work without it
+    import torch
 
 __all__ = [
     "FORMAT_VERSION",
@@ -257,6 +258,8 @@ def _load_safetensors(path: Path) -> tuple[dict, ModelInfo]:
 
 
 def _load_pth(path: Path) -> tuple[dict, ModelInfo]:
+    import torch
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -314,8 +317,13 @@ def load_model(path: str | os.PathLike) -> tuple[torch.nn.Module, ModelInfo]:
 
 
 def read_info(path: str | os.PathLike) -> ModelInfo:
-    """Only the metadata (reads the whole file for .pth, only the header for safetensors)."""
+    """Only the metadata (reads the whole file for .pth, only the header for safetensors;
+    an exported .onnx through onnxruntime, without torch)."""
     p = Path(path)
+    if p.suffix.lower() == ".onnx":
+        from .onnx_predictor import read_onnx_info
+
+        return read_onnx_info(p)
     if p.is_file() and _is_safetensors(p):
         from safetensors import SafetensorError, safe_open
 
@@ -331,17 +339,19 @@ def save_checkpoint(
     path: str | os.PathLike,
     state: dict[str, torch.Tensor] | torch.nn.Module,
     info: ModelInfo,
-    dtype: torch.dtype = torch.float32,
+    dtype: Optional[torch.dtype] = None,
 ) -> None:
     """Write ``state`` (or a module's state_dict) with ``info`` as our safetensors format.
 
-    Floating tensors are stored as ``dtype`` (fp32, or fp16 for a small file). The file
+    Floating tensors are stored as ``dtype`` (default fp32, or fp16 for a small file). The file
     is written beside the target and renamed, so a failure leaves no partial file.
     ``info`` is checked first (:func:`check_info`): a file that detection would refuse
     is never written.
     """
+    import torch
     from safetensors.torch import save_file
 
+    dtype = dtype or torch.float32
     check_info(info, str(path))
     if isinstance(state, torch.nn.Module):
         state = state.state_dict()

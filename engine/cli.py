@@ -29,6 +29,8 @@ COMMANDS = {
     "export": "export",
     "doctor": "doctor",
 }
+# Modules only the full engine has: a command reaching one without them says so in one line.
+TORCH_MODULES = ("torch", "safetensors")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -80,6 +82,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UserError as exc:
         _error_event(args, str(exc))
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # the light engine (onnxruntime, no torch)
+        if (exc.name or "").split(".")[0] not in TORCH_MODULES:
+            raise
+        message = (f"{args.command}: needs torch, which is not installed here (without torch the engine runs "
+                   "detect and sheets with --model MODEL.onnx, and info; export makes MODEL.onnx where torch is)")
+        _error_event(args, message)
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except (Cancelled, KeyboardInterrupt):
         _error_event(args, "cancelled")

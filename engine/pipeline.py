@@ -97,10 +97,14 @@ def _bands(value: Optional[Sequence[int]], option: str) -> Optional[tuple]:
 
 
 def _device(device: Optional[str]) -> str:
+    """auto, cpu, cuda[:N]; with an ONNX model also tensorrt[:N], directml[:N] (checked
+    against the model type when it loads)."""
     d = (device or "auto").strip().lower()
-    ok = d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit())
+    kind, _, index = d.partition(":")
+    ok = d in ("auto", "cpu") or (kind in ("cuda", "tensorrt", "directml", "dml") and (not index or index.isdigit()))
     if not ok:
-        raise UserError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
+        raise UserError(f"--device {device}: expected auto, cpu, cuda or cuda:N "
+                        "(with an ONNX model also tensorrt[:N] or directml[:N])")
     return d
 
 
@@ -192,6 +196,11 @@ def load_engine(model: Optional[str | os.PathLike], options: DetectOptions, pred
     """
     if predictor is None:
         check_model_path(model)
+        from .onnx_predictor import is_onnx, load_onnx
+
+        if is_onnx(model):  # onnxruntime, no torch
+            predictor, model_info = load_onnx(model, options.device, options.precision)
+            return Engine(predictor, model_info, predictor.describe())
         from .checkpoint import load_model
         from .detect import ModelPredictor
         from .runtime import select_runtime
