@@ -132,15 +132,19 @@ class OnnxPredictor:
     onnxruntime session of an exported HRMNet.
 
     A graph exported with a fixed size S takes tiles of at most S x S: smaller ones are
-    padded by mirroring and the result cropped.
+    padded by mirroring and the result cropped. With ``review=True`` (and a graph with
+    the ``hard`` output) it returns ``(prob, review)``, review = the hard-region score.
     """
 
-    def __init__(self, session, path: Path) -> None:
+    def __init__(self, session, path: Path, review: bool = False) -> None:
         self.session = session
         self.path = path
         self.input = session.get_inputs()[0].name
         names = [o.name for o in session.get_outputs()]
-        self.output = "change" if "change" in names else names[0]
+        self.outputs = ["change" if "change" in names else names[0]]
+        self.gives_review = bool(review) and "hard" in names
+        if self.gives_review:
+            self.outputs.append("hard")
         h, w = session.get_inputs()[0].shape[-2:]
         self.fixed = (h, w) if isinstance(h, int) and isinstance(w, int) else None
 
@@ -154,8 +158,9 @@ class OnnxPredictor:
                 raise UserError(f"{self.path}: the graph takes tiles of at most {self.fixed[0]}x{self.fixed[1]} "
                                 f"pixels (exported with --fixed-size); use --tile-size {self.fixed[0]}")
             x = np.ascontiguousarray(pad_tile(x, self.fixed))
-        prob = self.session.run([self.output], {self.input: x})[0]
-        return np.ascontiguousarray(prob[:, 0, :h, :w], dtype=np.float32)
+        got = [np.ascontiguousarray(o[:, 0, :h, :w], dtype=np.float32)
+               for o in self.session.run(self.outputs, {self.input: x})]
+        return (got[0], got[1]) if self.gives_review else got[0]
 
     @property
     def providers(self) -> list[str]:
@@ -174,8 +179,9 @@ class OnnxPredictor:
                 "runtime": f"onnxruntime {_ort().__version__}", "providers": self.providers}
 
 
-def load_onnx(path: str | os.PathLike, device: str = "auto", precision: str = "auto"):
-    """(:class:`OnnxPredictor`, :class:`~engine.checkpoint.ModelInfo`) of an exported model.
+def load_onnx(path: str | os.PathLike, device: str = "auto", precision: str = "auto", review: bool = False):
+    """(:class:`OnnxPredictor`, :class:`~engine.checkpoint.ModelInfo`) of an exported model
+    (``review``: see :class:`OnnxPredictor`).
 
     Raises :class:`UserError` for a missing/corrupt/foreign file, a device this
     onnxruntime lacks, or a precision other than fp32 (the graph computes in fp32).
@@ -191,5 +197,5 @@ def load_onnx(path: str | os.PathLike, device: str = "auto", precision: str = "a
     if (device or "auto").strip().lower() != "auto" and session.get_providers()[0] != wanted:
         raise UserError(f"--device {device}: onnxruntime could not start {wanted} "
                         f"(running on {session.get_providers()[0]}); use --device cpu or auto")
-    return OnnxPredictor(session, p), info
+    return OnnxPredictor(session, p, review), info
 
