@@ -531,6 +531,8 @@ def detect(
     vector_tmp: Optional[Path] = None
     try:
         engine = load_engine(model, options, predictor, model_info)
+        if "providers" in engine.device:  # onnxruntime: the execution providers, best first
+            events.log(f"{model}: {engine.device.get('runtime')} with {', '.join(engine.device['providers'])}")
         for event in opening:
             events.emit(event.pop("event"), **event)
         plan = plan_area(pair, engine, options, events)
@@ -551,6 +553,7 @@ def detect(
             threshold=plan.threshold,
             device=engine.device.get("device"),
             precision=engine.device.get("precision"),
+            **{k: engine.device[k] for k in ("runtime", "providers") if k in engine.device},
             radiometry={"before": plan.rad_before.describe(), "after": plan.rad_after.describe()},
             warped_after=pair.after.warped,
             outputs={k: str(v) for k, v in targets.items()},
