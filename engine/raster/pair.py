@@ -288,7 +288,9 @@ def open_pair(
                 a_off = (int(area.col_off) + offset[0], int(area.row_off) + offset[1])
             else:
                 vrt_kwargs = dict(crs=crs, transform=btr, width=bds.width, height=bds.height,
-                                  resampling=Resampling.bilinear, tolerance=0)  # exact: window-independent
+                                  # (near) exact, so window-independent; tolerance=0 itself leaves
+                                  # rasterio 1.4's WarpedVRT without a transformer ("pfnTransformer is NULL")
+                                  resampling=Resampling.bilinear, tolerance=1e-9)
                 if ads.crs is None:
                     vrt_kwargs["src_crs"] = crs
                 if ads.nodata is not None:
