@@ -30,7 +30,7 @@ from ..errors import Cancelled, UserError
 from .execute import worker_cached
 from .plan import RunContext, SheetJob
 
-__all__ = ["run_sheet", "done_record", "remove_temporaries", "area_grid", "finalize", "canonical"]
+__all__ = ["run_sheet", "done_record", "remove_temporaries", "area_grid", "finalize"]
 
 DONE = "done.json"
 STRIP_ROWS = 512
@@ -60,27 +60,13 @@ def area_grid(ctx: RunContext):
     from ..vector.measure import MapGrid
 
     width, height, t, wkt = ctx.area
-    return MapGrid(Affine(*t), CRS.from_wkt(wkt) if wkt else None, width, height)
-
-
-def canonical(geoms: np.ndarray) -> np.ndarray:
-    """Polygons without collinear vertices, normalised (start vertex, ring order), so that
-    simplification gives the same result however a polygon was assembled."""
-    import shapely
-
-    from ..vector.strips import _drop_collinear
-
-    out = []
-    for g in geoms:
-        rings = [_drop_collinear(np.asarray(g.exterior.coords))] + [_drop_collinear(np.asarray(r.coords))
-                                                                     for r in g.interiors]
-        out.append(shapely.Polygon(rings[0], rings[1:]))
-    return shapely.normalize(np.array(out, dtype=object))
+    return MapGrid(Affine(*t), CRS.from_user_input(wkt) if wkt else None, width, height)
 
 
 def finalize(grid, pixel_geoms: np.ndarray, min_area: float, simplify: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pixel polygons of the area -> (kept mask, map polygons, area m²): min-area on the raw
     polygon, then simplify, then orientation; as :class:`~engine.vector.stream.Polygonizer`."""
+    from ..vector.measure import canonical
     from ..vector.stream import _orient
 
     geoms = grid.to_map(pixel_geoms) if len(pixel_geoms) else pixel_geoms

@@ -144,8 +144,11 @@ def write_mosaic(rasters: Sequence[SheetRaster], path: Path, date: str, nodata: 
 
 
 def _write(lines: list[str], path: Path, grid: MosaicGrid) -> MosaicGrid:
+    text = "\n".join(lines) + "\n"
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return grid  # unchanged: a resumed run's mosaic stays as it was
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return grid
 

@@ -151,7 +151,9 @@ def make_plan(run: Path, specs: Sequence, options: DetectOptions, *, model: Opti
     if not rb:
         raise UserError(f"{run}: no sheet has readable rasters ({len(failed)} failed: {next(iter(failed.values()), '')})")
     (run / "mosaic").mkdir(parents=True, exist_ok=True)
-    before_vrt, after_vrt = run / "mosaic" / "before.vrt", run / "mosaic" / "after.vrt"
+    # named by their sheets: planning a refused run (other sheets) never replaces a run's mosaics
+    tag = hashlib.sha256(json.dumps([[r.path for r in rb], [r.path for r in ra]]).encode()).hexdigest()[:8]
+    before_vrt, after_vrt = run / "mosaic" / f"before-{tag}.vrt", run / "mosaic" / f"after-{tag}.vrt"
     grid_b = write_mosaic(rb, before_vrt, "before")
     write_mosaic(ra, after_vrt, "after")
     pair = open_pair(before_vrt, after_vrt, options.bands_before, options.bands_after, options.extent, events)

@@ -31,6 +31,7 @@ __all__ = ["run_sheets", "SheetsResult", "EXIT_SOME_FAILED"]
 
 EXIT_SOME_FAILED = 3
 RUN_JSON = "run.json"
+OUTPUTS_JSON = "outputs.json"
 
 
 @dataclass
@@ -55,7 +56,7 @@ def _check_run_folder(run: Path, restart: bool, merge_only: bool) -> Path:
     if run.is_dir() and not (run / RUN_JSON).exists() and any(run.iterdir()) and not restart:
         raise UserError(f"{run}: folder is not empty and holds no sheets run (use an empty or new folder)")
     if restart:
-        for name in (RUN_JSON, "status.gpkg"):
+        for name in (RUN_JSON, "status.gpkg", OUTPUTS_JSON):
             (run / name).unlink(missing_ok=True)
         for name in ("sheets", "failed", "mosaic"):
             shutil.rmtree(run / name, ignore_errors=True)
@@ -63,7 +64,25 @@ def _check_run_folder(run: Path, restart: bool, merge_only: bool) -> Path:
     return run
 
 
-def _check_outputs(out_vector, out_probability, out_mask, overwrite: bool, inputs: Sequence) -> dict:
+def _own_outputs(run: Path) -> dict:
+    """Merged outputs this run folder wrote before: path -> inode (re-running may replace them)."""
+    try:
+        return {k: int(v) for k, v in json.loads((run.expanduser().absolute() / OUTPUTS_JSON).read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _remember_outputs(run: Path, outputs: dict) -> None:
+    own = _own_outputs(run)
+    for path in outputs.values():
+        if path and os.path.exists(path):
+            own[str(path)] = os.stat(path).st_ino
+    (run / OUTPUTS_JSON).write_text(json.dumps(own, indent=1), encoding="utf-8")
+
+
+def _check_outputs(out_vector, out_probability, out_mask, overwrite: bool, inputs: Sequence, run: Path) -> dict:
+    """role -> (absolute path, replace allowed): an existing file needs ``overwrite``
+    unless this run folder wrote it (re-running the same command continues)."""
     from ..outputs import check_output
     from ..vector.io import check_vector_path, vector_sidecars
 
@@ -75,15 +94,19 @@ def _check_outputs(out_vector, out_probability, out_mask, overwrite: bool, input
     for role in ("probability", "mask"):
         if role in given and given[role].suffix.lower() != ".vrt":
             raise UserError(f"{given[role]}: the {role} mosaic must be a .vrt (per-sheet GeoTIFFs stay in the run folder)")
+    own = _own_outputs(run)
+    allowed = {}
     for role, p in given.items():
         if not p.parent.is_dir():
             raise UserError(f"{p}: output folder {p.parent} does not exist")
         files = vector_sidecars(p) if role == "vector" else [p]
         existing = [q for q in files if q.exists()]
-        if existing and not overwrite:
+        ours = p.exists() and own.get(str(p)) == p.stat().st_ino
+        if existing and not (overwrite or ours):
             raise UserError(f"{existing[0]}: exists (use --overwrite to replace it)")
         check_output(p, role, inputs)
-    return given
+        allowed[role] = (p, bool(existing) and (overwrite or ours))
+    return allowed
 
 
 def _settings_diff(old: dict, new: dict) -> list[str]:
@@ -180,10 +203,15 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
 
     specs, skipped = read_sheets(sheets, id_field, before, after, skip_missing)
     inputs = [p for s in specs for p in (s.before, s.after)]
-    targets = {} if shard is not None else _check_outputs(out_vector, out_probability, out_mask, overwrite, inputs)
+    targets = {} if shard is not None else _check_outputs(out_vector, out_probability, out_mask, overwrite, inputs,
+                                                          Path(run))
     runp = _check_run_folder(Path(run), restart, merge_only)
-    plan = make_plan(runp, specs, options, model=model, predictor=predictor, model_info=model_info, events=events)
+    planning: list[dict] = []  # its log lines wait: a refused run says one line
+    plan = make_plan(runp, specs, options, model=model, predictor=predictor, model_info=model_info,
+                     events=Events(planning.append))
     _bind_run(runp, plan)
+    for event in planning:
+        events.emit(event.pop("event"), **event)
     results: dict[str, dict] = {}
     for sid, msg in plan.failed.items():
         results[sid] = {"id": sid, "status": "failed", "message": msg, "seconds": 0.0, "polygons": 0}
@@ -202,7 +230,7 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
         failed = [j.id for j in jobs if results.get(j.id, {}).get("status") != "done"]
         return SheetsResult({j.id: results.get(j.id, {}).get("status", "pending") for j in jobs},
                             exit_code=EXIT_SOME_FAILED if failed else 0)
-    return _finish(runp, plan, specs, skipped, results, targets, overwrite, inputs, events, t0)
+    return _finish(runp, plan, specs, skipped, results, targets, inputs, events, t0)
 
 
 def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, workers, gpus, scheduler,
@@ -255,8 +283,8 @@ def _window(job):
     return Window(*job.window)
 
 
-def _finish(run: Path, plan: Plan, specs, skipped, results: dict, targets: dict, overwrite: bool, inputs,
-            events: Events, t0: float) -> SheetsResult:
+def _finish(run: Path, plan: Plan, specs, skipped, results: dict, targets: dict, inputs, events: Events,
+            t0: float) -> SheetsResult:
     """Merge what is done, write the mosaics and the status layer."""
     from .merge import merge_polygons, write_merged
 
@@ -272,12 +300,15 @@ def _finish(run: Path, plan: Plan, specs, skipped, results: dict, targets: dict,
             results[job.id] = _failure(run, job.name) or {"id": job.id, "status": "pending", "message": "not computed yet"}
     events.check_cancel()
     frame = merge_polygons(ctx, done)
-    write_merged(frame, targets["vector"], overwrite, inputs)
-    outputs = {"vector": str(targets["vector"]), "probability": None, "mask": None, "status": str(run / "status.gpkg")}
+    write_merged(frame, targets["vector"][0], targets["vector"][1], inputs)
+    outputs = {"vector": str(targets["vector"][0]), "probability": None, "mask": None,
+               "status": str(run / "status.gpkg")}
     for role in ("probability", "mask"):
         if role in targets:
-            _write_vrt(run, done, role, targets[role], ctx.plan.probability_dtype, overwrite, inputs)
-            outputs[role] = str(targets[role])
+            path, replace = targets[role]
+            _write_vrt(run, done, role, path, ctx.plan.probability_dtype, replace, inputs)
+            outputs[role] = str(path)
+    _remember_outputs(run, {k: v for k, v in outputs.items() if k != "status"})
     counts = frame["sheet"].value_counts().to_dict() if len(frame) else {}
     _write_status(run, plan, specs, skipped, results, counts, events)
     failed = sorted(sid for sid, r in results.items() if r.get("status") != "done")

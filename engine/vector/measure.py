@@ -20,7 +20,7 @@ import numpy as np
 import shapely
 from affine import Affine
 
-__all__ = ["MapGrid", "MAX_AREAL_DISTORTION"]
+__all__ = ["MapGrid", "MAX_AREAL_DISTORTION", "canonical"]
 
 #: A projected CRS whose area scale at the scene centre differs from 1 by more than this
 #: is measured in an equal-area projection instead of planar CRS units.
@@ -144,3 +144,17 @@ def _areal_scale(crs, centre: tuple[float, float]) -> float:
     except Exception:  # not every CRS has a Proj definition with factors
         return 1.0
     return scale if np.isfinite(scale) and scale > 0 else 1.0
+
+
+def canonical(geoms: np.ndarray) -> np.ndarray:
+    """Pixel-edge polygons without collinear vertices and normalised (start vertex, ring
+    order): simplification then gives the same result however a polygon was assembled
+    (in strips, in map sheets, or at once)."""
+    from .strips import _drop_collinear
+
+    out = []
+    for g in geoms:
+        rings = [_drop_collinear(np.asarray(g.exterior.coords))]
+        rings += [_drop_collinear(np.asarray(r.coords)) for r in g.interiors]
+        out.append(shapely.Polygon(rings[0], rings[1:]))
+    return shapely.normalize(np.array(out, dtype=object))

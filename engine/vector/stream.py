@@ -21,7 +21,7 @@ from ..errors import UserError
 from ..events import Events
 from ..outputs import display
 from .io import FIELDS, VectorWriter
-from .measure import MapGrid
+from .measure import MapGrid, canonical
 from .strips import Component, StripMerger
 
 __all__ = ["Polygonizer", "check_options", "decode_mask", "decode_prob", "BATCH", "MAX_STRIP_PIXELS"]
@@ -188,7 +188,7 @@ class Polygonizer:
             if not comps:
                 return
         if self.simplify_m > 0:
-            geoms = self.grid.simplify(geoms, self.simplify_m)
+            geoms = self.grid.simplify(canonical(geoms), self.simplify_m)
         geoms = _orient(geoms)
         areas = self.grid.areas_m2(geoms)
         n = len(comps)

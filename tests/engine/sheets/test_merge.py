@@ -1,0 +1,82 @@
+"""Seam merge: sheets polygonized alone (interior final, border pieces raw) and merged give
+exactly the polygons of the whole raster polygonized at once, numbered the same way."""
+from __future__ import annotations
+
+import numpy as np
+import pyogrio
+import pytest
+from affine import Affine
+from scipy import ndimage
+
+from engine.pipeline import AreaPlan, DetectOptions
+from engine.sheets.job import _polygonize
+from engine.sheets.merge import link_pieces, merge_polygons
+from engine.sheets.plan import RunContext, SheetJob
+from engine.vector import polygonize_to_file
+from tests.rasters import UTM33N, write_geotiff
+
+TRANSFORM = Affine(0.5, 0, 500_000.0, 0, -0.5, 5_000_000.0)
+ROWS, COLS = [0, 37, 90, 131], [0, 52, 61, 140]  # uneven sheets, one only 9 px wide
+
+
+def _scene(seed: int):
+    rng = np.random.default_rng(seed)
+    noise = ndimage.gaussian_filter(rng.normal(size=(ROWS[-1], COLS[-1])), 3.0)
+    mask = noise > np.quantile(noise, 0.72)
+    for r in ROWS[1:-1]:  # blobs on every inner sheet corner
+        for c in COLS[1:-1]:
+            mask[r - 4:r + 4, c - 5:c + 3] = True
+    prob = np.where(mask, rng.integers(130, 255, mask.shape), rng.integers(0, 120, mask.shape)).astype(np.uint8)
+    return mask, prob
+
+
+def _context(tmp_path, min_area, simplify) -> RunContext:
+    plan = AreaPlan(None, None, None, 64, 16, 0.5, 2, 1, min_area, simplify, "uint8")
+    area = (COLS[-1], ROWS[-1], tuple(TRANSFORM)[:6], "EPSG:32633")
+    return RunContext(str(tmp_path), "", "", DetectOptions(), None, None, None, plan, area, "h")
+
+
+@pytest.mark.parametrize("seed,min_area,simplify", [(0, 0.0, 0.0), (1, 3.0, 0.6), (2, 0.0, 0.0)])
+def test_merged_sheets_equal_the_whole_raster(tmp_path, seed, min_area, simplify):
+    mask, prob = _scene(seed)
+    missing = (1, 2)  # this sheet is not there: its pixels are no change for the reference
+    mask[ROWS[1]:ROWS[2], COLS[2]:COLS[3]] = False
+    ctx = _context(tmp_path, min_area, simplify)
+    done = []
+    for i in range(3):
+        for j in range(3):
+            if (i, j) == missing:
+                continue
+            r0, r1, c0, c1 = ROWS[i], ROWS[i + 1], COLS[j], COLS[j + 1]
+            folder = tmp_path / f"s{i}{j}"
+            folder.mkdir()
+            t = TRANSFORM * Affine.translation(c0, r0)
+            write_geotiff(folder / "mask.tif", mask[r0:r1, c0:c1].astype(np.uint8), transform=t, nodata=255)
+            write_geotiff(folder / "prob.tif", prob[r0:r1, c0:c1], transform=t, nodata=255)
+            _polygonize(SheetJob(ctx, f"s{i}{j}", f"s{i}{j}", (c0, r0, c1 - c0, r1 - r0)), folder)
+            done.append((f"s{i}{j}", folder))
+    merged = merge_polygons(ctx, done)
+
+    write_geotiff(tmp_path / "mask.tif", mask.astype(np.uint8), transform=TRANSFORM, nodata=255)
+    write_geotiff(tmp_path / "prob.tif", prob, transform=TRANSFORM, nodata=255)
+    polygonize_to_file(tmp_path / "mask.tif", tmp_path / "prob.tif", tmp_path / "whole.gpkg", min_area_m2=min_area,
+                       simplify_m=simplify, window_rows=17)
+    whole = pyogrio.read_dataframe(tmp_path / "whole.gpkg")
+    assert len(merged) == len(whole) > 30
+    assert list(merged["id"]) == list(whole["id"])
+    for a, b in zip(merged.itertuples(), whole.itertuples()):
+        assert a.geometry.equals(b.geometry), a.id
+        assert a.area_m2 == pytest.approx(b.area_m2)
+        assert a.mean_prob == pytest.approx(b.mean_prob) and a.max_prob == pytest.approx(b.max_prob)
+    # polygons crossing sheet edges are whole; the sheet named is the one of the first pixel
+    xs = [TRANSFORM.c + 0.5 * c for c in COLS[1:-1]]
+    assert sum(any(g.bounds[0] < x < g.bounds[2] for x in xs) for g in merged.geometry) >= 5
+    assert set(merged["sheet"]) <= {sid for sid, _ in done}
+
+
+def test_link_pieces_right_and_down_neighbours_only():
+    # pieces 0 and 1 side by side, 2 below 1, 3 diagonal to 2 (not linked), 4 at the next row's start
+    piece = np.array([0, 1, 2, 3, 4])
+    row = np.array([5, 5, 6, 7, 6])
+    col = np.array([9, 10, 10, 11, 0])
+    assert sorted(link_pieces(piece, row, col, width=11)) == [(0, 1), (1, 2)]

@@ -1,0 +1,163 @@
+"""The sheets command end to end: a synthetic scene cut into 3x3 uneven sheets gives the
+mask bytes and polygons of one ``detect`` on the mosaic (Dask, 2 workers, a stand-in
+model whose output depends on neighbouring pixels); a killed run resumes without touching
+finished sheets; a corrupt sheet fails alone (exit 3); other settings are refused."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+
+from engine.detect import detect
+from engine.errors import UserError
+from engine.sheets.run import run_sheets
+
+from .standins import BlurDifference, blob_scene, cut
+
+ROOT = Path(__file__).resolve().parents[3]
+TILING = {"tile_size": 64, "overlap": 16}
+
+
+@pytest.fixture()
+def scene(tmp_path) -> Path:
+    before, after = blob_scene(150, 170)
+    return cut(before, after, tmp_path / "in", [50, 97], [60, 111])
+
+
+def _detect_on_mosaic(run: Path, out: Path, **kw):
+    detect(next(run.glob("mosaic/before-*.vrt")), next(run.glob("mosaic/after-*.vrt")), predictor=BlurDifference(),
+           out_vector=out / "detect.gpkg", out_mask=out / "detect_mask.tif", **TILING, **kw)
+    with rasterio.open(out / "detect_mask.tif") as ds:
+        return ds.read(1), pyogrio.read_dataframe(out / "detect.gpkg")
+
+
+def test_three_by_three_sheets_on_two_dask_workers_equal_detect_on_the_mosaic(scene, tmp_path):
+    run, events = tmp_path / "run", []
+    res = run_sheets(scene, run, predictor=BlurDifference(), out_vector=tmp_path / "merged.shp",
+                     out_mask=tmp_path / "mask.vrt", out_probability=tmp_path / "prob.vrt", workers=2,
+                     min_area=2.0, simplify=0.6, on_event=events.append, **TILING)
+    assert res.exit_code == 0 and set(res.status.values()) == {"done"} and len(res.status) == 9
+    mask, polygons = _detect_on_mosaic(run, tmp_path, min_area=2.0, simplify=0.6)
+    with rasterio.open(tmp_path / "mask.vrt") as ds:
+        assert ds.read(1).tobytes() == mask.tobytes()
+    merged = pyogrio.read_dataframe(tmp_path / "merged.shp")  # shapefile output works
+    assert len(merged) == len(polygons) > 10
+    assert list(merged.columns) == ["id", "area_m2", "mean_prob", "max_prob", "sheet", "geometry"]
+    for a, b in zip(merged.itertuples(), polygons.itertuples()):
+        assert a.id == b.id and a.geometry.equals(b.geometry)
+        assert a.area_m2 == pytest.approx(b.area_m2) and a.mean_prob == pytest.approx(b.mean_prob)
+    sheet_events = [e for e in events if e["event"] == "sheet"]
+    assert sorted(e["id"] for e in sheet_events) == sorted(res.status)
+    start = next(e for e in events if e["event"] == "start")
+    assert start["tiles_sheets"] > start["tiles_mosaic"]  # the halo's extra tiles
+    status = pyogrio.read_dataframe(run / "status.gpkg")
+    assert set(status["status"]) == {"done"} and status["polygons"].sum() == len(merged)
+    assert status.geometry.notna().all()
+    assert sorted(p.name for p in (run / "sheets").iterdir()) == sorted(res.status)  # no temporaries
+
+
+_KILLED_RUN = """
+import sys, time
+sys.path.insert(0, {root!r})
+from tests.engine.sheets.standins import BlurDifference
+import engine.pipeline
+from engine.sheets.run import run_sheets
+
+fast = engine.pipeline.run_window
+
+def slow(*args, **kw):  # the same model, slower: the kill lands mid-run
+    time.sleep(0.5)
+    return fast(*args, **kw)
+
+engine.pipeline.run_window = slow
+run_sheets({csv!r}, {run!r}, predictor=BlurDifference(), out_vector={out!r}, workers=1, tile_size=64, overlap=16)
+"""
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder): (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_killed_run_resumes_without_touching_finished_sheets(scene, tmp_path):
+    run = tmp_path / "run"
+    code = _KILLED_RUN.format(root=str(ROOT), csv=str(scene), run=str(run), out=str(tmp_path / "m.gpkg"))
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(run.glob("sheets/*/done.json"))) < 2:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = [p.parent for p in run.glob("sheets/*/done.json")]
+    assert 2 <= len(finished) < 9, "the run should have been killed mid-way"
+    before = {f.name: _snapshot(f) for f in finished}
+
+    res = run_sheets(scene, run, predictor=BlurDifference(), out_vector=tmp_path / "m.gpkg", workers=1, **TILING)
+    assert res.exit_code == 0 and set(res.status.values()) == {"done"}
+    for f in finished:
+        assert _snapshot(f) == before[f.name]  # same inodes, same mtimes: not rewritten
+    assert not [p for p in (run / "sheets").iterdir() if p.name.startswith(".")]  # stale temporaries gone
+    mask, polygons = _detect_on_mosaic(run, tmp_path)
+    assert len(pyogrio.read_dataframe(tmp_path / "m.gpkg")) == len(polygons)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    from tests.engine.detect.conftest import _checkpoint
+
+    return _checkpoint(tmp_path_factory.mktemp("model") / "m.safetensors", None)
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", "sheets", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_corrupt_sheet_fails_alone_exit_3_then_other_settings_refused(scene, tmp_path, model):
+    bad = scene.parent / "after_r1c1.tif"
+    bad.write_bytes(b"II*\x00 this is not a GeoTIFF any more")
+    run, out = tmp_path / "run", tmp_path / "merged.gpkg"
+    res = _cli("--sheets", scene, "--run", run, "--model", model, "--out-vector", out, "--workers", "1",
+               "--progress", "jsonl")
+    assert res.returncode == 3, res.stderr
+    assert "Traceback" not in res.stderr
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    sheets = {e["id"]: e for e in events if e["event"] == "sheet"}
+    assert len(sheets) == 8 and all(e["status"] == "done" for e in sheets.values())
+    assert any(e["event"] == "log" and e["level"] == "warning" and "r1c1" in e["message"] for e in events)
+    status = pyogrio.read_dataframe(run / "status.gpkg").set_index("id")
+    assert status.loc["r1c1", "status"] == "failed" and str(bad) in status.loc["r1c1", "message"]
+    assert (status.drop(index="r1c1")["status"] == "done").all()
+    assert out.exists() and events[-1]["event"] == "done" and events[-1]["stats"]["failed"] == 1
+
+    done = {p.name: _snapshot(p) for p in (run / "sheets").iterdir()}
+    res = _cli("--sheets", scene, "--run", run, "--model", model, "--out-vector", out, "--threshold", "0.3")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "other settings" in res.stderr and "threshold" in res.stderr and "--restart" in res.stderr
+    other = tmp_path / "other.gpkg"
+    other.write_bytes(b"someone else's file")
+    res = _cli("--sheets", scene, "--run", run, "--model", model, "--out-vector", other, "--progress", "none")
+    assert res.returncode == 2 and "exists" in res.stderr and "--overwrite" in res.stderr
+
+    # the same command again: resumes (the corrupt sheet fails again), replaces its own merged layer
+    res = _cli("--sheets", scene, "--run", run, "--model", model, "--out-vector", out, "--progress", "none")
+    assert res.returncode == 3, res.stderr
+    assert {p.name: _snapshot(p) for p in (run / "sheets").iterdir()} == done
+
+
+def test_option_mistakes_before_any_work(scene, tmp_path):
+    with pytest.raises(UserError, match="--min-area"):
+        run_sheets(scene, tmp_path / "run", predictor=BlurDifference(), out_vector=tmp_path / "m.gpkg",
+                   min_area=float("nan"))
+    with pytest.raises(UserError, match=r"\.vrt"):
+        run_sheets(scene, tmp_path / "run", predictor=BlurDifference(), out_vector=tmp_path / "m.gpkg",
+                   out_mask=tmp_path / "mask.tif")
+    assert not (tmp_path / "run").exists()
