@@ -163,6 +163,7 @@ def _compute(job: SheetJob, tmp: Path) -> dict:
 def _components(tmp: Path, width: int, height: int) -> list:
     """The sheet's change components in sheet pixel coordinates (from its mask/prob files)."""
     import rasterio
+    from rasterio.windows import Window
 
     from ..vector.stream import decode_mask, decode_prob
     from ..vector.strips import StripMerger
@@ -171,18 +172,12 @@ def _components(tmp: Path, width: int, height: int) -> list:
     comps: list = []
     with rasterio.open(tmp / "mask.tif") as m, rasterio.open(tmp / "prob.tif") as p:
         for r0 in range(0, height, STRIP_ROWS):
-            win = Window_(r0, min(STRIP_ROWS, height - r0), width)
+            win = Window(0, r0, width, min(STRIP_ROWS, height - r0))
             mask = decode_mask(m.read(1, window=win), m.nodata)
             prob = decode_prob(p.read(1, window=win), p.nodata)
             comps.extend(merger.feed(mask, prob, r0, last=r0 + STRIP_ROWS >= height))
     comps.extend(merger.finish())
     return comps
-
-
-def Window_(row0: int, rows: int, width: int):
-    from rasterio.windows import Window
-
-    return Window(0, row0, width, rows)
 
 
 def _polygonize(job: SheetJob, tmp: Path) -> dict:

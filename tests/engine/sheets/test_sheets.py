@@ -18,7 +18,7 @@ import pytest
 import rasterio
 
 from engine.detect import detect
-from engine.errors import UserError
+from engine.errors import Cancelled, UserError
 from engine.sheets.run import run_sheets
 
 from .standins import BlurDifference, blob_scene, cut
@@ -161,3 +161,49 @@ def test_option_mistakes_before_any_work(scene, tmp_path):
         run_sheets(scene, tmp_path / "run", predictor=BlurDifference(), out_vector=tmp_path / "m.gpkg",
                    out_mask=tmp_path / "mask.tif")
     assert not (tmp_path / "run").exists()
+
+
+def test_shards_then_merge_only_equal_one_run(scene, tmp_path):
+    run = tmp_path / "run"
+    for i in (1, 2, 3):
+        res = run_sheets(scene, run, predictor=BlurDifference(), shard=(i, 3), **TILING)
+        assert res.exit_code == 0 and len(res.status) == 3 and set(res.status.values()) == {"done"}
+    assert not (run / "status.gpkg").exists()  # shards compute; the merge writes the status
+    res = run_sheets(scene, run, predictor=BlurDifference(), out_vector=tmp_path / "m.fgb", merge_only=True,
+                     **TILING)
+    assert res.exit_code == 0 and res.stats["done"] == 9
+    mask, polygons = _detect_on_mosaic(run, tmp_path)
+    merged = pyogrio.read_dataframe(tmp_path / "m.fgb").sort_values("id")  # FlatGeobuf stores by its index
+    assert len(merged) == len(polygons) and list(merged["id"]) == list(polygons["id"])
+    assert all(a.equals(b) for a, b in zip(merged.geometry, polygons.geometry))
+
+
+def test_cancel_leaves_a_resumable_run(scene, tmp_path):
+    run, seen = tmp_path / "run", []
+
+    def cancel_after_three(event):
+        seen.append(event)
+
+    with pytest.raises(Cancelled):
+        run_sheets(scene, run, predictor=BlurDifference(), out_vector=tmp_path / "m.gpkg", workers=1,
+                   on_event=cancel_after_three, is_cancelled=lambda: sum(e["event"] == "sheet" for e in seen) >= 3,
+                   **TILING)
+    status = pyogrio.read_dataframe(run / "status.gpkg")
+    assert sorted(status["status"].value_counts().items()) == [("done", 3), ("pending", 6)]
+    assert not (tmp_path / "m.gpkg").exists()
+    res = run_sheets(scene, run, predictor=BlurDifference(), out_vector=tmp_path / "m.gpkg", workers=1, **TILING)
+    assert res.exit_code == 0 and sum(r == "done" for r in res.status.values()) == 9
+
+
+def test_vector_sheet_index_with_templates(scene, tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    ids = ["r0c0", "r0c1", "r1c0", "r1c1"]
+    index = gpd.GeoDataFrame({"sheet_no": ids}, geometry=[box(0, 0, 1, 1)] * 4, crs="EPSG:32633")
+    index.to_file(tmp_path / "grid.gpkg", driver="GPKG")
+    res = run_sheets(tmp_path / "grid.gpkg", tmp_path / "run", predictor=BlurDifference(), id_field="sheet_no",
+                     before=str(scene.parent / "before_{sheet_no}.tif"), after=str(scene.parent / "after_{sheet_no}.tif"),
+                     out_vector=tmp_path / "m.gpkg", workers=1, **TILING)
+    assert res.exit_code == 0 and sorted(res.status) == ids
+    assert set(pyogrio.read_dataframe(tmp_path / "m.gpkg")["sheet"]) <= set(ids)
