@@ -348,3 +348,57 @@ def test_qgis_process_runs_sheets_from_a_csv(built_plugin, fake_engine, scenes, 
     assert os.path.samefile(result["OUTPUT_STATUS"], tmp_path / "run" / "status.gpkg")
     assert (tmp_path / "out.shp").is_file() and (tmp_path / "out.dbf").is_file()
     assert fake_engine()["--sheets"] == str(csv_path)
+
+
+REAL_CLI = Path(__file__).resolve().parents[2] / "engine" / "commands" / "sheets.py"
+
+
+def _cut_into_sheets(scene, folder: Path) -> Path:
+    """The scene's before and after cut into 2x2 sheets of 64 px (gdal_translate), and a
+    gdaltindex sheet index of the before sheets (field ``location``); returns the index."""
+    import subprocess
+
+    for date, raster in (("before", scene[0]), ("after", scene[1])):
+        (folder / date).mkdir(parents=True)
+        for row in range(2):
+            for col in range(2):
+                subprocess.run(["gdal_translate", "-q", "-srcwin", str(64 * col), str(64 * row), "64", "64",
+                                str(raster), str(folder / date / f"r{row}c{col}.tif")], check=True)
+    index = folder / "index.gpkg"
+    # relative locations (before/r0c0.tif): resolved against the index's folder
+    subprocess.run(["gdaltindex", str(index), *sorted(f"before/{p.name}" for p in (folder / "before").glob("*.tif"))],
+                   check=True, cwd=folder, capture_output=True)
+    return index
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_CLI.is_file(), reason="python -m engine sheets is not there yet")
+def test_real_engine_on_selected_sheets_then_resume(qgis_app, scenes, model_path, threshold, tmp_path):
+    """The real `sheets` command with the model: three of four sheets selected, a gdaltindex index
+    with the after images found by template; a second run resumes (nothing computed again)."""
+    from qgis.core import QgsProcessingFeatureSourceDefinition, QgsVectorLayer
+
+    index = _cut_into_sheets(scenes[0], tmp_path / "ortho")
+    grid = QgsVectorLayer(str(index), "index", "ogr")
+    assert grid.isValid() and grid.featureCount() == 4
+    context = _context(grid)
+    grid.selectByExpression("\"location\" NOT LIKE '%r1c1.tif'")
+    params = _params(tmp_path, SHEETS=QgsProcessingFeatureSourceDefinition(grid.id(), True), BEFORE="{location}",
+                     AFTER="after/{id}.tif", MODEL=str(model_path), THRESHOLD=threshold, TILE_SIZE=64, OVERLAP=16,
+                     WORKERS=1)
+    feedback = Feedback()
+    results, ok = _alg().run(params, context, feedback)
+    assert ok, feedback.errors
+    status = QgsVectorLayer(results["OUTPUT_STATUS"], "status", "ogr")
+    assert sorted((f["id"], f["status"]) for f in status.getFeatures()) == [
+        ("r0c0", "done"), ("r0c1", "done"), ("r1c0", "done")]
+    polygons = QgsVectorLayer(results["OUTPUT_POLYGONS"], "changes", "ogr")
+    assert polygons.isValid() and "sheet" in polygons.fields().names()
+    assert {f["sheet"] for f in polygons.getFeatures()} <= {"r0c0", "r0c1", "r1c0"}
+    assert results["FAILED"] == 0
+
+    stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "run" / "sheets").rglob("*") if p.is_file()}
+    feedback = Feedback()
+    results, ok = _alg().run(params, context, feedback)
+    assert ok, feedback.errors
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run" / "sheets").rglob("*") if p.is_file()} == stamp
