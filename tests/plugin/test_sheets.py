@@ -402,3 +402,71 @@ def test_real_engine_on_selected_sheets_then_resume(qgis_app, scenes, model_path
     results, ok = _alg().run(params, context, feedback)
     assert ok, feedback.errors
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run" / "sheets").rglob("*") if p.is_file()} == stamp
+
+
+def _marked_processes(mark: str) -> list:
+    """Live processes whose environment carries ``HRMNET_TEST_MARK=mark`` (this test's engine and workers)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get("HRMNET_TEST_MARK") == mark and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(" ".join(proc.cmdline())[:200])
+        except (psutil.Error, OSError):
+            pass
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_CLI.is_file(), reason="python -m engine sheets is not there yet")
+def test_real_engine_cancel_on_two_dask_workers_leaves_a_resumable_run(qgis_app, model_path, threshold, tmp_path,
+                                                                       monkeypatch):
+    """Cancel while 2 Dask worker processes compute 16 sheets: the engine and its workers are gone,
+    the finished sheets stay, the status layer says which are not computed yet."""
+    import subprocess
+    import uuid
+
+    from qgis.core import QgsProcessingException, QgsVectorLayer
+
+    from .conftest import engine
+
+    mark = uuid.uuid4().hex
+    monkeypatch.setenv("HRMNET_TEST_MARK", mark)
+    engine("synth", "--out", str(tmp_path / "scene"), "--scenes", "1", "--size", "512", "--progress", "none")
+    rows = ["id,before,after"]
+    for date in ("before", "after"):
+        (tmp_path / date).mkdir()
+        for r in range(4):
+            for c in range(4):
+                subprocess.run(["gdal_translate", "-q", "-srcwin", str(128 * c), str(128 * r), "128", "128",
+                                str(tmp_path / "scene" / f"scene_000_{date}.tif"), str(tmp_path / date / f"{r}{c}.tif")],
+                               check=True)
+    rows += [f"s{r}{c},before/{r}{c}.tif,after/{r}{c}.tif" for r in range(4) for c in range(4)]
+    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
+
+    feedback = Feedback()
+    sheets = tmp_path / "run" / "sheets"
+
+    def cancel_after_the_first_sheet():
+        for _ in range(1800):
+            if sheets.is_dir() and any(sheets.glob("*/done.json")):
+                break
+            threading.Event().wait(0.1)
+        feedback.cancel()
+
+    threading.Thread(target=cancel_after_the_first_sheet, daemon=True).start()
+    alg, context = _alg(), _context()
+    params = _params(tmp_path, SHEETS_FILE=str(tmp_path / "list.csv"), MODEL=str(model_path), THRESHOLD=threshold,
+                     TILE_SIZE=64, OVERLAP=16, WORKERS=2)
+    assert alg.prepareAlgorithm(params, context, feedback)
+    with pytest.raises(QgsProcessingException, match="finished sheets are kept in the run folder"):
+        alg.processAlgorithm(params, context, feedback)
+    done = sorted(p.parent.name for p in sheets.glob("*/done.json"))
+    assert 1 <= len(done) < 16
+    assert _marked_processes(mark) == []  # no engine or Dask worker left behind
+    status = {f["id"]: f["status"] for f in QgsVectorLayer(str(tmp_path / "run" / "status.gpkg"), "s", "ogr").getFeatures()}
+    # a sheet finished on disk whose result was still on its way may show as pending until the next run
+    assert set(k for k, v in status.items() if v == "done") <= set(done)
+    assert len(status) == 16 and set(status.values()) <= {"done", "pending"}
+    assert not (tmp_path / "changes.gpkg").exists()
