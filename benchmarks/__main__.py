@@ -1,6 +1,6 @@
 """``make bench``: run the benchmarks and print their rows as JSON lines.
 
-``python -m benchmarks [--only model,detect,train,vector] [--device cpu|cuda]``.
+``python -m benchmarks [--only model,detect,train,vector,sheets] [--device cpu|cuda]``.
 Results belong in BENCHMARKS.md together with the machine they ran on.
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ import sys
 import torch
 
 SECTIONS = {"model": "benchmarks.model_bench", "detect": "benchmarks.detect_bench",
-            "vector": "benchmarks.vector_bench", "train": "benchmarks.train_bench"}
+            "vector": "benchmarks.vector_bench", "train": "benchmarks.train_bench",
+            "sheets": "benchmarks.sheets_bench"}
 
 
 def machine() -> dict:

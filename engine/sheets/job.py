@@ -102,7 +102,7 @@ def run_sheet(job: SheetJob) -> dict:
     try:
         stats = _compute(job, tmp)
         record = {"id": job.id, "status": "done", "hash": ctx.hash, "window": list(job.window),
-                  "seconds": round(time.perf_counter() - t0, 3), "message": "", **stats}
+                  "seconds": round(time.perf_counter() - t0, 3), "message": "", **stats, **_process()}
         (tmp / DONE).write_text(json.dumps(record, indent=1), encoding="utf-8")
         if final.exists():  # a folder without a valid done-record (another run's leftovers)
             shutil.rmtree(final)
@@ -115,6 +115,17 @@ def run_sheet(job: SheetJob) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         return {"id": job.id, "status": "failed", "seconds": round(time.perf_counter() - t0, 3), "polygons": 0,
                 "message": _one_line(exc)}
+
+
+def _process() -> dict:
+    """The worker process and its peak resident memory so far (MiB; benchmarks read it)."""
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    except (ImportError, OSError):  # pragma: no cover - Windows
+        peak = None
+    return {"pid": os.getpid(), "peak_rss_mib": None if peak is None else round(peak, 1)}
 
 
 def _one_line(exc: BaseException) -> str:

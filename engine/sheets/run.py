@@ -265,7 +265,8 @@ def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, w
         count += 1
         events.emit("sheet", id=job.id, status=result.get("status"), seconds=result.get("seconds"),
                     polygons=result.get("final_polygons", 0) + result.get("border_pieces", 0),
-                    message=result.get("message", ""))
+                    message=result.get("message", ""), tiles=result.get("tiles"), pid=result.get("pid"),
+                    peak_rss_mib=result.get("peak_rss_mib"))
         if result.get("status") == "failed":
             events.warn(f"sheet {job.id}: failed ({result.get('message')})")
         events.progress(count, total, "sheets")
