@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from ..errors import UserError
 from ..events import Events
-from ..runtime import Runtime, select_runtime
+from ..runtime import Runtime
 from .dataset import ChangeDataset, Normalisation, Sample, label_warning, scan_split
 from .metrics import Confusion
 
@@ -99,7 +99,7 @@ def evaluate(
     """
     from PIL import Image
 
-    from ..checkpoint import load_model
+    from .onnx_eval import load_for_evaluation
 
     events = events or Events()
     if batch_size < 1:
@@ -108,9 +108,7 @@ def evaluate(
     warning = label_warning(samples)
     if warning:
         events.warn(warning)
-    model, info = load_model(model_path)
-    rt = select_runtime(device, precision)
-    model = rt.prepare(model)
+    model, info, rt = load_for_evaluation(model_path, device, precision)  # a checkpoint or an exported .onnx
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         if out_dir.exists() and not out_dir.is_dir():
