@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Detect change between a before and an after raster of any size.")
     p.add_argument("--before", required=True, metavar="PATH", help="raster of the earlier date (any GDAL format)")
     p.add_argument("--after", required=True, metavar="PATH", help="raster of the later date; warped onto the before's grid")
-    p.add_argument("--model", required=True, metavar="PATH", help="checkpoint (.safetensors or the authors' .pth)")
+    p.add_argument("--model", required=True, metavar="PATH", help="checkpoint (.safetensors or the authors' .pth), or an exported .onnx (runs on onnxruntime; no torch needed)")
     out = p.add_argument_group("outputs (at least one)")
     out.add_argument("--out-vector", metavar="PATH", help="change polygons: .shp, .gpkg, .fgb or .geojson")
     out.add_argument("--out-probability", metavar="PATH.tif", help="change probability GeoTIFF")
@@ -55,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, metavar="N", help="tiles per forward pass (default: 8 on CUDA, 2 on CPU)")
     p.add_argument("--read-threads", type=int, metavar="N",
                    help="threads reading tiles (default: 1 on CPU, half the cores up to 8 on CUDA)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto); with an .onnx model also tensorrt[:N], directml[:N]")
     p.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16 (default auto)")
     p.add_argument("--threshold", type=float, help="change when probability > threshold (default: checkpoint, 0.5)")
     p.add_argument("--min-area", type=float, default=0.0, metavar="M2", help="drop polygons smaller than this (m²)")

@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, help="dataset folder in the authors' layout")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
-    p.add_argument("--model", required=True, help="checkpoint: our .safetensors or the authors' .pth")
+    p.add_argument("--model", required=True, help="checkpoint: our .safetensors or the authors' .pth, or an exported .onnx (onnxruntime)")
     p.add_argument("--out", help="folder for the colour maps (one NAME.png per tile)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")

@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sheets", required=True, metavar="PATH",
                    help="CSV with header id,before,after (paths relative to the CSV), or a vector sheet index")
     p.add_argument("--run", required=True, metavar="FOLDER", help="run folder (created; re-running resumes)")
-    p.add_argument("--model", required=True, metavar="PATH", help="checkpoint (.safetensors or the authors' .pth)")
+    p.add_argument("--model", required=True, metavar="PATH", help="checkpoint (.safetensors or the authors' .pth), or an exported .onnx (runs on onnxruntime; no torch needed)")
     p.add_argument("--id-field", metavar="F", help="attribute with the sheet id (default id)")
     p.add_argument("--before", metavar="TEMPLATE", help="before path template, e.g. /ortho/2019/{id}.tif")
     p.add_argument("--after", metavar="TEMPLATE", help="after path template, e.g. /ortho/2023/{id}.tif")
@@ -55,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--overlap", type=int, metavar="PX", help="tile overlap, < tile/2 (default: checkpoint)")
     d.add_argument("--batch-size", type=int, metavar="N", help="tiles per forward pass (default: 8 on CUDA, 2 on CPU)")
     d.add_argument("--read-threads", type=int, metavar="N", help="threads reading tiles in each worker")
-    d.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    d.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto); with an .onnx model also tensorrt[:N], directml[:N]")
     d.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16 (default auto)")
     d.add_argument("--threshold", type=float, help="change when probability > threshold (default: checkpoint)")
     d.add_argument("--min-area", type=float, default=0.0, metavar="M2", help="drop polygons smaller than this (m²)")
