@@ -75,6 +75,9 @@ def _listen_to_ctrl_c() -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     _listen_to_ctrl_c()
+    from .outputs import quiet_gdal
+
+    quiet_gdal()  # failures are reported in one line; GDAL's own messages would add more
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -177,7 +177,7 @@ def check_outputs(outputs: dict[str, Optional[str]], inputs: Sequence[str], over
             existing file without ``overwrite``, an output used twice or reaching an
             input (through ``..``, a symlink or a hard link), control characters.
     """
-    from .outputs import check_output, real_path, remove_stale, same_file
+    from .outputs import check_output, expect_run, real_path, remove_stale, same_file
     from .vector.io import check_vector_path, vector_sidecars
 
     given = {k: Path(v).expanduser().absolute() for k, v in outputs.items() if v}
@@ -204,6 +204,7 @@ def check_outputs(outputs: dict[str, Optional[str]], inputs: Sequence[str], over
             raise UserError(f"{existing[0]}: exists (use --overwrite to replace it)")
         _probe_writable(folder, p)
         remove_stale(real_path(folder))
+    expect_run(given.values())
     return given
 
 

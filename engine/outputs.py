@@ -44,6 +44,8 @@ except ImportError:  # Windows: no flock; stale folders are then kept
 
 __all__ = [
     "PREFIX",
+    "quiet_gdal",
+    "Inputs",
     "Staging",
     "check_name",
     "check_output",
@@ -51,7 +53,10 @@ __all__ = [
     "commit",
     "dataset_files",
     "discard",
+    "hold_folder",
+    "release_folder",
     "display",
+    "expect_run",
     "disk_full",
     "real_path",
     "remove_stale",
@@ -113,18 +118,42 @@ def check_name(path: PathLike) -> None:
         raise UserError(f"{text!r}: output names with control characters ({shown}) are not supported")
 
 
-def check_output(path: PathLike, role: str, inputs: Iterable[PathLike]) -> None:
+class Inputs:
+    """The identities of a command's input files (their sidecars too): real paths and,
+    for existing files, (device, inode). Build it once to check many outputs."""
+
+    def __init__(self, paths: Iterable[Optional[PathLike]]) -> None:
+        self.real: dict[Path, Path] = {}
+        self.ids: dict[tuple[int, int], Path] = {}
+        for p in paths:
+            for f in dataset_files(p) if p else []:
+                self.real.setdefault(real_path(f), f)
+                with contextlib.suppress(OSError):
+                    st = os.stat(f)
+                    self.ids.setdefault((st.st_dev, st.st_ino), f)
+
+    def find(self, path: PathLike) -> Optional[Path]:
+        """The input ``path`` is (by real path or file identity), or None."""
+        hit = self.real.get(real_path(path))
+        if hit is None:
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                hit = self.ids.get((st.st_dev, st.st_ino))
+        return hit
+
+
+def check_output(path: PathLike, role: str, inputs: Union[Inputs, Iterable[Optional[PathLike]]]) -> None:
     """Refuse ``path`` (and its sidecars) when it is one of ``inputs`` (and theirs).
 
     Raises:
         UserError: ``"OUT: the ROLE output would replace the input IN"``.
     """
     check_name(path)
-    ins = [f for i in inputs if i for f in dataset_files(i)]
+    ins = inputs if isinstance(inputs, Inputs) else Inputs(inputs)
     for out_file in dataset_files(path):
-        for in_file in ins:
-            if same_file(out_file, in_file):
-                raise UserError(f"{path}: the {role} output would replace the input {in_file}")
+        hit = ins.find(out_file)
+        if hit is not None:
+            raise UserError(f"{path}: the {role} output would replace the input {hit}")
 
 
 def check_folder_output(out: PathLike, inputs: Iterable[PathLike]) -> Path:
@@ -160,9 +189,34 @@ def _flock(fd: int, blocking: bool) -> Optional[bool]:
         return None
 
 
+_HELD: dict[str, int] = {}  # real folder -> fd whose flock this process holds for a whole run
+
+
+def hold_folder(folder: PathLike, shown: Optional[PathLike] = None) -> None:
+    """Lock ``folder`` for this process until :func:`release_folder` (a run folder that
+    one run fills over time, such as ``train --out``): another run is refused."""
+    key = str(real_path(folder))
+    fd = os.open(key, _DIR_FLAGS)
+    if _flock(fd, blocking=False) is False:
+        os.close(fd)
+        raise UserError(f"{shown or folder}: another run is writing to this folder")
+    _HELD[key] = fd
+
+
+def release_folder(folder: PathLike) -> None:
+    """Release what :func:`hold_folder` took (nothing if it was not held)."""
+    fd = _HELD.pop(str(real_path(folder)), None)
+    if fd is not None:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def _folder_lock(fd: int, shown: PathLike) -> Iterator[None]:
-    """Hold an exclusive lock on an output folder (commit-time; waits up to a minute)."""
+    """Hold an exclusive lock on an output folder (commit-time; waits up to a minute).
+    A folder this process holds (:func:`hold_folder`) is already locked."""
+    if str(shown) in _HELD:
+        yield
+        return
     deadline = time.monotonic() + _LOCK_WAIT_S
     while _flock(fd, blocking=False) is False:
         if time.monotonic() > deadline:
@@ -469,7 +523,22 @@ def temporary(target: PathLike, tag: str = "tmp") -> Path:
         except BaseException:
             release_run()
             raise
-    return stagings[folder].path(f"{tag}{target.suffix}", shown=target)
+    return stagings[folder].path(f"{tag}{target.suffix}", shown=_user_output(target))
+
+
+def expect_run(targets: Iterable[PathLike]) -> None:
+    """Name this thread's coming run's outputs: a temporary made for a helper file (say
+    the mask a vector is made from) is then shown as the user's output it serves."""
+    _RUN.targets = [Path(t) for t in targets]
+
+
+def _user_output(target: Path) -> Path:
+    """``target`` if the user named it, else the user's output with its folder and stem."""
+    targets = getattr(_RUN, "targets", None) or []
+    if not targets or target in targets:
+        return target
+    same = [t for t in targets if t.with_suffix("") == target.with_suffix("")]
+    return (same or targets)[0]
 
 
 def discard(path: PathLike) -> None:
@@ -486,7 +555,7 @@ def release_run() -> None:
     """Delete this thread's staging folders and what is left in them."""
     for s in (getattr(_RUN, "stagings", None) or {}).values():
         s.close()
-    _RUN.stagings = {}
+    _RUN.stagings, _RUN.targets = {}, []
 
 
 def staged_moves(staged: PathLike, target: PathLike) -> list[tuple[Staging, str, Path, PathLike]]:
@@ -500,6 +569,17 @@ def staged_moves(staged: PathLike, target: PathLike) -> list[tuple[Staging, str,
 
 
 # ----------------------------------------------------------------------------- errors
+
+
+def quiet_gdal() -> None:
+    """Keep GDAL's own messages off stderr (the engine reports a failure itself, in one
+    line): GDAL's default handler writes to ``CPL_LOG`` (unless the user set it) and
+    rasterio's and pyogrio's log records get a handler that drops them."""
+    import logging
+
+    os.environ.setdefault("CPL_LOG", os.devnull)
+    for name in ("rasterio", "pyogrio"):
+        logging.getLogger(name).addHandler(logging.NullHandler())
 
 _FULL_TEXT = ("no space left", "disk full", "free disk space", "not enough space", "quota exceeded")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..errors import UserError
@@ -45,15 +46,19 @@ def run(args: argparse.Namespace) -> int:
 
     from ..checkpoint import load_checkpoint, save_checkpoint
 
+    from ..outputs import check_output, staged_file
+
     out = Path(args.output)
     if out.suffix != ".safetensors":
         raise UserError(f"{out}: the output must end in .safetensors")
-    if out.exists() and not args.overwrite:
+    check_output(out, "output", [args.input])
+    if os.path.lexists(out) and not args.overwrite:
         raise UserError(f"{out}: exists (use --overwrite to replace it)")
     if not out.parent.is_dir():
         raise UserError(f"{out.parent}: output folder does not exist")
     state, info = load_checkpoint(args.input)
     apply_sets(info, args.set)
-    save_checkpoint(out, state, info, dtype=torch.float16 if args.fp16 else torch.float32)
+    with staged_file(out, args.overwrite, inputs=[args.input]) as tmp:  # nothing half-written, ever
+        save_checkpoint(tmp, state, info, dtype=torch.float16 if args.fp16 else torch.float32)
     print(f"wrote {out}")
     return 0

@@ -56,14 +56,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--keep-empty {args.keep_empty}: must be a fraction between 0 and 1")
     split = parse_split(args.split)
     sheets = read_pairs(args.pairs) if args.pairs else [Sheet(Path(args.before), Path(args.after), Path(args.labels))]
-    out = check_output_dir(args.out, args.overwrite)
-    out_abs = out.absolute()
-    for s in sheets:
-        for p in (s.before, s.after, s.labels):
-            if out_abs in p.absolute().parents and args.overwrite:
-                raise UserError(f"{p}: is inside the output folder that --overwrite would replace")
+    inputs = [p for s in sheets for p in (s.before, s.after, s.labels)] + ([args.pairs] if args.pairs else [])
+    out = check_output_dir(args.out, args.overwrite, inputs)  # an input inside it: refused, even with --overwrite
     events = make_events(args.progress)
-    with staged_output(out, args.overwrite) as stage:
+    with staged_output(out, args.overwrite, inputs) as stage:
         counts = prepare_dataset(sheets, stage, tile_size=args.tile_size, stride=stride, split=split,
                                  seed=args.seed, keep_empty=args.keep_empty, events=events)
     events.done(outputs={"folder": str(out), "dataset": str(out / "dataset.json")}, stats=counts)

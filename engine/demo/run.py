@@ -90,7 +90,7 @@ def run_demo(out_dir: Path, device: str = "auto", precision: str = "auto", overw
              events: Optional[Events] = None, model: Optional[Path] = None) -> dict:
     """Run the demonstration into ``out_dir``; returns the summary dict."""
     from ..detect import detect
-    from ..vector.polygonize import move_vector
+    from ..outputs import check_output, staged_file
 
     events = events or Events()
     model = Path(model) if model else DEMO_MODEL
@@ -99,7 +99,6 @@ def run_demo(out_dir: Path, device: str = "auto", precision: str = "auto", overw
         if not path.is_file():
             raise UserError(f"{path}: demo file missing (is this a complete checkout?)")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     outputs = {
         "gpkg": out_dir / "changes.gpkg",
         "shp": out_dir / "changes.shp",
@@ -107,6 +106,9 @@ def run_demo(out_dir: Path, device: str = "auto", precision: str = "auto", overw
         "mask": out_dir / "mask.tif",
         "preview": out_dir / "preview.png",
     }
+    for role, path in outputs.items():  # before anything is written
+        check_output(path, role, [model, before, after, truth])
+    out_dir.mkdir(parents=True, exist_ok=True)
     started: dict = {}
     events = events.tapped(lambda ev: started.update(ev) if ev["event"] == "start" else None)
     t0 = time.perf_counter()
@@ -116,11 +118,11 @@ def run_demo(out_dir: Path, device: str = "auto", precision: str = "auto", overw
     # The same polygons as a shapefile, for GIS tools that want one.
     import geopandas as gpd
 
-    tmp_shp = out_dir / ".changes.tmp.shp"
-    gpd.read_file(outputs["gpkg"]).to_file(tmp_shp, driver="ESRI Shapefile")
-    move_vector(tmp_shp, outputs["shp"])
+    with staged_file(outputs["shp"], overwrite, inputs=[model, before, after, truth]) as tmp_shp:
+        gpd.read_file(outputs["gpkg"]).to_file(tmp_shp, driver="ESRI Shapefile")
     scores = score_mask(outputs["mask"], truth)
-    preview(before, after, outputs["mask"], truth, outputs["preview"])
+    with staged_file(outputs["preview"], overwrite, inputs=[model, before, after, truth]) as tmp_png:
+        preview(before, after, outputs["mask"], truth, tmp_png)
     return {
         "polygons": int(result.stats.get("polygons", 0)),
         "f1": scores["f1"],

@@ -98,6 +98,42 @@ def _writing(path: Optional[Path]) -> Iterator[None]:
         raise write_error(path, exc) from None
 
 
+_LIBTIFF_QUIET: list = []
+
+
+def _quiet_libtiff() -> None:
+    """Drop libtiff's own stderr messages ("_tiffSeekProc: No space left on device."),
+    which bypass GDAL's error handling: the failure still raises, and is reported in one
+    line. Linux only (finds the loaded libtiff in /proc/self/maps); best effort, once."""
+    if _LIBTIFF_QUIET:
+        return
+    _LIBTIFF_QUIET.append(True)
+    try:
+        import ctypes
+
+        with open("/proc/self/maps") as maps:
+            libs = {line.split()[-1] for line in maps if "libtiff" in line and "/" in line}
+        for path in libs:
+            lib = ctypes.CDLL(path)
+            lib.TIFFSetErrorHandler.restype = lib.TIFFSetWarningHandler.restype = ctypes.c_void_p
+            lib.TIFFSetErrorHandler(None)
+            lib.TIFFSetWarningHandler(None)
+    except (OSError, AttributeError):
+        pass
+
+
+def _verify(path: Path) -> None:
+    """Reopen a finished file: GDAL reports some failed writes (a full disk while
+    flushing) only by leaving a broken file."""
+    try:
+        with rasterio.open(path):
+            pass
+    except (rasterio.errors.RasterioError, CPLE_BaseError, TypeError, OSError) as exc:
+        from ..outputs import write_error
+
+        raise write_error(path, exc) from None
+
+
 def _profile(width: int, height: int, transform: Optional[Affine], crs, dtype: str, nodata: float) -> dict:
     profile = dict(
         driver="GTiff",
@@ -126,6 +162,7 @@ def _profile(width: int, height: int, transform: Optional[Affine], crs, dtype: s
 def build_overviews(path: str | os.PathLike, resampling: Resampling, min_size: int = BLOCK) -> list[int]:
     """Add internal overviews (factors 2, 4, 8, ... while the level is >= ``min_size``
     px on its longer side); returns the factors."""
+    _verify(Path(path))
     with _writing(Path(path)), rasterio.open(path, "r+") as ds:
         longest = max(ds.width, ds.height)
         factors = []
@@ -163,6 +200,7 @@ class GeoTiffStripWriter:
         self.valid_pixels = 0
         self._rows_written = 0
         self._prob = self._mask = None
+        _quiet_libtiff()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             if self.prob_path:
@@ -196,6 +234,8 @@ class GeoTiffStripWriter:
             if ds is not None and not ds.closed:
                 with _writing(path):
                     ds.close()
+                if self._rows_written >= self.height:
+                    _verify(path)
         if overviews and self._rows_written >= self.height:
             if self.prob_path:
                 build_overviews(self.prob_path, Resampling.average)

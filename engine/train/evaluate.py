@@ -79,6 +79,26 @@ def confusion_over(
     return conf
 
 
+def _map_name(sample: Sample) -> str:
+    return Path(sample.label.name).stem + ".png"
+
+
+def _maps_stage(out_dir: Optional[Path], samples: list[Sample], model_path: Union[str, os.PathLike]):
+    """A private staging folder in ``out_dir`` for the colour maps (None without one),
+    after refusing maps that would replace an input (a label PNG, the checkpoint)."""
+    if out_dir is None:
+        return None
+    from ..outputs import Inputs, Staging, check_output
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a folder")
+    inputs = Inputs([model_path] + [p for s in samples for p in (s.before, s.after, s.label)])
+    for name in sorted({_map_name(s) for s in samples}):
+        check_output(out_dir / name, "colour map", inputs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return Staging(out_dir)
+
+
 def evaluate(
     data: Union[str, os.PathLike],
     split: str,
@@ -110,24 +130,32 @@ def evaluate(
         events.warn(warning)
     model, info, rt = load_for_evaluation(model_path, device, precision)  # a checkpoint or an exported .onnx
     out_dir = Path(out) if out is not None else None
-    if out_dir is not None:
-        if out_dir.exists() and not out_dir.is_dir():
-            raise UserError(f"{out_dir}: exists and is not a folder")
-        out_dir.mkdir(parents=True, exist_ok=True)
+    stage = _maps_stage(out_dir, samples, model_path)
     events.start(command="evaluate", data=str(data), split=split, model=str(model_path), tiles=len(samples),
                  **rt.describe())
     done = [0]
 
     def write_maps(pred: np.ndarray, label: np.ndarray, indices: list[int]) -> None:
         for p, y, i in zip(pred, label, indices):
-            if out_dir is not None:
-                Image.fromarray(colour_map(p, y)).save(out_dir / (Path(samples[i].label.name).stem + ".png"))
+            if stage is not None:
+                name = _map_name(samples[i])
+                Image.fromarray(colour_map(p, y)).save(stage.path(name, shown=out_dir / name), format="PNG")
         done[0] += len(indices)
         events.progress(done[0], len(samples), stage="evaluate")
 
     loader = eval_loader(samples, batch_size, workers, Normalisation.from_scaling(info.scaling),
                          pin_memory=rt.device.type == "cuda")
-    conf = confusion_over(model, loader, rt, info.threshold, on_batch=write_maps, check_cancel=events.check_cancel)
+    try:
+        conf = confusion_over(model, loader, rt, info.threshold, on_batch=write_maps,
+                              check_cancel=events.check_cancel)
+        if stage is not None:  # all maps appear at the end, none if the run fails
+            from ..outputs import commit
+
+            names = sorted({_map_name(x) for x in samples})
+            commit([(stage, n, stage.folder / n, out_dir / n) for n in names], overwrite=True)
+    finally:
+        if stage is not None:
+            stage.close()
     result = {
         "metrics": conf.scores(),
         "confusion": conf.as_dict(),

@@ -24,7 +24,6 @@ import csv
 import json
 import math
 import os
-import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,9 +56,13 @@ VECTOR_SUFFIXES = {".gpkg", ".shp", ".geojson", ".json", ".fgb", ".gml", ".kml",
 # output folder
 
 
-def check_output_dir(out: Union[str, Path], overwrite: bool) -> Path:
-    """Refuse an output folder that exists and is not empty (unless ``overwrite``)."""
+def check_output_dir(out: Union[str, Path], overwrite: bool, inputs: Sequence[Union[str, Path]] = ()) -> Path:
+    """Refuse an output folder that exists and is not empty (unless ``overwrite``), or
+    that is or contains one of ``inputs`` (by real path: ``..`` and symlinks resolved)."""
+    from ..outputs import check_folder_output
+
     out = Path(out)
+    check_folder_output(out, inputs)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -70,26 +73,20 @@ def check_output_dir(out: Union[str, Path], overwrite: bool) -> Path:
 
 
 @contextlib.contextmanager
-def staged_output(out: Union[str, Path], overwrite: bool = False) -> Iterator[Path]:
-    """Write a folder under a temporary name, then move it to ``out`` in one step.
+def staged_output(out: Union[str, Path], overwrite: bool = False,
+                  inputs: Sequence[Union[str, Path]] = ()) -> Iterator[Path]:
+    """Write a folder in a private staging folder, then rename it to ``out`` in one step.
 
-    Yields the staging folder (beside ``out``). On success an existing ``out`` is
-    replaced (only allowed with ``overwrite`` or when it is empty); on any error the
+    Yields the staging folder (beside ``out``; see :func:`engine.outputs.staged_folder`).
+    On success an existing ``out`` is replaced (only allowed with ``overwrite`` or when it
+    is empty; a folder that appeared meanwhile is refused otherwise); on any error the
     staging folder is removed, so no half-written dataset is left behind.
     """
-    out = check_output_dir(out, overwrite).absolute()
-    stage = out.parent / f".{out.name}.part-{os.getpid()}"
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir()
-    try:
+    from ..outputs import staged_folder
+
+    out = check_output_dir(out, overwrite, inputs)
+    with staged_folder(out, overwrite, inputs) as stage:
         yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(stage, out)
 
 
 # --------------------------------------------------------------------------------------

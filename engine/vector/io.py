@@ -197,6 +197,7 @@ class VectorWriter:
                 self._started = True
             if self._stage is not None:
                 self._convert_stage()
+            self._verify()
         except BaseException:
             self.abort()
             raise
@@ -204,6 +205,18 @@ class VectorWriter:
             if self._stage is not None:
                 remove_vector(self._stage)
         self._closed = True
+
+    def _verify(self) -> None:
+        """Read the finished file back: some drivers report a failed write (a full disk)
+        only by leaving a short file."""
+        import pyogrio
+
+        try:
+            features = pyogrio.read_info(self.path, layer=self._layer(self.driver))["features"]
+        except Exception as exc:  # any failure to read it back means the write failed
+            raise _write_failed(self.path, exc) from None
+        if features not in (self.count, -1):
+            raise _write_failed(self.path, OSError(f"{features} of {self.count} features were written"))
 
     def _convert_stage(self) -> None:
         """Stream the staging GeoPackage into the target format (no full load in memory).
