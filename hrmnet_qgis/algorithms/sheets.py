@@ -263,9 +263,12 @@ class DetectChangesSheets(EngineAlgorithm):
         selected = _selected_only(parameters.get(self.SHEETS))
         parts = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source())
         file = parts.get("path") or ""
-        if layer.providerType() not in ("ogr", "delimitedtext") or not file or not Path(file).is_file():
-            return "", True  # not a file GDAL reads: saved to the run folder in processAlgorithm
-        subset = layer.subsetString() if layer.providerType() == "ogr" else ""
+        if layer.providerType() not in ("ogr", "delimitedtext") or not file or not Path(file).is_file() or \
+                (layer.providerType() == "delimitedtext" and layer.subsetString()):
+            # not a file GDAL reads, or a CSV layer's filter (a QGIS expression, not OGR SQL):
+            # saved to the run folder in processAlgorithm
+            return "", True
+        subset = layer.subsetString()
         if selected:
             subset = _and(subset, self._selection(layer, parameters, context))
         return engine_source(absolute(file), parts.get("layerName") or "", subset), False

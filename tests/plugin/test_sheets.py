@@ -252,6 +252,32 @@ def test_a_csv_sheet_list_file_and_a_memory_layer(qgis_app, fake_engine, scenes,
     assert [p.name for p in (run2 / "sheets").iterdir()] == ["M1"]
 
 
+def test_a_csv_layer_with_selected_rows(qgis_app, fake_engine, scenes, tmp_path):
+    """A CSV added as a delimited-text layer (no geometry), two rows selected."""
+    from qgis.core import QgsProcessingFeatureSourceDefinition, QgsVectorLayer
+
+    (tmp_path / "list.csv").write_text("id;before;after\n" + "".join(
+        f"C{k};{b};{a}\n" for k, (b, a, _) in enumerate(scenes)))
+    layer = QgsVectorLayer(f"file://{tmp_path / 'list.csv'}?type=csv&delimiter=;&geomType=none", "list",
+                           "delimitedtext")
+    assert layer.isValid() and layer.featureCount() == 3
+    context = _context(layer)
+    layer.selectByExpression("\"id\" <> 'C1'")
+    feedback = Feedback()
+    results, ok = _alg().run(_params(tmp_path, SHEETS=QgsProcessingFeatureSourceDefinition(layer.id(), True)),
+                             context, feedback)
+    assert ok, feedback.errors
+    assert fake_engine()["--sheets"] == f"{tmp_path / 'list.csv'}|subset=\"id\" IN ('C0', 'C2')"
+    assert sorted(p.name for p in (tmp_path / "run" / "sheets").iterdir()) == ["C0", "C2"]
+    # a filter on the layer (a QGIS expression): the rows it keeps are saved to the run folder
+    layer.setSubsetString("\"id\" = 'C1'")
+    results, ok = _alg().run(_params(tmp_path, SHEETS=layer.id(), RUN_FOLDER=str(tmp_path / "run2")), context,
+                             feedback)
+    assert ok, feedback.errors
+    assert fake_engine()["--sheets"] == str(tmp_path / "run2" / "sheets-from-qgis.gpkg")
+    assert [p.name for p in (tmp_path / "run2" / "sheets").iterdir()] == ["C1"]
+
+
 def test_some_sheets_failed_is_a_result_with_a_warning(qgis_app, fake_engine, scenes, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_MODE", "partial")
     csv_path = tmp_path / "list.csv"
