@@ -264,9 +264,10 @@ class DetectChangesSheets(EngineAlgorithm):
         parts = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source())
         file = parts.get("path") or ""
         if layer.providerType() not in ("ogr", "delimitedtext") or not file or not Path(file).is_file() or \
-                (layer.providerType() == "delimitedtext" and layer.subsetString()):
-            # not a file GDAL reads, or a CSV layer's filter (a QGIS expression, not OGR SQL):
-            # saved to the run folder in processAlgorithm
+                (layer.providerType() == "delimitedtext" and layer.subsetString()) or \
+                layer.subsetString().lstrip()[:7].upper() == "SELECT ":
+            # not a file GDAL reads, a CSV layer's filter (a QGIS expression) or a whole SQL query
+            # as an OGR filter (not a WHERE clause): saved to the run folder in processAlgorithm
             return "", True
         subset = layer.subsetString()
         if selected:
