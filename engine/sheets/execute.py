@@ -158,9 +158,10 @@ def _run_here(job_fn, jobs, on_result, is_cancelled) -> None:
 def _run_futures(client, job_fn, jobs, on_result, is_cancelled) -> None:
     from distributed import as_completed
 
-    futures = {}
-    for job in jobs:
-        futures[client.submit(_no_retry_for_user_errors, job_fn, job, pure=False, retries=RETRIES)] = job
+    jobs = list(jobs)
+    # one task per job (map submits them in one message: quick for tens of thousands of sheets)
+    submitted = client.map(_no_retry_for_user_errors, [job_fn] * len(jobs), jobs, pure=False, retries=RETRIES)
+    futures = dict(zip(submitted, jobs))
     pending = as_completed(list(futures), with_results=False, loop=client.loop)
     while not pending.is_empty():
         if is_cancelled():
