@@ -25,7 +25,7 @@ from ..errors import Cancelled, UserError
 from ..events import Events
 from ..pipeline import validate_options
 from .job import done_record, remove_temporaries, run_sheet
-from .plan import Plan, folder_name, make_plan
+from .plan import Plan, make_plan
 
 __all__ = ["run_sheets", "SheetsResult", "EXIT_SOME_FAILED"]
 

@@ -13,7 +13,7 @@ from engine.sheets.job import _polygonize
 from engine.sheets.merge import link_pieces, merge_polygons
 from engine.sheets.plan import RunContext, SheetJob
 from engine.vector import polygonize_to_file
-from tests.rasters import UTM33N, write_geotiff
+from tests.rasters import write_geotiff
 
 TRANSFORM = Affine(0.5, 0, 500_000.0, 0, -0.5, 5_000_000.0)
 ROWS, COLS = [0, 37, 90, 131], [0, 52, 61, 140]  # uneven sheets, one only 9 px wide
