@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: bootstrap test demo bench plugin clean
+.PHONY: bootstrap test demo bench plugin clean screenshots
 
 bootstrap:
 	@bash tools/bootstrap.sh
@@ -21,6 +21,11 @@ bench: bootstrap
 
 plugin: bootstrap
 	$(PY) tools/build_plugin.py
+
+# The real QGIS desktop under a virtual display (xvfb-run); pictures into docs/. Skipped
+# with a message where there is no display server.
+screenshots: bootstrap
+	$(PY) tools/screenshots.py
 
 clean:
 	rm -rf build dist demo-output .pytest_cache
