@@ -49,9 +49,11 @@ class Evaluate(EngineAlgorithm):
 
     def shortHelpString(self) -> str:  # noqa: N802
         return self.tr(
-            "Kappa, IoU, F1, precision, recall and overall accuracy of the change class over one confusion "
-            "matrix of the whole split. With an output folder, writes a colour map per tile: true "
-            "positives white, false positives red, false negatives cyan, true negatives black."
+            "<p>Kappa, IoU, F1, precision, recall and overall accuracy of the change class over one confusion "
+            "matrix of the chosen <i>Split</i> of a <i>Dataset folder</i>, for a <i>Model checkpoint</i>.</p>"
+            "<p><b>Required:</b> Dataset folder and Model checkpoint.</p>"
+            "<p>With a <i>Colour maps folder</i>, writes a colour map per tile: true positives white, false "
+            "positives red, false negatives cyan, true negatives black.</p>"
         )
 
     def initAlgorithm(self, config: Optional[dict] = None) -> None:  # noqa: N802

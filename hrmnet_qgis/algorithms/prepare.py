@@ -38,11 +38,12 @@ class PrepareDataset(EngineAlgorithm):
 
     def shortHelpString(self) -> str:  # noqa: N802
         return self.tr(
-            "Cuts a BEFORE/AFTER raster pair and change LABELS (a raster, or polygons rasterized onto the "
-            "BEFORE grid) into georeferenced tiles in the authors' layout (train|val|test/{A,B,label} + "
-            "list/*.txt) plus dataset.json. For many map sheets give a CSV of before,after,labels rows "
-            "in SHEETS instead; the split is made by sheet/region so tiles of one area never leak "
-            "between train, val and test."
+            "<p>Cuts a <i>Before</i> / <i>After</i> raster pair and <i>Change labels</i> (a raster, or polygons "
+            "rasterized onto the Before grid) into georeferenced tiles in the authors' layout "
+            "(train|val|test/{A,B,label} + list/*.txt) plus dataset.json, in <i>Dataset folder</i>.</p>"
+            "<p><b>Required:</b> Before, After and Change labels, or a <i>Sheets CSV</i> (rows "
+            "before,after,labels) for many map sheets; and the Dataset folder. The split is made by "
+            "sheet/region so tiles of one area never leak between train, val and test.</p>"
         )
 
     def initAlgorithm(self, config: Optional[dict] = None) -> None:  # noqa: N802

@@ -52,11 +52,13 @@ class Train(EngineAlgorithm):
 
     def shortHelpString(self) -> str:  # noqa: N802
         return self.tr(
-            "Trains HRMNet with the authors' recipe (AdamW, poly schedule with warm-up, flips, crops and "
-            "date swaps; model selection by validation F1) on a dataset in the authors' layout "
-            "(train|val|test/{A,B,label} + list/*.txt, e.g. from 'Prepare a training dataset').\n\n"
-            "Writes best.safetensors, last.safetensors, metrics.csv and curves.png into the output "
-            "folder. Cancelling leaves a resumable run: run again on the same folder with RESUME."
+            "<p>Trains HRMNet with the authors' recipe (AdamW, poly schedule with warm-up, flips, crops and "
+            "date swaps; model selection by validation F1) on a <i>Dataset folder</i> in the authors' layout "
+            "(train|val|test/{A,B,label} + list/*.txt, e.g. from <i>Prepare a training dataset</i>).</p>"
+            "<p><b>Required:</b> Dataset folder and <i>Run folder</i>.</p>"
+            "<p>Writes best.safetensors, last.safetensors, metrics.csv and curves.png into the Run folder. "
+            "Cancelling leaves a resumable run: run again on the same folder with <i>Resume the run in the "
+            "output folder</i>.</p>"
         )
 
     def initAlgorithm(self, config: Optional[dict] = None) -> None:  # noqa: N802

@@ -36,6 +36,17 @@ def test_help_uses_the_labels_on_screen_and_says_what_is_required_and_what_the_m
     assert "What the model expects:" in text and "more than 2×" in text
 
 
+@pytest.mark.parametrize("alg_id", ["hrmnet:train", "hrmnet:evaluate", "hrmnet:preparedataset"])
+def test_other_algorithms_help_uses_labels_too(qgis_app, alg_id):
+    from qgis.core import QgsApplication
+
+    alg = QgsApplication.processingRegistry().createAlgorithmById(alg_id)
+    text = alg.shortHelpString()
+    for param in alg.parameterDefinitions():
+        assert not re.search(rf"\b{param.name()}\b", text), f"parameter id {param.name()} in the help"
+    assert "<b>Required:</b>" in text
+
+
 def test_demo_model_is_the_default_and_labelled_as_such(qgis_app):
     if not DEMO_MODEL.is_file():
         pytest.skip("no demo model in this checkout")
