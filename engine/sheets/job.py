@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import Cancelled, UserError
 from .execute import worker_cached
-from .plan import RunContext, SheetJob
+from .plan import RunContext, SheetJob, fingerprint
 
 __all__ = ["run_sheet", "done_record", "remove_temporaries", "area_grid", "finalize"]
 
@@ -100,9 +100,11 @@ def run_sheet(job: SheetJob) -> dict:
     tmp = sheets / f".{job.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
+        inputs = [fingerprint(p) for p in job.inputs]
         stats = _compute(job, tmp)
         record = {"id": job.id, "status": "done", "hash": ctx.hash, "window": list(job.window),
-                  "seconds": round(time.perf_counter() - t0, 3), "message": "", **stats, **_process()}
+                  "seconds": round(time.perf_counter() - t0, 3), "message": "", **stats, **_process(),
+                  "inputs": inputs}
         (tmp / DONE).write_text(json.dumps(record, indent=1), encoding="utf-8")
         if final.exists():  # a folder without a valid done-record (another run's leftovers)
             shutil.rmtree(final)

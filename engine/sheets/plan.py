@@ -63,13 +63,14 @@ class RunContext:
 
 @dataclass
 class SheetJob:
-    """One sheet to compute: its id, folder name and window (col, row, width, height) in
-    the processed area's pixels."""
+    """One sheet to compute: its id, folder name, window (col, row, width, height) in the
+    processed area's pixels and its (before, after) rasters."""
 
     context: RunContext
     id: str
     name: str
     window: tuple
+    inputs: tuple = ()
 
     def __repr__(self) -> str:  # Dask shows jobs in its logs
         return f"SheetJob({self.id!r})"
@@ -87,7 +88,8 @@ class Plan:
     settings: dict = field(default_factory=dict)
 
 
-def _fingerprint(path: Optional[str]) -> Optional[dict]:
+def fingerprint(path: Optional[str]) -> Optional[dict]:
+    """Path, size and modification time of a file (None for None)."""
     if path is None:
         return None
     st = os.stat(path)
@@ -166,7 +168,7 @@ def make_plan(run: Path, specs: Sequence, options: DetectOptions, *, model: Opti
         pair.close()
     settings = {
         "options": options.as_dict(),
-        "model": _fingerprint(model) if predictor is None else None,
+        "model": fingerprint(model) if predictor is None else None,
         "stand_in": _stand_in(predictor),
         "sheets": [[s.id, str(s.before), str(s.after)] for s in specs],
         "failed": sorted(failed),
@@ -176,11 +178,12 @@ def make_plan(run: Path, specs: Sequence, options: DetectOptions, *, model: Opti
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     ctx = RunContext(str(run), str(before_vrt), str(after_vrt), options, None if model is None else str(model),
                      predictor, info, plan, area, digest)
-    jobs, skipped, extents = _jobs(ctx, rb, grid_b, offset, Affine(*area[2]))
+    afters = {r.id: r.path for r in ra}
+    jobs, skipped, extents = _jobs(ctx, rb, afters, grid_b, offset, Affine(*area[2]))
     return Plan(ctx, jobs, failed, skipped, extents, settings)
 
 
-def _jobs(ctx: RunContext, rasters: Sequence[SheetRaster], grid, offset: tuple, transform) -> tuple:
+def _jobs(ctx: RunContext, rasters: Sequence[SheetRaster], afters: dict, grid, offset: tuple, transform) -> tuple:
     """One job per readable sheet: its before raster's window clipped to the processed area."""
     width, height = ctx.area[0], ctx.area[1]
     jobs, skipped, extents = [], {}, {}
@@ -194,5 +197,5 @@ def _jobs(ctx: RunContext, rasters: Sequence[SheetRaster], grid, offset: tuple, 
         x0, y0 = transform * (c0, r1)
         x1, y1 = transform * (c1, r0)
         extents[r.id] = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
-        jobs.append(SheetJob(ctx, r.id, folder_name(r.id), (c0, r0, c1 - c0, r1 - r0)))
+        jobs.append(SheetJob(ctx, r.id, folder_name(r.id), (c0, r0, c1 - c0, r1 - r0), (r.path, afters[r.id])))
     return jobs, skipped, extents

@@ -244,6 +244,7 @@ def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, w
     for job in jobs:
         record = done_record(sheets_dir / job.name, plan.context.hash)
         if record is not None:
+            _check_unchanged(job, record)
             results[job.id] = {**record, "reused": True}
         else:
             remove_temporaries(sheets_dir, job.name)
@@ -276,6 +277,15 @@ def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, w
     check = getattr(events, "_is_cancelled", None) or (lambda: False)
     run_jobs(run_sheet, todo, workers=workers, gpus=gpus, scheduler=scheduler, scheduler_file=scheduler_file,
              on_result=on_result, is_cancelled=check)
+
+
+def _check_unchanged(job, record: dict) -> None:
+    """Refuse to resume when a finished sheet's raster changed since it was computed."""
+    from .plan import fingerprint
+
+    for path, old in zip(job.inputs, record.get("inputs") or []):
+        if old is not None and fingerprint(path) != old:
+            raise UserError(f"{path}: changed since sheet {job.id} was computed; use --restart to start over")
 
 
 def _window(job):

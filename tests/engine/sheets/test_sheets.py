@@ -206,3 +206,12 @@ def test_vector_sheet_index_with_templates(scene, tmp_path):
                      out_vector=tmp_path / "m.gpkg", workers=1, **TILING)
     assert res.exit_code == 0 and sorted(res.status) == ids
     assert set(pyogrio.read_dataframe(tmp_path / "m.gpkg")["sheet"]) <= set(ids)
+
+
+def test_a_raster_changed_after_its_sheet_finished_is_refused(scene, tmp_path):
+    kw = dict(predictor=BlurDifference(), out_vector=tmp_path / "m.gpkg", workers=1, **TILING)
+    run_sheets(scene, tmp_path / "run", **kw)
+    changed = scene.parent / "after_r2c2.tif"
+    os.utime(changed, ns=(time.time_ns(), time.time_ns() + 10**9))
+    with pytest.raises(UserError, match="after_r2c2.tif: changed since sheet r2c2"):
+        run_sheets(scene, tmp_path / "run", **kw)
