@@ -118,6 +118,14 @@ def check_name(path: PathLike) -> None:
         raise UserError(f"{text!r}: output names with control characters ({shown}) are not supported")
 
 
+def _both_cases(path: PathLike) -> list[Path]:
+    """:func:`dataset_files` of ``path``, with sidecars in either letter case (a
+    shapefile ``x.SHP`` may come with ``x.dbf``)."""
+    p = Path(path)
+    files = dataset_files(p)
+    return files + dataset_files(p.with_suffix(p.suffix.swapcase()))[1:] if len(files) > 1 else files
+
+
 class Inputs:
     """The identities of a command's input files (their sidecars too): real paths and,
     for existing files, (device, inode). Build it once to check many outputs."""
@@ -126,7 +134,7 @@ class Inputs:
         self.real: dict[Path, Path] = {}
         self.ids: dict[tuple[int, int], Path] = {}
         for p in paths:
-            for f in dataset_files(p) if p else []:
+            for f in _both_cases(p) if p else []:
                 self.real.setdefault(real_path(f), f)
                 with contextlib.suppress(OSError):
                     st = os.stat(f)
@@ -428,8 +436,8 @@ def staged_file(target: PathLike, overwrite: bool, inputs: Iterable[PathLike] = 
     """
     target = Path(target)
     check_output(target, "output", inputs)
-    remove_stale(real_path(target).parent)
-    with Staging(real_path(target).parent) as s:
+    remove_stale(real_path(Path(target).parent))
+    with Staging(real_path(Path(target).parent)) as s:
         staged = "out" + target.suffix
         with _translated(target):
             yield s.path(staged, shown=target)
@@ -516,7 +524,7 @@ def temporary(target: PathLike, tag: str = "tmp") -> Path:
     target = Path(target)
     stagings: dict = getattr(_RUN, "stagings", None) or {}
     _RUN.stagings = stagings
-    folder = str(real_path(target).parent)
+    folder = str(real_path(Path(target).parent))
     if folder not in stagings:
         try:
             stagings[folder] = Staging(folder)

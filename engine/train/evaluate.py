@@ -53,11 +53,14 @@ def confusion_over(
     threshold: float = 0.5,
     on_batch: Optional[Callable[[np.ndarray, np.ndarray, list[int]], None]] = None,
     check_cancel: Optional[Callable[[], None]] = None,
+    review=None,
 ) -> Confusion:
     """Run ``model`` (in eval mode) over ``loader``; the confusion matrix of ``change[:,0] > threshold``.
 
     ``on_batch(pred (N,H,W) bool, label (N,H,W) bool, indices)`` sees each batch
-    (numpy, on the CPU) when given, e.g. to write colour maps.
+    (numpy, on the CPU) when given, e.g. to write colour maps. ``review`` (a
+    :class:`~engine.train.review_metrics.ReviewStats`) gets each batch's hard-region
+    score when the model gives one.
     """
     was_training = model.training
     model.eval()
@@ -68,10 +71,12 @@ def confusion_over(
                 check_cancel()
             x = runtime.tensor(x)
             with runtime.autocast():
-                change, _ = model(x)
+                change, hard = model(x)
             pred = change[:, 0] > threshold
             label = y[:, 0].to(pred.device) > 0.5
             conf.update(pred, label)
+            if review is not None and hard is not None:
+                review.update(pred.cpu().numpy(), label.cpu().numpy(), hard[:, 0].float().cpu().numpy())
             if on_batch is not None:
                 on_batch(pred.cpu().numpy(), label.cpu().numpy(), [int(i) for i in idx])
     finally:
@@ -83,18 +88,25 @@ def _map_name(sample: Sample) -> str:
     return Path(sample.label.name).stem + ".png"
 
 
-def _maps_stage(out_dir: Optional[Path], samples: list[Sample], model_path: Union[str, os.PathLike]):
-    """A private staging folder in ``out_dir`` for the colour maps (None without one),
-    after refusing maps that would replace an input (a label PNG, the checkpoint)."""
+def _check_maps(out_dir: Optional[Path], samples: list[Sample], model_path: Union[str, os.PathLike]) -> None:
+    """Refuse colour maps that would replace an input (a label PNG, the checkpoint)."""
     if out_dir is None:
-        return None
-    from ..outputs import Inputs, Staging, check_output
+        return
+    from ..outputs import Inputs, check_output
 
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a folder")
     inputs = Inputs([model_path] + [p for s in samples for p in (s.before, s.after, s.label)])
     for name in sorted({_map_name(s) for s in samples}):
         check_output(out_dir / name, "colour map", inputs)
+
+
+def _maps_stage(out_dir: Optional[Path]):
+    """A private staging folder in ``out_dir`` for the colour maps (None without one)."""
+    if out_dir is None:
+        return None
+    from ..outputs import Staging
+
     out_dir.mkdir(parents=True, exist_ok=True)
     return Staging(out_dir)
 
@@ -128,9 +140,9 @@ def evaluate(
     warning = label_warning(samples)
     if warning:
         events.warn(warning)
-    model, info, rt = load_for_evaluation(model_path, device, precision)  # a checkpoint or an exported .onnx
     out_dir = Path(out) if out is not None else None
-    stage = _maps_stage(out_dir, samples, model_path)
+    _check_maps(out_dir, samples, model_path)  # before the model loads
+    model, info, rt = load_for_evaluation(model_path, device, precision)  # a checkpoint or an exported .onnx
     events.start(command="evaluate", data=str(data), split=split, model=str(model_path), tiles=len(samples),
                  **rt.describe())
     done = [0]
@@ -145,9 +157,13 @@ def evaluate(
 
     loader = eval_loader(samples, batch_size, workers, Normalisation.from_scaling(info.scaling),
                          pin_memory=rt.device.type == "cuda")
+    stage = _maps_stage(out_dir)
+    from .review_metrics import ReviewStats
+
+    review = ReviewStats()
     try:
         conf = confusion_over(model, loader, rt, info.threshold, on_batch=write_maps,
-                              check_cancel=events.check_cancel)
+                              check_cancel=events.check_cancel, review=review)
         if stage is not None:  # all maps appear at the end, none if the run fails
             from ..outputs import commit
 
@@ -165,6 +181,7 @@ def evaluate(
         "model": str(model_path),
         "threshold": info.threshold,
         "runtime": rt.describe(),
+        "review": review.result(),  # None when the model gives no hard-region score (ONNX)
     }
     events.done(outputs={"maps": str(out_dir)} if out_dir is not None else {}, stats=result)
     return result

@@ -1,0 +1,230 @@
+"""Issue 9 through the real CLI: every writing command keeps the user's files safe.
+
+Inputs are never replaced (``..``, symlinked folders, even with --overwrite); temporaries
+never follow planted symlinks; a full disk, odd names, a killed run and two concurrent
+runs each end in one line (or a working result) and leave nothing behind."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyogrio
+import pytest
+import rasterio
+
+from engine.outputs import PREFIX
+from tests.engine.detect.conftest import ROOT, changed_pair, checkpoints, jsonl, run_cli  # noqa: F401 (fixture)
+from tests.engine.test_outputs import tiny_disk  # noqa: F401 (fixture)
+
+
+def _one_line(res, *fragments: str) -> str:
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]
+
+
+def _engine(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.fixture()
+def scene(tmp_path):
+    """(before, after, out folder, a symlink to the inputs' folder)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    before, after = changed_pair(data, size=(40, 50), square=(5, 5, 10, 10))
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "link").symlink_to(data, target_is_directory=True)
+    return before, after, out, tmp_path / "link"
+
+
+@pytest.mark.parametrize("how", ["dotdot", "symlinked folder"])
+def test_detect_never_replaces_an_input_even_with_overwrite(scene, checkpoints, how):
+    before, after, out, link = scene
+    target = out / ".." / "data" / "before.tif" if how == "dotdot" else link / "after.tif"
+    kept = {p: p.read_bytes() for p in (before, after)}
+    res = run_cli("--before", before, "--after", after, "--model", checkpoints["none"], "--out-mask", target,
+                  "--overwrite", "--progress", "jsonl")
+    _one_line(res, str(target), "the mask output would replace the input")
+    assert [e["event"] for e in jsonl(res.stdout)] == ["error"]  # refused before any work
+    assert {p: p.read_bytes() for p in (before, after)} == kept and list(out.iterdir()) == []
+
+
+def test_detect_never_writes_through_planted_symlinks(scene, checkpoints):
+    """Someone who can write to the output folder plants symlinks at the temporary names
+    of the next PIDs (the old naming) and at the output itself."""
+    before, after, out, _ = scene
+    victim = before.parent / "victim.txt"
+    victim.write_text("precious")
+    pid = os.getpid()
+    planted = [out / f".p.{tag}{p}.tif" for p in range(pid, pid + 400) for tag in ("prob", "mask")]
+    planted += [out / f".p.tif.probe{p}" for p in range(pid, pid + 400)] + [out / "p.tif"]
+    for link in planted:
+        link.symlink_to(victim)
+    res = run_cli("--before", before, "--after", after, "--model", checkpoints["none"], "--out-probability",
+                  out / "p.tif", "--overwrite", "--progress", "none")
+    assert res.returncode == 0, res.stderr
+    assert victim.read_text() == "precious"
+    assert not (out / "p.tif").is_symlink() and rasterio.open(out / "p.tif").width == 50
+    assert all(p.is_symlink() for p in planted[:-1])
+    assert not [p for p in out.iterdir() if p.name.startswith(PREFIX)]
+
+
+def test_detect_on_a_full_disk_is_one_line_naming_the_output_and_leaves_nothing(scene, checkpoints, tiny_disk):
+    before, after, _, _ = scene
+    for flag, name in (("--out-mask", "m.tif"), ("--out-vector", "v.shp")):
+        res = run_cli("--before", before, "--after", after, "--model", checkpoints["random"], flag, tiny_disk / name,
+                      "--progress", "none")
+        assert _one_line(res) == f"error: {tiny_disk / name}: no space left on device"
+        assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler"]
+
+
+def test_detect_odd_output_names_work(scene, checkpoints):
+    before, after, out, _ = scene
+    folder = out / "a;b !c 'd\" ü€"
+    folder.mkdir()
+    vec, mask, shp = folder / "x;y!.gpkg", folder / "m;$(rm -rf x).tif", folder / "s;t.shp"
+    res = run_cli("--before", before, "--after", after, "--model", checkpoints["all"], "--out-vector", vec,
+                  "--out-mask", mask, "--progress", "none")
+    assert res.returncode == 0, res.stderr
+    assert _features(vec, out.parent / "read1") == 1 and rasterio.open(mask).read(1).max() == 1
+    res = run_cli("--before", before, "--after", after, "--model", checkpoints["all"], "--out-vector", shp,
+                  "--progress", "none")
+    assert res.returncode == 0, res.stderr
+    assert _features(shp, out.parent / "read2") == 1
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [vec.name, mask.name] + [f"s;t.{e}" for e in ("shp", "shx", "dbf", "prj", "cpg")])
+
+
+def _features(path: Path, scratch: Path) -> int:
+    """Features in a vector file whose name pyogrio cannot take (";" and "!" mean URL
+    parameters and archives to it): read from a copy under a plain name."""
+    import shutil
+
+    from engine.vector.io import vector_sidecars
+
+    scratch.mkdir(exist_ok=True)
+    for src, dst in zip(vector_sidecars(path), vector_sidecars(scratch / f"plain{path.suffix}")):
+        if src.exists():
+            shutil.copy(src, dst)
+    return len(pyogrio.read_dataframe(scratch / f"plain{path.suffix}"))
+
+
+@pytest.mark.parametrize("name", ["new\nline.gpkg", "tab\t.tif"])
+def test_detect_refuses_control_characters_before_any_work(scene, checkpoints, name):
+    before, after, out, _ = scene
+    flag = "--out-vector" if name.endswith(".gpkg") else "--out-mask"
+    res = run_cli("--before", before, "--after", after, "--model", checkpoints["none"], flag, out / name,
+                  "--progress", "jsonl")
+    _one_line(res, "control characters")
+    assert [e["event"] for e in jsonl(res.stdout)] == ["error"] and list(out.iterdir()) == []
+
+
+_STUCK = """
+import sys, time
+sys.path.insert(0, {root!r})
+from engine.detect import DifferencePredictor, detect
+
+class Stuck(DifferencePredictor):
+    def __call__(self, batch):
+        print("busy", flush=True)
+        time.sleep(600)
+
+detect({before!r}, {after!r}, predictor=Stuck(), out_vector={vec!r}, out_probability={prob!r})
+"""
+
+
+def test_a_run_killed_with_kill_9_leaves_temporaries_that_the_next_run_removes(scene, checkpoints):
+    before, after, out, _ = scene
+    vec, prob = out / "v.gpkg", out / "p.tif"
+    code = textwrap.dedent(_STUCK.format(root=str(ROOT), before=str(before), after=str(after), vec=str(vec),
+                                         prob=str(prob)))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "busy"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    stale = [p for p in out.iterdir() if p.name.startswith(PREFIX)]
+    assert len(stale) == 1 and any(stale[0].iterdir())
+    res = run_cli("--before", before, "--after", after, "--model", checkpoints["none"], "--out-vector", vec,
+                  "--out-probability", prob, "--progress", "none")
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["p.tif", "v.gpkg"]
+
+
+def test_two_runs_writing_the_same_outputs_do_not_both_succeed(scene, checkpoints, tmp_path):
+    """Run A (here) is working when run B (the CLI) writes the same outputs: A must not
+    silently replace B's result."""
+    from engine.detect import DifferencePredictor, detect
+    from engine.errors import UserError
+
+    before, after, out, _ = scene
+    (tmp_path / "other").mkdir()
+    other_before, other_after = changed_pair(tmp_path / "other", size=(60, 70), square=(5, 5, 10, 10))
+    mask = out / "m.tif"
+    results = []
+
+    class Meanwhile(DifferencePredictor):
+        def __call__(self, batch):
+            if not results:
+                results.append(run_cli("--before", other_before, "--after", other_after, "--model",
+                                       checkpoints["none"], "--out-mask", mask, "--progress", "none"))
+            return super().__call__(batch)
+
+    with pytest.raises(UserError, match="appeared while this run was working"):
+        detect(before, after, predictor=Meanwhile(), out_mask=mask)
+    assert results[0].returncode == 0, results[0].stderr
+    assert rasterio.open(mask).width == 70  # B's result, untouched
+    assert sorted(p.name for p in out.iterdir()) == ["m.tif"]
+
+
+def test_convert_never_replaces_its_input(scene, checkpoints, tmp_path):
+    model = tmp_path / "data" / "model.safetensors"
+    model.write_bytes(checkpoints["none"].read_bytes())
+    res = _engine("convert", model, tmp_path / "link" / "model.safetensors", "--overwrite")
+    _one_line(res, "the output output would replace the input")
+    assert model.read_bytes() == checkpoints["none"].read_bytes()
+
+
+def test_prepare_refuses_an_output_folder_holding_an_input_through_a_symlink(scene, tmp_path):
+    before, after, _, link = scene
+    res = _engine("prepare", "--before", before, "--after", after, "--labels", before, "--out", link, "--overwrite",
+                  "--progress", "none")
+    _one_line(res, str(link), "would replace the input")
+    assert before.exists() and after.exists()
+
+
+def test_train_refuses_a_run_folder_whose_files_would_replace_init(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.safetensors").write_bytes(b"weights to start from")
+    alias = tmp_path / "alias"
+    alias.symlink_to(run, target_is_directory=True)
+    res = _engine("train", "--data", tmp_path / "data", "--out", run, "--init", alias / "last.safetensors",
+                  "--overwrite", "--progress", "none")
+    _one_line(res, "would replace the input")
+    assert (run / "last.safetensors").read_bytes() == b"weights to start from"
+
+
+def test_evaluate_refuses_colour_maps_that_would_replace_png_labels(tmp_path, checkpoints):
+    from tests.engine.train.tiny_dataset import make_dataset
+
+    data = make_dataset(tmp_path / "ds", {"test": 2}, size=64)
+    labels = data / "test" / "label"
+    kept = {p: p.read_bytes() for p in labels.iterdir()}
+    res = _engine("evaluate", "--data", data, "--split", "test", "--model", checkpoints["none"], "--out", labels,
+                  "--progress", "jsonl")
+    _one_line(res, "the colour map output would replace the input")
+    assert [e["event"] for e in jsonl(res.stdout)] == ["error"]  # before the model loaded
+    assert {p: p.read_bytes() for p in labels.iterdir()} == kept
