@@ -113,8 +113,9 @@ def merge_polygons(ctx: RunContext, done: Sequence[tuple[str, Path]]):
     rows.extend(f.set_crs(grid.crs_string, allow_override=True) if grid.crs_string else f for f in finals)
     cols = ["id", "area_m2", "mean_prob", "max_prob", "sheet"]
     if not rows:
-        return gpd.GeoDataFrame({c: [] for c in cols}, geometry=gpd.GeoSeries([], crs=grid.crs_string),
-                                crs=grid.crs_string)
+        empty = {"id": np.empty(0, np.int64), "area_m2": np.empty(0), "mean_prob": np.empty(0),
+                 "max_prob": np.empty(0), "sheet": np.empty(0, dtype=object)}
+        return gpd.GeoDataFrame(empty, geometry=gpd.GeoSeries([], crs=grid.crs_string), crs=grid.crs_string)
     merged = pd.concat(rows, ignore_index=True).sort_values(["first_row", "first_col"], kind="stable")
     merged = merged.reset_index(drop=True)
     merged["id"] = np.arange(1, len(merged) + 1, dtype=np.int64)
@@ -128,6 +129,9 @@ def write_merged(frame, target: Path, overwrite: bool, inputs: Sequence = ()) ->
     from ..vector.io import VectorWriter
 
     with staged_file(target, overwrite, inputs) as path:
+        if len(frame) == 0:  # an empty layer that still has the fields, ``sheet`` included
+            _write_empty(frame, Path(path))
+            return
         writer = VectorWriter(path, frame.crs.to_wkt() if frame.crs is not None else None)
         try:
             writer.write(frame)
@@ -135,4 +139,17 @@ def write_merged(frame, target: Path, overwrite: bool, inputs: Sequence = ()) ->
         except BaseException:
             writer.abort()
             raise
+
+
+def _write_empty(frame, path: Path) -> None:
+    import pyogrio
+
+    from ..vector.io import LAYER_NAME, vector_driver
+
+    driver = vector_driver(path)
+    frame = frame.astype({"sheet": str})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pyogrio.write_dataframe(frame, path, layer=None if driver == "ESRI Shapefile" else LAYER_NAME, driver=driver,
+                                geometry_type="Polygon")
 

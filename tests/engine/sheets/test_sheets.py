@@ -215,3 +215,32 @@ def test_a_raster_changed_after_its_sheet_finished_is_refused(scene, tmp_path):
     os.utime(changed, ns=(time.time_ns(), time.time_ns() + 10**9))
     with pytest.raises(UserError, match="after_r2c2.tif: changed since sheet r2c2"):
         run_sheets(scene, tmp_path / "run", **kw)
+
+
+def test_after_on_another_grid_is_warped_exactly_and_no_change_gives_an_empty_layer(tmp_path):
+    from tests.rasters import write_geotiff
+
+    from .standins import PIXEL
+
+    before, after = blob_scene(120, 130, seed=4)
+    csv_path = cut(before, after, tmp_path / "in", [41], [70])
+    for sid in ("r0c0", "r0c1", "r1c0", "r1c1"):  # the after sheets shifted by 0.3 px: warped
+        path = tmp_path / "in" / f"after_{sid}.tif"
+        with rasterio.open(path) as ds:
+            arr, t = ds.read(), ds.transform
+        write_geotiff(path, arr, origin=(t.c + 0.3 * PIXEL, t.f), pixel_size=PIXEL)
+    run = tmp_path / "run"
+    res = run_sheets(csv_path, run, predictor=BlurDifference(), out_vector=tmp_path / "m.gpkg",
+                     out_mask=tmp_path / "m.vrt", workers=1, **TILING)
+    assert res.exit_code == 0
+    mask, polygons = _detect_on_mosaic(run, tmp_path)
+    with rasterio.open(tmp_path / "m.vrt") as ds:
+        assert ds.read(1).tobytes() == mask.tobytes()
+    merged = pyogrio.read_dataframe(tmp_path / "m.gpkg")
+    assert len(merged) == len(polygons) > 3
+    assert all(a.equals(b) for a, b in zip(merged.geometry, polygons.geometry))
+
+    res = run_sheets(csv_path, tmp_path / "run0", predictor=BlurDifference(gain=0.0), out_vector=tmp_path / "e.shp",
+                     workers=1, **TILING)
+    empty = pyogrio.read_dataframe(tmp_path / "e.shp")
+    assert res.exit_code == 0 and len(empty) == 0 and "sheet" in empty.columns
