@@ -16,7 +16,7 @@ import torch
 
 SECTIONS = {"model": "benchmarks.model_bench", "detect": "benchmarks.detect_bench",
             "vector": "benchmarks.vector_bench", "train": "benchmarks.train_bench",
-            "sheets": "benchmarks.sheets_bench"}
+            "sheets": "benchmarks.sheets_bench", "onnx": "benchmarks.onnx_bench"}
 
 
 def machine() -> dict:

@@ -1,0 +1,99 @@
+"""torch vs onnxruntime with the demo model: 512² pairs/s of the model alone (torch fp32, torch
+bf16 where the CPU has it, onnxruntime fp32), detect end to end on a corner of the demo pair
+with each, and the disk size of the full (.venv) and light (.venv-light) environments.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "engine" / "demo"
+EXTENT = "640000,5799488,640512,5800000"  # 1024² px of the demo pair, 25 tiles of 256
+
+
+def _best(fn: Callable[[], object], repeat: int = 3) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def model_rows(size: int = 512) -> list[dict]:
+    """Seconds per 512² pair (best of 3, batch 1) with the demo model's weights."""
+    import torch
+
+    from engine.checkpoint import load_model
+    from engine.onnx_predictor import load_onnx
+    from engine.runtime import cpu_has_bf16, select_runtime
+
+    x = np.random.default_rng(0).normal(size=(1, 6, size, size)).astype(np.float32)
+    rows = []
+    for precision in ["fp32"] + (["bf16"] if cpu_has_bf16() else []):
+        net, _ = load_model(DEMO / "hrmnet_demo.safetensors")
+        rt = select_runtime("cpu", precision)
+        model = rt.prepare(net)
+        xt = rt.tensor(torch.from_numpy(x))
+
+        def run() -> None:
+            with torch.inference_mode(), rt.autocast():
+                model(xt)
+
+        s = _best(run)
+        rows.append({"what": "model", "runtime": f"torch {torch.__version__}", "precision": precision,
+                     "channels_last": rt.channels_last, "s_per_pair": round(s, 3), "pairs_per_s": round(1 / s, 2)})
+    predictor, _ = load_onnx(DEMO / "hrmnet_demo.onnx", "cpu")
+    s = _best(lambda: predictor(x))
+    rows.append({"what": "model", "runtime": predictor.describe()["runtime"], "precision": "fp32",
+                 "s_per_pair": round(s, 3), "pairs_per_s": round(1 / s, 2)})
+    return rows
+
+
+def detect_rows(tmp: Path) -> list[dict]:
+    """detect (probability + mask) on a 1024² corner of the demo pair: seconds per model."""
+    from engine.detect import detect
+    from engine.runtime import cpu_has_bf16
+
+    runs = [("hrmnet_demo.safetensors", "fp32")] + ([("hrmnet_demo.safetensors", "bf16")] if cpu_has_bf16() else [])
+    runs.append(("hrmnet_demo.onnx", "auto"))
+    rows = []
+    for i, (model, precision) in enumerate(runs):
+        t0 = time.perf_counter()
+        result = detect(DEMO / "data" / "before.tif", DEMO / "data" / "after.tif", model=DEMO / model,
+                        out_probability=tmp / f"p{i}.tif", out_mask=tmp / f"m{i}.tif", extent=EXTENT,
+                        device="cpu", precision=precision)
+        rows.append({"what": "detect 1024² corner of the demo pair", "model": model, "precision": precision,
+                     "seconds": round(time.perf_counter() - t0, 2), "tiles_per_s": result.stats.get("tiles_per_s")})
+    return rows
+
+
+def _tree_bytes(folder: Path) -> int:
+    total = 0
+    for base, _dirs, files in os.walk(folder):
+        for name in files:
+            p = os.path.join(base, name)
+            if not os.path.islink(p):
+                total += os.path.getsize(p)
+    return total
+
+
+def size_rows() -> list[dict]:
+    """Disk size of .venv (full) and .venv-light (onnxruntime, no torch) where they exist."""
+    return [{"what": "environment size", "env": name, "mb": round(_tree_bytes(ROOT / name) / 1e6)}
+            for name in (".venv", ".venv-light") if (ROOT / name).is_dir()]
+
+
+def run(device: str = "cpu") -> list[dict]:
+    import tempfile
+
+    rows = model_rows()
+    with tempfile.TemporaryDirectory(prefix="onnx-bench-") as tmp:
+        rows += detect_rows(Path(tmp))
+    return rows + size_rows()
