@@ -65,6 +65,8 @@ class ModelInfo:
         threshold: decision threshold on the change probability.
         training: summary of the training run (data, steps, metrics, ...).
         engine_version: engine version that wrote the file.
+        review_threshold: hard-region (review) score above which a region holding no
+            change is a "look here" area (0..1 exclusive; 0.3 measured on the demo pair).
     """
 
     format_version: int = FORMAT_VERSION
@@ -77,6 +79,7 @@ class ModelInfo:
     threshold: float = 0.5
     training: dict = field(default_factory=dict)
     engine_version: str = __version__
+    review_threshold: float = 0.3
 
     def to_metadata(self) -> dict[str, str]:
         """String metadata for safetensors (each field JSON-encoded)."""
@@ -174,6 +177,9 @@ def _metadata_problems(info: "ModelInfo"):
         yield "training", "training", info.training, "must be a mapping (JSON object)"
     if not isinstance(info.engine_version, str):
         yield "engine_version", "engine_version", info.engine_version, "must be a string"
+    rt = info.review_threshold
+    if not _is_number(rt) or not 0 < rt < 1:
+        yield "review_threshold", "review_threshold", rt, "must be a number between 0 and 1 (exclusive)"
 
 
 def _scaling_problems(scaling: Any, n_bands: int):
@@ -202,7 +208,7 @@ def check_info(info: "ModelInfo", source: str = "") -> None:
     first field of the wrong type or out of range.
 
     Checked when a checkpoint is read (:meth:`ModelInfo.from_metadata`) and before one
-    is written (:func:`save_checkpoint`): threshold in (0, 1); tile_size a multiple of 32
+    is written (:func:`save_checkpoint`): threshold and review_threshold in (0, 1); tile_size a multiple of 32
     (32..8192); 0 <= overlap < tile_size / 2; gsd > 0 or null; 1 or 3 band names;
     scaling's dtype a raster data type and its scale/mean/std lists of 1 value or one per
     band (scale and std above 0).

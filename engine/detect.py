@@ -47,9 +47,12 @@ __all__ = [
     "detect",
     "check_outputs",
     "default_batch_size",
+    "gives_review",
+    "split_output",
 ]
 
 RASTER_EXTENSIONS = (".tif", ".tiff")
+VECTOR_ROLES = ("vector", "review_areas")
 
 
 class Predictor(Protocol):
@@ -60,23 +63,41 @@ class Predictor(Protocol):
     a dict with at least ``device`` and ``precision`` for the start event. A predictor
     may also offer ``submit(batch) -> handle`` and ``result(handle) -> array``: the
     pipeline then starts batch k+1 before blending batch k.
+
+    A predictor with ``gives_review = True`` returns ``(prob, review)`` instead: review is
+    float32 (N, H, W) in [0, 1], HRMNet's hard-region score (see :func:`split_output`).
     """
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
 
+def gives_review(predictor) -> bool:
+    """Whether ``predictor`` returns ``(prob, review)`` (its ``gives_review`` attribute)."""
+    return bool(getattr(predictor, "gives_review", False))
+
+
+def split_output(out) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """A predictor's result -> (probabilities (N, H, W), review scores (N, H, W) or None)."""
+    if isinstance(out, tuple):
+        return out[0], out[1]
+    return out, None
+
+
 class ModelPredictor:
     """An HRMNet (or any module returning ``(change, hard)``) on a :class:`~engine.runtime.Runtime`.
 
-    The change probability is ``change[:, 0]``.
+    The change probability is ``change[:, 0]``. With ``review=True`` it returns
+    ``(prob, review)``, review = ``hard[:, 0]`` (the network computes it anyway: the cost
+    is one more copy back from the device).
     """
 
-    def __init__(self, model, runtime) -> None:
+    def __init__(self, model, runtime, review: bool = False) -> None:
         import torch
 
         self.torch = torch
         self.runtime = runtime
         self.model = runtime.prepare(model).eval()
+        self.gives_review = bool(review)
 
     def submit(self, batch: np.ndarray):
         """Start the forward pass of ``batch``; :meth:`result` waits for it. On CUDA the
@@ -89,8 +110,10 @@ class ModelPredictor:
             x = x.pin_memory()
         x = self.runtime.tensor(x)
         with torch.inference_mode(), self.runtime.autocast():
-            change, _hard = self.model(x)
+            change, hard = self.model(x)
             p = change[:, 0].float()
+            if self.gives_review:  # one (2, N, H, W) block: one copy back
+                p = torch.stack([p, hard[:, 0].float()])
         if not cuda:
             return p, None
         host = torch.empty(p.shape, dtype=torch.float32, pin_memory=True)
@@ -99,12 +122,14 @@ class ModelPredictor:
         done.record()
         return host, done
 
-    def result(self, handle) -> np.ndarray:
-        """(N, H, W) float32 probabilities of a :meth:`submit` ted batch."""
+    def result(self, handle):
+        """(N, H, W) float32 probabilities of a :meth:`submit` ted batch; with review,
+        ``(prob, review)``."""
         host, done = handle
         if done is not None:
             done.synchronize()
-        return host.numpy()
+        out = host.numpy()
+        return (out[0], out[1]) if self.gives_review else out
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.result(self.submit(batch))
@@ -115,14 +140,21 @@ class ModelPredictor:
 
 class DifferencePredictor:
     """Stand-in model: mean absolute difference of the dates' normalised channels,
-    times ``gain``, clipped to [0, 1]. Used by tests (geometry) and benchmarks."""
+    times ``gain``, clipped to [0, 1]. Used by tests (geometry) and benchmarks.
 
-    def __init__(self, gain: float = 1.0) -> None:
+    With ``review=True`` it returns ``(prob, review)``, review = ``1 - |2 prob - 1|``
+    (highest where the probability is undecided), like a hard-region score."""
+
+    def __init__(self, gain: float = 1.0, review: bool = False) -> None:
         self.gain = gain
+        self.gives_review = bool(review)
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch: np.ndarray):
         d = np.abs(batch[:, 3:] - batch[:, :3]).mean(axis=1) * self.gain
-        return np.clip(d, 0.0, 1.0).astype(np.float32)
+        prob = np.clip(d, 0.0, 1.0).astype(np.float32)
+        if self.gives_review:
+            return prob, (1.0 - np.abs(2.0 * prob - 1.0)).astype(np.float32)
+        return prob
 
     def describe(self) -> dict:
         return {"device": "cpu (stand-in model)", "precision": "fp32"}
@@ -164,7 +196,8 @@ def check_outputs(outputs: dict[str, Optional[str]], inputs: Sequence[str], over
     """Validate output paths before any work; remove stale temporaries of dead runs there.
 
     Args:
-        outputs: role (``vector``, ``probability``, ``mask``) -> path or None.
+        outputs: role (``vector``, ``probability``, ``mask``, ``review``, ``review_areas``)
+            -> path or None.
         inputs: input paths an output must not replace (compared by real path and file
             identity, sidecar files included; see :mod:`engine.outputs`).
         overwrite: allow replacing existing files.
@@ -182,10 +215,11 @@ def check_outputs(outputs: dict[str, Optional[str]], inputs: Sequence[str], over
 
     given = {k: Path(v).expanduser().absolute() for k, v in outputs.items() if v}
     if not given:
-        raise UserError("detect: give at least one of --out-vector, --out-probability, --out-mask")
+        raise UserError("detect: give at least one of --out-vector, --out-probability, --out-mask, --out-review, "
+                        "--out-review-areas")
     seen: dict[Path, str] = {}
     for role, p in given.items():
-        if role == "vector":
+        if role in VECTOR_ROLES:
             check_vector_path(p)
         elif p.suffix.lower() not in RASTER_EXTENSIONS:
             raise UserError(f"{p}: unsupported {role} format {p.suffix or '(no extension)'} (use .tif)")
@@ -199,7 +233,7 @@ def check_outputs(outputs: dict[str, Optional[str]], inputs: Sequence[str], over
             raise UserError(f"{p}: output folder {folder} does not exist")
         if p.is_dir():
             raise UserError(f"{p}: is a folder")
-        existing = [q for q in ([p] + (vector_sidecars(p) if role == "vector" else [])) if os.path.lexists(q)]
+        existing = [q for q in ([p] + (vector_sidecars(p) if role in VECTOR_ROLES else [])) if os.path.lexists(q)]
         if existing and not overwrite:
             raise UserError(f"{existing[0]}: exists (use --overwrite to replace it)")
         _probe_writable(folder, p)
@@ -374,7 +408,7 @@ class _WriterThread:
             if self.error is not None:
                 continue  # keep draining so the producer never blocks
             try:
-                self.writer.write(strip.row0, strip.prob, strip.valid)
+                self.writer.write(strip.row0, strip.prob, strip.valid, strip.review)
                 areas = self.area_rows(strip.row0, strip.prob.shape[0])
                 if areas is None:
                     self.changed_area_m2 = None
@@ -452,6 +486,9 @@ def detect(
     out_vector: Optional[str | os.PathLike] = None,
     out_probability: Optional[str | os.PathLike] = None,
     out_mask: Optional[str | os.PathLike] = None,
+    out_review: Optional[str | os.PathLike] = None,
+    out_review_areas: Optional[str | os.PathLike] = None,
+    review_threshold: Optional[float] = None,
     bands_before: Optional[Sequence[int]] = None,
     bands_after: Optional[Sequence[int]] = None,
     tile_size: Optional[int] = None,
@@ -481,6 +518,13 @@ def detect(
         out_probability: GeoTIFF of the change probability (uint8 p*254, nodata 255, or
             float32 with ``probability_dtype="float32"``, nodata -1).
         out_mask: GeoTIFF uint8 1 = change, 0 = none, 255 = nodata.
+        out_review: GeoTIFF of HRMNet's hard-region (review) score on the probability's
+            grid, blended and encoded like the probability. With it, or with ``out_vector``
+            when the model gives the score, polygons get a ``review`` field (the mean
+            score over the polygon's pixels).
+        out_review_areas: polygons of the connected regions with a review score above
+            ``review_threshold`` that touch no change pixel (see :mod:`engine.vector.review_areas`).
+        review_threshold: 0..1 exclusive (default: the checkpoint's ``review_threshold``).
         bands_before, bands_after: 1-based band indices (1 or 3).
         tile_size, overlap: tile edge and overlap in pixels (defaults: checkpoint).
         batch_size: tiles per forward pass (default: :func:`default_batch_size`).
@@ -516,8 +560,9 @@ def detect(
     for role, path in (("before", before), ("after", after)):
         if not os.path.exists(path):
             raise UserError(f"{path}: {role} file not found")
-    targets = check_outputs({"vector": out_vector, "probability": out_probability, "mask": out_mask},
-                            [before, after], overwrite)
+    review_threshold = _review_threshold(review_threshold)
+    targets = check_outputs({"vector": out_vector, "probability": out_probability, "mask": out_mask,
+                             "review": out_review, "review_areas": out_review_areas}, [before, after], overwrite)
     if options.overlap is not None and options.tile_size is None:  # the overlap must fit the model's tile
         if predictor is None:
             from .checkpoint import read_info
@@ -530,10 +575,17 @@ def detect(
     pair = open_pair(before, after, options.bands_before, options.bands_after, options.extent, Events(opening.append))
     temps: list[Path] = []
     vector_tmp: Optional[Path] = None
+    areas_tmp: Optional[Path] = None
     try:
         engine = load_engine(model, options, predictor, model_info)
         if "providers" in engine.device:  # onnxruntime: the execution providers, best first
             events.log(f"{model}: {engine.device.get('runtime')} with {', '.join(engine.device['providers'])}")
+        has_review = gives_review(engine.predictor)
+        if not has_review and ("review" in targets or "review_areas" in targets):
+            raise UserError(f"{model if predictor is None else 'predictor'}: gives no review (hard-region) score, "
+                            "needed by --out-review and --out-review-areas")
+        if review_threshold is None:
+            review_threshold = float(engine.model_info.review_threshold)
         for event in opening:
             events.emit(event.pop("event"), **event)
         plan = plan_area(pair, engine, options, events)
@@ -564,16 +616,20 @@ def detect(
         anchor = next(iter(targets.values())).with_suffix(".tif")
         prob_tmp = temporary_path(targets.get("probability", anchor), "prob")
         mask_tmp = temporary_path(targets.get("mask", anchor), "mask")
-        need_prob = "probability" in targets or "vector" in targets
-        need_mask = "mask" in targets or "vector" in targets
-        temps += [p for p, need in ((prob_tmp, need_prob), (mask_tmp, need_mask)) if need]
+        review_tmp = temporary_path(targets.get("review", anchor), "review")
+        need_prob = "probability" in targets or "vector" in targets or "review_areas" in targets
+        need_mask = "mask" in targets or "vector" in targets or "review_areas" in targets
+        need_review = has_review and any(r in targets for r in ("review", "review_areas", "vector"))
+        temps += [p for p, need in ((prob_tmp, need_prob), (mask_tmp, need_mask), (review_tmp, need_review)) if need]
         tags = {"software": "hrmnet-engine", "before": os.path.basename(before), "after": os.path.basename(after)}
         window_stats = run_window(pair, plan, engine, None, prob_path=prob_tmp if need_prob else None,
-                                  mask_path=mask_tmp if need_mask else None, events=events, tags=tags)
+                                  mask_path=mask_tmp if need_mask else None, events=events, tags=tags,
+                                  review_path=review_tmp if need_review else None)
         for warning in pair.nodata_warnings():  # an all-nodata date, from what the tiles read
             events.warn(warning)
         t_infer = window_stats["seconds_tiles"]
-        for role, path, resampling in (("probability", prob_tmp, "average"), ("mask", mask_tmp, "nearest")):
+        for role, path, resampling in (("probability", prob_tmp, "average"), ("mask", mask_tmp, "nearest"),
+                                       ("review", review_tmp, "average")):
             if role in targets:
                 from rasterio.enums import Resampling
 
@@ -597,19 +653,28 @@ def detect(
             remove_vector(vector_tmp)
             vstats = polygonize_to_file(mask_tmp, prob_tmp, vector_tmp, min_area_m2=plan.min_area,
                                         simplify_m=plan.simplify, events=events,
-                                        window_rows=max(256, min(1024, (4 << 20) // pair.width)))
+                                        window_rows=max(256, min(1024, (4 << 20) // pair.width)),
+                                        review_path=review_tmp if need_review else None)
             stats["polygons"] = int(vstats.get("polygons", 0))
             if pair.crs is not None:  # without a CRS the polygons' areas are in pixels
                 stats["changed_area_m2"] = round(float(vstats.get("area_m2", 0.0)), 3)
         events.check_cancel()
 
+        if "review_areas" in targets:
+            areas_tmp = _review_areas(targets["review_areas"], mask_tmp, review_tmp, prob_tmp, review_threshold,
+                                      plan.min_area, events, pair.width)
+            stats["review_areas"] = areas_tmp[1]
+            areas_tmp = areas_tmp[0]
+        events.check_cancel()
+
         # --- all done: rename into place
-        final = _commit(targets, prob_tmp, mask_tmp, vector_tmp, overwrite)
-        vector_tmp = None
+        final = _commit(targets, prob_tmp, mask_tmp, vector_tmp, overwrite, review_tmp=review_tmp,
+                        areas_tmp=areas_tmp)
+        vector_tmp = areas_tmp = None
         seconds = time.perf_counter() - t_start
         stats.update(seconds=round(seconds, 3), tiles_per_s=round(len(grid) / max(t_infer, 1e-9), 3),
                      megapixels_per_s=round(pair.width * pair.height / 1e6 / max(seconds, 1e-9), 3))
-        outputs = {"vector": None, "probability": None, "mask": None}
+        outputs = {"vector": None, "probability": None, "mask": None}  # review roles only when asked for
         outputs.update({k: str(v) for k, v in final.items()})
         events.done(outputs=outputs, stats=stats)
         return DetectResult(outputs=outputs, stats=stats,
@@ -620,10 +685,41 @@ def detect(
         pair.close()
         for p in temps:
             _remove(p)
-        if vector_tmp is not None:
-            from .vector.io import remove_vector
+        for vec in (vector_tmp, areas_tmp):
+            if vec is not None:
+                from .vector.io import remove_vector
 
-            remove_vector(vector_tmp)
+                remove_vector(vec)
+
+
+def _review_threshold(value) -> Optional[float]:
+    """``--review-threshold``: None or a number strictly between 0 and 1."""
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"--review-threshold {value}: expected a number") from None
+    if not 0.0 < v < 1.0:
+        raise UserError(f"--review-threshold {value}: must be between 0 and 1")
+    return v
+
+
+def _review_areas(target: Path, mask_tmp: Path, review_tmp: Path, prob_tmp: Path, threshold: float,
+                  min_area: float, events: Events, width: int) -> tuple[Path, int]:
+    """Write the "look here" areas to a temporary beside ``target``: (its path, area count)."""
+    from .vector.io import remove_vector
+    from .vector.review_areas import review_areas_to_file
+
+    tmp = temporary_path(target, "areas")
+    remove_vector(tmp)
+    try:
+        stats = review_areas_to_file(mask_tmp, review_tmp, tmp, threshold, prob_path=prob_tmp, min_area_m2=min_area,
+                                     events=events, window_rows=max(256, min(1024, (4 << 20) // width)))
+    except BaseException:
+        remove_vector(tmp)
+        raise
+    return tmp, int(stats["areas"])
 
 
 def _default_info():
@@ -672,15 +768,16 @@ def _gdal_cache(pair: RasterPair, grid: TileGrid, writer: GeoTiffStripWriter):
 
 
 def _commit(targets: dict[str, Path], prob_tmp: Path, mask_tmp: Path, vector_tmp: Optional[Path],
-            overwrite: bool) -> dict[str, Path]:
+            overwrite: bool, review_tmp: Optional[Path] = None, areas_tmp: Optional[Path] = None) -> dict[str, Path]:
     """Rename the temporary outputs onto their targets in one locked step (vector first,
     each vector's main file last): no symlink is followed, and without ``overwrite`` a
     target that appeared during the run is refused (see :func:`engine.outputs.commit`).
     Ends this run's staging folders."""
     from .outputs import commit, release_run, staged_moves
 
-    staged = {"vector": vector_tmp, "probability": prob_tmp, "mask": mask_tmp}
-    roles = [r for r in ("vector", "probability", "mask") if r in targets and staged[r] is not None]
+    staged = {"vector": vector_tmp, "review_areas": areas_tmp, "probability": prob_tmp, "mask": mask_tmp,
+              "review": review_tmp}
+    roles = [r for r in staged if r in targets and staged[r] is not None]
     try:
         commit([m for r in roles for m in staged_moves(staged[r], targets[r])], overwrite)
     finally:
@@ -696,7 +793,8 @@ def _crop(strip: Strip, window) -> Optional[Strip]:
         return None
     rows = slice(top - strip.row0, bottom - strip.row0)
     cols = slice(c0 - strip.col0, c0 - strip.col0 + int(window.width))
-    return Strip(row0=top - r0, prob=strip.prob[rows, cols], valid=strip.valid[rows, cols])
+    review = None if strip.review is None else strip.review[rows, cols]
+    return Strip(row0=top - r0, prob=strip.prob[rows, cols], valid=strip.valid[rows, cols], review=review)
 
 
 def _run_tiles(pair: RasterPair, grid: TileGrid, rad_b: Radiometry, rad_a: Radiometry, batch: int,
@@ -719,10 +817,11 @@ def _run_tiles(pair: RasterPair, grid: TileGrid, rad_b: Radiometry, rad_a: Radio
     total, done = (len(grid) if tiles is None else len(tiles)), 0
     pipelined = hasattr(predictor, "submit") and hasattr(predictor, "result")
 
-    def blend(item: _Batch, probs: np.ndarray) -> None:
+    def blend(item: _Batch, output) -> None:
         nonlocal done
-        for tile, prob, valid in zip(item.tiles, probs, item.valid):
-            for strip in blender.add(tile, prob, valid):
+        probs, reviews = split_output(output)
+        for k, (tile, prob, valid) in enumerate(zip(item.tiles, probs, item.valid)):
+            for strip in blender.add(tile, prob, valid, None if reviews is None else reviews[k]):
                 strip = strip if window is None else _crop(strip, window)
                 if strip is not None:
                     out.put(strip, stop)

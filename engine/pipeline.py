@@ -207,7 +207,7 @@ def load_engine(model: Optional[str | os.PathLike], options: DetectOptions, pred
 
         runtime = select_runtime(options.device, options.precision)
         net, model_info = load_model(model)
-        predictor = ModelPredictor(net, runtime)
+        predictor = ModelPredictor(net, runtime, review=True)  # the hard-region score costs one more copy
         return Engine(predictor, model_info, runtime.describe())
     if model_info is None:
         from .checkpoint import ModelInfo
@@ -279,13 +279,15 @@ def plan_area(pair, engine: Engine, options: DetectOptions, events: Optional[Eve
 
 
 def run_window(pair, plan: AreaPlan, engine: Engine, window=None, *, prob_path=None, mask_path=None,
-               events: Optional[Events] = None, tags: Optional[dict] = None) -> dict:
+               events: Optional[Events] = None, tags: Optional[dict] = None, review_path=None) -> dict:
     """Run the tiles of ``plan.grid`` touching ``window`` and write the window's pixels.
 
     Args:
         pair: the :class:`~engine.raster.pair.RasterPair` the plan was made on.
         window: a :class:`rasterio.windows.Window` of the area (None: all of it).
         prob_path, mask_path: GeoTIFFs to write (window-sized, georeferenced), either may be None.
+        review_path: GeoTIFF of the hard-region score blended like the probability, or None
+            (the predictor must give one: see :func:`engine.detect.gives_review`).
         events: progress (``stage="detect"``, one step a batch) and cancel checks.
         tags: GeoTIFF metadata.
 
@@ -306,13 +308,13 @@ def run_window(pair, plan: AreaPlan, engine: Engine, window=None, *, prob_path=N
     window = window if window is not None else Window(0, 0, pair.width, pair.height)
     rows, cols = grid.touching(window)
     tiles = [grid.tile(r, c) for r in rows for c in cols]
-    blender = StripBlender(grid, rows=rows, cols=cols)
+    blender = StripBlender(grid, rows=rows, cols=cols, review=review_path is not None)
     width, height = int(window.width), int(window.height)
     transform = pair.transform @ Affine.translation(window.col_off, window.row_off)
     georef = pair.georeferenced or not pair.transform.is_identity
     writer = GeoTiffStripWriter(width, height, transform if georef else None, pair.crs, prob_path=prob_path,
                                 mask_path=mask_path, prob_dtype=plan.probability_dtype, threshold=plan.threshold,
-                                tags=tags)
+                                tags=tags, review_path=review_path)
     try:
         t0 = time.perf_counter()
         with _gdal_cache(pair, grid, writer):

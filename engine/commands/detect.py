@@ -45,8 +45,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--out-vector", metavar="PATH", help="change polygons: .shp, .gpkg, .fgb or .geojson")
     out.add_argument("--out-probability", metavar="PATH.tif", help="change probability GeoTIFF")
     out.add_argument("--out-mask", metavar="PATH.tif", help="change mask GeoTIFF (1 change, 0 none, 255 nodata)")
+    out.add_argument("--out-review", metavar="PATH.tif",
+                     help="review GeoTIFF: HRMNet's hard-region score, where the model is likely wrong "
+                          "(same encoding as the probability)")
+    out.add_argument("--out-review-areas", metavar="PATH",
+                     help="'look here' polygons: regions of high review score holding no change "
+                          "(.gpkg, .shp, .fgb or .geojson)")
     out.add_argument("--probability-dtype", choices=("uint8", "float32"), default="uint8",
-                     help="uint8: p*254 with nodata 255 (default); float32: p with nodata -1")
+                     help="uint8: p*254 with nodata 255 (default); float32: p with nodata -1 "
+                          "(the review raster too)")
     out.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--bands-before", type=_bands, metavar="1,2,3", help="1-based bands of the before (1 or 3)")
     p.add_argument("--bands-after", type=_bands, metavar="1,2,3", help="1-based bands of the after (1 or 3)")
@@ -58,6 +65,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto); with an .onnx model also tensorrt[:N], directml[:N]")
     p.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16 (default auto)")
     p.add_argument("--threshold", type=float, help="change when probability > threshold (default: checkpoint, 0.5)")
+    p.add_argument("--review-threshold", type=float, metavar="SCORE",
+                   help="review score above which a region without change is a 'look here' area "
+                        "(default: checkpoint, 0.3)")
     p.add_argument("--min-area", type=float, default=0.0, metavar="M2", help="drop polygons smaller than this (m²)")
     p.add_argument("--simplify", type=float, default=0.0, metavar="METRES",
                    help="topology-preserving simplification tolerance (metres, 0 = none)")
@@ -71,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
     from ..detect import detect
     from ..events import make_events
 
-    if not (args.out_vector or args.out_probability or args.out_mask):
-        raise UserError("detect: give at least one of --out-vector, --out-probability, --out-mask")
+    if not (args.out_vector or args.out_probability or args.out_mask or args.out_review or args.out_review_areas):
+        raise UserError("detect: give at least one of --out-vector, --out-probability, --out-mask, --out-review, "
+                        "--out-review-areas")
     import warnings
 
     from rasterio.errors import NotGeoreferencedWarning
@@ -87,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
         out_vector=args.out_vector,
         out_probability=args.out_probability,
         out_mask=args.out_mask,
+        out_review=args.out_review,
+        out_review_areas=args.out_review_areas,
+        review_threshold=args.review_threshold,
         bands_before=args.bands_before,
         bands_after=args.bands_after,
         tile_size=args.tile_size,

@@ -35,6 +35,9 @@ def format_table(result: dict) -> str:
     lines = [f"{result['split']} split of {result['data']}: {result['tiles']} tiles, model {result['model']}"]
     lines += [f"  {k:<10} {m[k]:.4f}" for k in METRIC_KEYS]
     lines.append(f"  pixels     TP {c['tp']}  FP {c['fp']}  FN {c['fn']}  TN {c['tn']}")
+    from ..train.review_metrics import format_review
+
+    lines += format_review(result.get("review"))
     return "\n".join(lines)
 
 
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
                       args.batch_size, args.workers, make_events(progress))
     if args.json:
         print(json.dumps({**result["metrics"], "confusion": result["confusion"], "tiles": result["tiles"],
-                          "split": result["split"], "model": result["model"], "runtime": result["runtime"]},
+                          "split": result["split"], "model": result["model"], "runtime": result["runtime"],
+                          "review": result.get("review")},
                          indent=2))
     elif args.progress != "jsonl":
         print(format_table(result))

@@ -62,6 +62,7 @@ class Strip:
     prob: np.ndarray
     valid: np.ndarray
     col0: int = 0
+    review: Optional[np.ndarray] = None  # (rows, width) float32 hard-region score in [0, 1], when blended
 
 
 class StripBlender:
@@ -81,10 +82,12 @@ class StripBlender:
             weights, so a pixel all of whose tiles are in the range gets exactly the
             value of a whole-grid run; after the range's last row every remaining row
             is handed out (the caller keeps the pixels it needs: a map sheet's own).
+        review: also blend a second field per tile (the hard-region score), with the
+            same weights; strips then carry it as ``review``.
     """
 
     def __init__(self, grid: TileGrid, max_pixels: int = 1 << 20, rows: Optional[range] = None,
-                 cols: Optional[range] = None) -> None:
+                 cols: Optional[range] = None, review: bool = False) -> None:
         self.grid = grid
         self.rows = rows if rows is not None else range(grid.rows.count)
         self.cols = cols if cols is not None else range(grid.cols.count)
@@ -94,6 +97,7 @@ class StripBlender:
         self._x0 = grid.cols.start(self.cols[0])
         self._width = grid.cols.start(last_c) + grid.cols.valid(last_c) - self._x0
         self._acc = np.zeros((grid.rows.length, self._width), dtype=np.float32)
+        self._acc_review = np.zeros_like(self._acc) if review else None
         self._row0 = grid.rows.start(self.rows[0])  # area row of the band's first row
         self._col_sum = axis_weight_sum(grid.cols)[self._x0:self._x0 + self._width]
         self._row_sum = axis_weight_sum(grid.rows)
@@ -102,13 +106,16 @@ class StripBlender:
         self._pending = {i: len(self.cols) for i in self.rows}
         self.strip_rows = max(1, int(max_pixels) // self._width)
 
-    def add(self, tile: Tile, prob: np.ndarray, valid: np.ndarray) -> list[Strip]:
+    def add(self, tile: Tile, prob: np.ndarray, valid: np.ndarray,
+            review: Optional[np.ndarray] = None) -> list[Strip]:
         """Add one tile's prediction.
 
         Args:
             tile: the tile (from ``grid``).
             prob: (tile rows, tile cols) float change probability, padding included.
             valid: (window rows, window cols) bool, True where both dates have data.
+            review: (tile rows, tile cols) float hard-region score (required when the
+                blender was made with ``review=True``, ignored otherwise).
 
         Returns:
             the rows that became final, top to bottom (empty until a grid row is complete).
@@ -121,12 +128,19 @@ class StripBlender:
             raise ValueError(f"tile {tile.row},{tile.col} is outside the blended range")
         if y0 < 0:
             raise ValueError(f"tile {tile.row},{tile.col} added after its rows were flushed")
-        weighted = prob[:h, :wd] * (self._profiles_r[tile.row][:h, None] * self._profiles_c[tile.col][None, :wd])
-        np.nan_to_num(weighted, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
-        region = self._acc[y0:y0 + h, x0:x0 + wd]
-        region += weighted
-        if not valid.all():
-            region[~valid] = np.nan
+        weight = self._profiles_r[tile.row][:h, None] * self._profiles_c[tile.col][None, :wd]
+        accs = [(self._acc, prob)]
+        if self._acc_review is not None:
+            if review is None:
+                raise ValueError("this blender blends a review field: give each tile's review")
+            accs.append((self._acc_review, review))
+        for acc, field in accs:
+            weighted = field[:h, :wd] * weight
+            np.nan_to_num(weighted, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+            region = acc[y0:y0 + h, x0:x0 + wd]
+            region += weighted
+            if not valid.all():
+                region[~valid] = np.nan
         self._pending[tile.row] -= 1
         if self._pending[tile.row] == 0:
             return self._flush(tile.row)
@@ -142,13 +156,22 @@ class StripBlender:
             a = self._acc[r:r + rows]
             valid = ~np.isnan(a)
             norm = self._row_sum[self._row0 + r:self._row0 + r + rows, None] * self._col_sum[None, :]
-            prob = np.divide(a, norm, dtype=np.float32)
-            np.nan_to_num(prob, copy=False, nan=0.0)
-            np.clip(prob, 0.0, 1.0, out=prob)
-            strips.append(Strip(row0=self._row0 + r, prob=prob, valid=valid, col0=self._x0))
+            prob = _normalised(a, norm)
+            review = None if self._acc_review is None else _normalised(self._acc_review[r:r + rows], norm)
+            strips.append(Strip(row0=self._row0 + r, prob=prob, valid=valid, col0=self._x0, review=review))
         # move the band down: keep the rows not yet final at the top
         keep = self._acc.shape[0] - n
-        self._acc[:keep] = self._acc[n:]
-        self._acc[keep:] = 0
+        for acc in (self._acc, self._acc_review):
+            if acc is not None:
+                acc[:keep] = acc[n:]
+                acc[keep:] = 0
         self._row0 = end
         return strips
+
+
+def _normalised(acc: np.ndarray, norm: np.ndarray) -> np.ndarray:
+    """Weighted sums / weight sums, clipped to [0, 1], 0 at nodata (NaN)."""
+    out = np.divide(acc, norm, dtype=np.float32)
+    np.nan_to_num(out, copy=False, nan=0.0)
+    np.clip(out, 0.0, 1.0, out=out)
+    return out

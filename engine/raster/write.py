@@ -184,18 +184,23 @@ class GeoTiffStripWriter:
         transform, crs: georeferencing (None/identity for pixel space).
         prob_path, mask_path: where to write (temporary names), either may be None.
         prob_dtype: ``uint8`` or ``float32``.
+        review_path: where to write the hard-region score (encoded like the probability,
+            in ``prob_dtype``), or None.
         threshold: change when probability > threshold.
         tags: metadata written to both files.
     """
 
     def __init__(self, width: int, height: int, transform: Optional[Affine], crs, *,
                  prob_path: Optional[str | os.PathLike] = None, mask_path: Optional[str | os.PathLike] = None,
-                 prob_dtype: str = "uint8", threshold: float = 0.5, tags: Optional[dict] = None) -> None:
+                 prob_dtype: str = "uint8", threshold: float = 0.5, tags: Optional[dict] = None,
+                 review_path: Optional[str | os.PathLike] = None) -> None:
         self.width, self.height = width, height
         self.prob_dtype = prob_dtype
         self.threshold = threshold
         self.prob_path = Path(prob_path) if prob_path else None
         self.mask_path = Path(mask_path) if mask_path else None
+        self.review_path = Path(review_path) if review_path else None
+        self._review = None
         self.changed_pixels = 0
         self.valid_pixels = 0
         self._rows_written = 0
@@ -212,9 +217,16 @@ class GeoTiffStripWriter:
                 with _writing(self.mask_path):
                     self._mask = rasterio.open(self.mask_path, "w", **_profile(width, height, transform, crs, "uint8", MASK_NODATA))
                     self._mask.update_tags(**(tags or {}), threshold=str(threshold), values="1 change, 0 no change, 255 nodata")
+            if self.review_path:
+                nodata = PROB_NODATA_U8 if prob_dtype == "uint8" else PROB_NODATA_F32
+                with _writing(self.review_path):
+                    self._review = rasterio.open(self.review_path, "w",
+                                                 **_profile(width, height, transform, crs, prob_dtype, nodata))
+                    self._review.update_tags(**(tags or {}), content="hard-region (review) score",
+                                             encoding="score = value / 254" if prob_dtype == "uint8" else "score")
 
-    def write(self, row0: int, prob: np.ndarray, valid: np.ndarray) -> None:
-        """Write rows ``row0 .. row0 + len(prob)`` (prob float (rows, width), valid bool)."""
+    def write(self, row0: int, prob: np.ndarray, valid: np.ndarray, review: Optional[np.ndarray] = None) -> None:
+        """Write rows ``row0 .. row0 + len(prob)`` (prob and review float (rows, width), valid bool)."""
         n = prob.shape[0]
         window = Window(0, row0, self.width, n)
         mask = threshold_mask(prob, valid, self.threshold)
@@ -226,11 +238,16 @@ class GeoTiffStripWriter:
         if self._mask is not None:
             with _writing(self.mask_path):
                 self._mask.write(mask, 1, window=window)
+        if self._review is not None:
+            score = review if review is not None else np.zeros_like(prob)
+            with _writing(self.review_path):
+                self._review.write(encode_probability(score, valid if review is not None else np.zeros_like(valid),
+                                                      self.prob_dtype), 1, window=window)
         self._rows_written = max(self._rows_written, row0 + n)
 
     def close(self, overviews: bool = True) -> None:
         """Close the files and (when complete and asked) build overviews."""
-        for ds, path in ((self._prob, self.prob_path), (self._mask, self.mask_path)):
+        for ds, path in ((self._prob, self.prob_path), (self._mask, self.mask_path), (self._review, self.review_path)):
             if ds is not None and not ds.closed:
                 with _writing(path):
                     ds.close()
@@ -241,10 +258,12 @@ class GeoTiffStripWriter:
                 build_overviews(self.prob_path, Resampling.average)
             if self.mask_path:
                 build_overviews(self.mask_path, Resampling.nearest)
+            if self.review_path:
+                build_overviews(self.review_path, Resampling.average)
 
     def abort(self) -> None:
         """Close without overviews and delete the files."""
         self.close(overviews=False)
-        for p in (self.prob_path, self.mask_path):
+        for p in (self.prob_path, self.mask_path, self.review_path):
             if p is not None and p.exists():
                 p.unlink()

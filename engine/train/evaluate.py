@@ -53,11 +53,14 @@ def confusion_over(
     threshold: float = 0.5,
     on_batch: Optional[Callable[[np.ndarray, np.ndarray, list[int]], None]] = None,
     check_cancel: Optional[Callable[[], None]] = None,
+    review=None,
 ) -> Confusion:
     """Run ``model`` (in eval mode) over ``loader``; the confusion matrix of ``change[:,0] > threshold``.
 
     ``on_batch(pred (N,H,W) bool, label (N,H,W) bool, indices)`` sees each batch
-    (numpy, on the CPU) when given, e.g. to write colour maps.
+    (numpy, on the CPU) when given, e.g. to write colour maps. ``review`` (a
+    :class:`~engine.train.review_metrics.ReviewStats`) gets each batch's hard-region
+    score when the model gives one.
     """
     was_training = model.training
     model.eval()
@@ -68,10 +71,12 @@ def confusion_over(
                 check_cancel()
             x = runtime.tensor(x)
             with runtime.autocast():
-                change, _ = model(x)
+                change, hard = model(x)
             pred = change[:, 0] > threshold
             label = y[:, 0].to(pred.device) > 0.5
             conf.update(pred, label)
+            if review is not None and hard is not None:
+                review.update(pred.cpu().numpy(), label.cpu().numpy(), hard[:, 0].float().cpu().numpy())
             if on_batch is not None:
                 on_batch(pred.cpu().numpy(), label.cpu().numpy(), [int(i) for i in idx])
     finally:
@@ -153,9 +158,12 @@ def evaluate(
     loader = eval_loader(samples, batch_size, workers, Normalisation.from_scaling(info.scaling),
                          pin_memory=rt.device.type == "cuda")
     stage = _maps_stage(out_dir)
+    from .review_metrics import ReviewStats
+
+    review = ReviewStats()
     try:
         conf = confusion_over(model, loader, rt, info.threshold, on_batch=write_maps,
-                              check_cancel=events.check_cancel)
+                              check_cancel=events.check_cancel, review=review)
         if stage is not None:  # all maps appear at the end, none if the run fails
             from ..outputs import commit
 
@@ -173,6 +181,7 @@ def evaluate(
         "model": str(model_path),
         "threshold": info.threshold,
         "runtime": rt.describe(),
+        "review": review.result(),  # None when the model gives no hard-region score (ONNX)
     }
     events.done(outputs={"maps": str(out_dir)} if out_dir is not None else {}, stats=result)
     return result

@@ -583,7 +583,7 @@ def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
             **common, "command": cfg.command, "init": cfg.init, "backbone": cfg.backbone,
             "step": step, "seconds": round(run.seconds, 1), "best_step": run.best_step,
             "val": metrics, "best_val": run.best_metrics, "train_tiles": len(train_samples),
-            "val_tiles": len(val_samples),
+            "val_tiles": len(val_samples), "val_review": val_review[0],
         })
 
     def save_state() -> None:
@@ -594,10 +594,16 @@ def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
         }
         _replace(out / "state.pt", lambda tmp: torch.save(state, tmp))
 
+    val_review: list = [None]  # how well the hard-region score points at the errors (see review_metrics)
+
     def validate() -> None:
+        from .review_metrics import ReviewStats
+
         metrics: dict = {}
         if val_loader is not None:
-            conf = confusion_over(model, val_loader, rt)
+            review = ReviewStats()
+            conf = confusion_over(model, val_loader, rt, review=review)
+            val_review[0] = review.result()
             if dist.world > 1:
                 import torch.distributed as tdist
 

@@ -16,7 +16,8 @@ Raster encodings (agreed with the detection pipeline):
 
 Output fields: ``id`` (1..n, in raster-scan order of each polygon's first pixel: top row
 first, then left to right, as map sheets number them too), ``area_m2``, ``mean_prob``, ``max_prob`` (0..1, null
-without probability raster); CRS of the mask. Without a CRS the polygons are in pixel
+without probability raster), and with a review raster ``review`` (0..1: the mean hard-region
+score over the polygon's pixels; see the README's review layer); CRS of the mask. Without a CRS the polygons are in pixel
 space (the transform's units) and ``area_m2`` is in those units squared.
 """
 from __future__ import annotations
@@ -53,7 +54,7 @@ PathLike = Union[str, os.PathLike]
 
 def polygonize_to_file(mask_path: PathLike, prob_path: Optional[PathLike], out_path: PathLike, *,
                        min_area_m2: float = 0.0, simplify_m: float = 0.0, events: Optional[Events] = None,
-                       window_rows: int = 1024) -> dict:
+                       window_rows: int = 1024, review_path: Optional[PathLike] = None) -> dict:
     """Polygonize the change mask GeoTIFF into ``out_path`` (format by extension).
 
     Args:
@@ -69,6 +70,8 @@ def polygonize_to_file(mask_path: PathLike, prob_path: Optional[PathLike], out_p
         events: progress (``stage="vectorize"``, one step a strip) and cancel checks.
         window_rows: most rows per strip (working memory about 16 bytes per strip pixel;
             wide rasters get fewer rows so a strip stays under ``MAX_STRIP_PIXELS``).
+        review_path: hard-region score raster on the same grid (encoded like the
+            probability), or None; with it the polygons get a ``review`` field.
     Returns:
         ``{"polygons": n, "area_m2": total, "area_units": "m2" | "pixel", "dropped_small": k}``
         (``k`` polygons were smaller than ``min_area_m2``).
@@ -92,23 +95,27 @@ def polygonize_to_file(mask_path: PathLike, prob_path: Optional[PathLike], out_p
             with _open(prob_path) as prob_ds:
                 _check_same_grid(mask_ds, prob_ds, prob_path)
                 _check_prob_dtype(prob_ds, prob_path)
+        if review_path is not None:
+            with _open(review_path) as review_ds:
+                _check_same_grid(mask_ds, review_ds, review_path)
+                _check_prob_dtype(review_ds, review_path)
     rows = _strip_rows(window_rows, width, block_rows)
     windows = [Window(0, r0, width, min(rows, height - r0)) for r0 in range(0, height, rows)]
     total = len(windows)
     with Polygonizer(out_path, transform=transform, crs=crs, width=width, height=height,
                      min_area_m2=min_area_m2, simplify_m=simplify_m, has_prob=prob_path is not None,
-                     events=events, name=display(mask_path)) as polygonizer:
+                     events=events, name=display(mask_path), has_review=review_path is not None) as polygonizer:
         # One reader thread fetches the next strip while this one is polygonized (GDAL
         # reads and decompresses without the GIL).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectorize-read") as pool:
-            ahead = pool.submit(_read_strip, mask_path, prob_path, windows[0])
+            ahead = pool.submit(_read_strip, mask_path, prob_path, windows[0], review_path)
             for k in range(total):
                 events.check_cancel()
-                mask, prob = ahead.result()
+                mask, prob, review = ahead.result()
                 if k + 1 < total:
-                    ahead = pool.submit(_read_strip, mask_path, prob_path, windows[k + 1])
-                polygonizer.add(mask, prob)  # labelled in parts of at most MAX_STRIP_PIXELS
-                del mask, prob
+                    ahead = pool.submit(_read_strip, mask_path, prob_path, windows[k + 1], review_path)
+                polygonizer.add(mask, prob, review)  # labelled in parts of at most MAX_STRIP_PIXELS
+                del mask, prob, review
                 events.progress(k + 1, total, stage="vectorize")
         events.check_cancel()
         return polygonizer.close()
@@ -151,8 +158,10 @@ def _check_prob_dtype(prob_ds, prob_path: PathLike) -> None:
                         f"not {dtype}")
 
 
-def _read_strip(mask_path: PathLike, prob_path: Optional[PathLike], window) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """One strip: (bool change mask, float32 probabilities with NaN where unknown, or None).
+def _read_strip(mask_path: PathLike, prob_path: Optional[PathLike], window,
+                review_path: Optional[PathLike] = None) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+    """One strip: (bool change mask, float32 probabilities and review scores with NaN where
+    unknown, or None).
 
     The rasters are opened for each strip: closing them drops the blocks GDAL cached, so
     the block cache does not grow with the scene (up to 5 % of RAM otherwise).
@@ -166,9 +175,13 @@ def _read_strip(mask_path: PathLike, prob_path: Optional[PathLike], window) -> t
         if prob_path is not None:
             with _open(prob_path) as ds:
                 prob = decode_prob(ds.read(1, window=window), ds.nodata)
+        review = None
+        if review_path is not None:
+            with _open(review_path) as ds:
+                review = decode_prob(ds.read(1, window=window), ds.nodata)
     except rasterio.errors.RasterioIOError as exc:
         names = display(mask_path) if prob_path is None else f"{display(mask_path)} or {display(prob_path)}"
         reason = (str(exc.__cause__ or exc).strip().splitlines() or ["I/O error"])[0]
         raise UserError(f"{names}: read failed at rows {window.row_off}..{window.row_off + window.height} "
                         f"({reason})") from None
-    return decode_mask(raw, nodata), prob
+    return decode_mask(raw, nodata), prob, review

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import math
 import os
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import shapely
@@ -90,11 +90,15 @@ class Polygonizer:
         has_prob: False when no probabilities are given (``mean_prob``/``max_prob`` null).
         events: gets a warning when the grid has no CRS.
         name: how to name the grid in that warning (e.g. the mask's path).
+        has_review: add a ``review`` field (mean review score over the polygon's pixels,
+            0..1; fed with :meth:`add`).
+        keep: write only the components for which ``keep(component)`` is true.
     """
 
     def __init__(self, out_path: PathLike, *, transform: Affine, crs, width: int, height: int,
                  min_area_m2: float = 0.0, simplify_m: float = 0.0, has_prob: bool = True,
-                 events: Optional[Events] = None, name: str = "raster") -> None:
+                 events: Optional[Events] = None, name: str = "raster", has_review: bool = False,
+                 keep: Optional[Callable[[Component], bool]] = None) -> None:
         check_options(min_area_m2, simplify_m)
         self.grid = MapGrid(transform, crs, width, height)
         if self.grid.kind == "pixel" and events is not None:
@@ -105,7 +109,9 @@ class Polygonizer:
                             "(use .gpkg, .shp or .fgb for pixel-space polygons)")
         self.width, self.height = int(width), int(height)
         self.min_area, self.simplify_m, self.has_prob = float(min_area_m2), float(simplify_m), has_prob
-        self._writer = VectorWriter(out_path, self.grid.crs_string)
+        self.has_review, self.keep = has_review, keep
+        self._writer = VectorWriter(out_path, self.grid.crs_string,
+                                    {**FIELDS, "review": "float64"} if has_review else FIELDS)
         self._merger = StripMerger(self.width)
         self._rows_done = 0
         self._buffer: list[Component] = []
@@ -122,8 +128,9 @@ class Polygonizer:
         if exc_type is not None or self._open:
             self.abort()
 
-    def add(self, mask: np.ndarray, prob: Optional[np.ndarray] = None) -> None:
-        """Feed the next rows: ``mask`` (rows, width) bool, ``prob`` (rows, width) float 0..1 with NaN where unknown."""
+    def add(self, mask: np.ndarray, prob: Optional[np.ndarray] = None, review: Optional[np.ndarray] = None) -> None:
+        """Feed the next rows: ``mask`` (rows, width) bool, ``prob`` and ``review`` (rows, width)
+        float 0..1 with NaN where unknown."""
         if not self._open:
             raise RuntimeError("Polygonizer is closed")
         rows = mask.shape[0]
@@ -135,7 +142,8 @@ class Polygonizer:
             n = part.stop - part.start
             last = self._rows_done + n == self.height
             sub_prob = prob[part] if (prob is not None and self.has_prob) else None
-            self._take(self._merger.feed(mask[part], sub_prob, self._rows_done, last=last))
+            sub_review = review[part] if (review is not None and self.has_review) else None
+            self._take(self._merger.feed(mask[part], sub_prob, self._rows_done, last=last, review=sub_review))
             self._rows_done += n
             if len(self._buffer) >= BATCH:
                 self._flush()
@@ -177,6 +185,8 @@ class Polygonizer:
         import geopandas as gpd
 
         comps, self._buffer = self._buffer, []
+        if self.keep is not None:
+            comps = [c for c in comps if self.keep(c)]
         if not comps:
             return
         geoms = self.grid.to_map(np.array([c.geometry for c in comps], dtype=object))
@@ -199,6 +209,8 @@ class Polygonizer:
             "mean_prob": np.array([c.mean_prob if self.has_prob else nan for c in comps], dtype=np.float64),
             "max_prob": np.array([c.prob_max if self.has_prob else nan for c in comps], dtype=np.float64),
         }
+        if self.has_review:
+            data["review"] = np.array([c.review for c in comps], dtype=np.float64)
         crs = self._writer.crs
         self._writer.write(gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=crs), crs=crs))
         self.count += n

@@ -8,7 +8,8 @@ fast path most polygons take. Components touching the lower edge stay *pending*;
 next strip, the pixels on both sides of the seam tell which new components continue which
 pending ones (union-find over the links), and only those pieces are unioned, once, when
 the whole group is finished. Per-component statistics (pixel count, probability sum,
-count of valid probabilities, maximum) are carried and merged with the pieces.
+count of valid probabilities, maximum; the same of the review score when given) are
+carried and merged with the pieces.
 
 Memory: one strip's labels plus the pending pieces; the scene is never held whole.
 """
@@ -40,6 +41,8 @@ class Component:
         prob_max: largest valid probability, NaN when ``prob_count`` is 0.
         first: its first pixel in raster-scan order, as ``row * width + col`` (the
             order polygons are numbered in).
+        review_sum, review_count, review_max: the same as ``prob_*`` for the
+            hard-region (review) score, when one was fed.
     """
 
     geometry: shapely.Polygon
@@ -48,11 +51,19 @@ class Component:
     prob_count: int = 0
     prob_max: float = float("nan")
     first: int = -1
+    review_sum: float = 0.0
+    review_count: int = 0
+    review_max: float = float("nan")
 
     @property
     def mean_prob(self) -> float:
         """Mean valid probability (0..1), NaN when there is none."""
         return self.prob_sum / self.prob_count if self.prob_count else float("nan")
+
+    @property
+    def review(self) -> float:
+        """Mean valid review score (0..1) over the component's pixels, NaN when there is none."""
+        return self.review_sum / self.review_count if self.review_count else float("nan")
 
 
 @dataclass
@@ -65,6 +76,9 @@ class _Group:
     prob_count: int = 0
     prob_max: float = -np.inf
     first: int = -1
+    review_sum: float = 0.0
+    review_count: int = 0
+    review_max: float = -np.inf
 
     def add(self, other: "_Group") -> None:
         self.pieces.extend(other.pieces)
@@ -73,11 +87,16 @@ class _Group:
         self.prob_count += other.prob_count
         self.prob_max = max(self.prob_max, other.prob_max)
         self.first = other.first if self.first < 0 else min(self.first, other.first)
+        self.review_sum += other.review_sum
+        self.review_count += other.review_count
+        self.review_max = max(self.review_max, other.review_max)
 
     def finish(self) -> Component:
         geom = self.pieces[0] if len(self.pieces) == 1 else _merge_pieces(self.pieces)
         pmax = float(self.prob_max) if self.prob_count else float("nan")
-        return Component(geom, int(self.pixels), float(self.prob_sum), int(self.prob_count), pmax, int(self.first))
+        rmax = float(self.review_max) if self.review_count else float("nan")
+        return Component(geom, int(self.pixels), float(self.prob_sum), int(self.prob_count), pmax, int(self.first),
+                         float(self.review_sum), int(self.review_count), rmax)
 
 
 def _merge_pieces(pieces: list) -> shapely.Polygon:
@@ -140,7 +159,7 @@ class StripMerger:
         return min([g.first for g in self._pending.values()] + [self._next_row * self.width])
 
     def feed(self, mask: np.ndarray, prob: Optional[np.ndarray] = None, row_off: Optional[int] = None,
-             last: bool = False) -> list[Component]:
+             last: bool = False, review: Optional[np.ndarray] = None) -> list[Component]:
         """Add the next strip and return the components it finishes.
 
         Args:
@@ -149,6 +168,7 @@ class StripMerger:
             row_off: row of the strip's first line in the whole raster (default: the row
                 after the previous strip); strips must be consecutive.
             last: True for the last strip (nothing stays pending).
+            review: (rows, width) float review scores 0..1 with NaN where unknown, or None.
         Returns:
             Finished components, in no particular order.
         """
@@ -171,6 +191,10 @@ class StripMerger:
             return finished
 
         stats = _label_stats(labels, n, prob, row_off)
+        if review is not None:  # review sum, count, max
+            stats += _label_stats(labels, n, review, row_off)[1:4]
+        else:
+            stats += (np.zeros(n + 1), np.zeros(n + 1, dtype=np.int64), np.full(n + 1, -np.inf))
         polys = _label_polygons(labels, n, row_off)
         at_bottom = np.zeros(n + 1, dtype=bool)
         if not last:
@@ -287,8 +311,9 @@ def _label_polygons(labels: np.ndarray, n: int, row_off: int) -> list:
 
 
 def _piece(poly, stats: tuple, lab: int) -> _Group:
-    pixels, psum, pcount, pmax, first = stats
-    return _Group([poly], int(pixels[lab]), float(psum[lab]), int(pcount[lab]), float(pmax[lab]), int(first[lab]))
+    pixels, psum, pcount, pmax, first, rsum, rcount, rmax = stats
+    return _Group([poly], int(pixels[lab]), float(psum[lab]), int(pcount[lab]), float(pmax[lab]), int(first[lab]),
+                  float(rsum[lab]), int(rcount[lab]), float(rmax[lab]))
 
 
 def _link_groups(pairs: np.ndarray) -> Iterator[tuple[list[int], np.ndarray]]:
@@ -321,7 +346,8 @@ def _link_groups(pairs: np.ndarray) -> Iterator[tuple[list[int], np.ndarray]]:
         yield gids, labs
 
 
-def polygonize_array(mask: np.ndarray, prob: Optional[np.ndarray] = None, window_rows: int = 1024) -> list[Component]:
+def polygonize_array(mask: np.ndarray, prob: Optional[np.ndarray] = None, window_rows: int = 1024,
+                     review: Optional[np.ndarray] = None) -> list[Component]:
     """Polygonize a whole (rows, cols) bool mask in strips of ``window_rows`` (for tests and small inputs).
 
     Returns components in pixel coordinates, in raster-scan order of their first pixel;
@@ -333,6 +359,7 @@ def polygonize_array(mask: np.ndarray, prob: Optional[np.ndarray] = None, window
     rows = mask.shape[0]
     for r0 in range(0, rows, window_rows):
         r1 = min(rows, r0 + window_rows)
-        out.extend(merger.feed(mask[r0:r1], None if prob is None else prob[r0:r1], r0, last=r1 >= rows))
+        out.extend(merger.feed(mask[r0:r1], None if prob is None else prob[r0:r1], r0, last=r1 >= rows,
+                               review=None if review is None else review[r0:r1]))
     out.extend(merger.finish())
     return sorted(out, key=lambda c: c.first)
