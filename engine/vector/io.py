@@ -25,6 +25,7 @@ __all__ = [
     "SUPPORTED_VECTOR_EXTENSIONS",
     "FIELDS",
     "LAYER_NAME",
+    "layer_name",
     "check_vector_path",
     "vector_driver",
     "vector_sidecars",
@@ -51,8 +52,19 @@ _SIDECARS = {
 #: Attribute fields of the change polygons and their dtypes, in order.
 FIELDS = {"id": "int64", "area_m2": "float64", "mean_prob": "float64", "max_prob": "float64"}
 
-#: Layer name inside GeoPackage, FlatGeobuf and GeoJSON outputs (a shapefile's is its file name).
+#: Layer name inside GeoPackage, FlatGeobuf and GeoJSON outputs whose file name is not known
+#: (see :func:`layer_name`; a shapefile's is its file name).
 LAYER_NAME = "changes"
+
+
+def layer_name(path: PathLike) -> str:
+    """The layer name inside the vector output ``path``: the user's file name without its
+    extension (QGIS names a loaded layer after it, so a batch's results differ), also while
+    ``path`` is a staged file; :data:`LAYER_NAME` for a temporary of unknown target."""
+    from ..outputs import display
+
+    shown = Path(display(path))
+    return LAYER_NAME if shown.name.startswith((".", "(")) or not shown.stem else shown.stem
 
 
 def check_vector_path(path: PathLike) -> None:
@@ -123,12 +135,11 @@ def remove_vector(path: PathLike) -> None:
     discard(path)
 
 
-def empty_frame(crs: Optional[str], fields: Optional[dict] = None):
-    """A GeoDataFrame with no rows and the change-polygon fields (the schema of outputs;
-    ``fields``: name -> dtype, default :data:`FIELDS`)."""
+def empty_frame(crs: Optional[str]):
+    """A GeoDataFrame with no rows and the change-polygon fields (the schema of outputs)."""
     import geopandas as gpd
 
-    data = {name: np.empty(0, dtype=dtype) for name, dtype in (fields or FIELDS).items()}
+    data = {name: np.empty(0, dtype=dtype) for name, dtype in FIELDS.items()}
     return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
 
 
@@ -143,12 +154,10 @@ class VectorWriter:
     Args:
         path: the output file (.shp, .gpkg, .fgb, .geojson).
         crs: the layer's CRS (anything pyproj accepts), or None for no CRS.
-        fields: name -> dtype of the layer (default :data:`FIELDS`), for an empty layer.
     """
 
-    def __init__(self, path: PathLike, crs: Optional[str], fields: Optional[dict] = None) -> None:
+    def __init__(self, path: PathLike, crs: Optional[str]) -> None:
         self.path = Path(path)
-        self.fields = dict(fields or FIELDS)
         self.driver = vector_driver(self.path)
         self.crs = crs
         self.layer = layer_name(self.path)
@@ -168,7 +177,7 @@ class VectorWriter:
         return self._stage if self._stage is not None else self.path
 
     def _layer(self, driver: str) -> Optional[str]:
-        return None if driver == "ESRI Shapefile" else LAYER_NAME
+        return None if driver == "ESRI Shapefile" else self.layer
 
     def write(self, frame) -> None:
         """Append the rows of ``frame`` (a GeoDataFrame with :data:`FIELDS` + Polygon geometry)."""
@@ -197,7 +206,7 @@ class VectorWriter:
             return
         try:
             if not self._started:
-                self._write(empty_frame(self.crs, self.fields), append=False)
+                self._write(empty_frame(self.crs), append=False)
                 self._started = True
             if self._stage is not None:
                 self._convert_stage()
@@ -237,13 +246,13 @@ class VectorWriter:
                 if _has_arrow_write():
                     from pyogrio.raw import open_arrow, write_arrow
 
-                    with open_arrow(self._stage, layer=LAYER_NAME, use_pyarrow=False) as (meta, reader):
-                        write_arrow(reader, self.path, layer=LAYER_NAME, driver=self.driver,
+                    with open_arrow(self._stage, layer=self.layer, use_pyarrow=False) as (meta, reader):
+                        write_arrow(reader, self.path, layer=self.layer, driver=self.driver,
                                     geometry_name=meta["geometry_name"] or "geometry", geometry_type="Polygon",
                                     crs=meta["crs"], encoding=None)
                 else:
-                    frame = pyogrio.read_dataframe(self._stage, layer=LAYER_NAME)
-                    pyogrio.write_dataframe(frame, self.path, layer=LAYER_NAME, driver=self.driver,
+                    frame = pyogrio.read_dataframe(self._stage, layer=self.layer)
+                    pyogrio.write_dataframe(frame, self.path, layer=self.layer, driver=self.driver,
                                             geometry_type="Polygon")
         except (DataSourceError, DataLayerError, OSError) as exc:
             raise _write_failed(self.path, exc) from None
