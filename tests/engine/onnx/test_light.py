@@ -117,3 +117,25 @@ def test_light_commands_that_need_torch_say_so_in_one_line(light, tmp_path, args
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().count("\n") == 0 and "needs torch" in res.stderr, res.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_light_sheets_run_with_the_onnx_model(light, tmp_path):
+    from affine import Affine
+    from rasterio.windows import Window
+
+    rows = ["id,before,after"]
+    for name, col in (("west", 0), ("east", 256)):
+        for date in ("before", "after"):
+            with rasterio.open(DEMO / "data" / f"{date}.tif") as src:
+                window = Window(col, 0, 256, 256)
+                profile = {**src.profile, "width": 256, "height": 256, "transform": src.transform @ Affine.translation(col, 0)}
+                with rasterio.open(tmp_path / f"{name}_{date}.tif", "w", **profile) as dst:
+                    dst.write(src.read(window=window))
+        rows.append(f"{name},{name}_before.tif,{name}_after.tif")
+    (tmp_path / "sheets.csv").write_text("\n".join(rows) + "\n")
+    res = _engine(light, "sheets", "--sheets", tmp_path / "sheets.csv", "--run", tmp_path / "run", "--model",
+                  ONNX_MODEL, "--out-mask", tmp_path / "mask.vrt", "--out-vector", tmp_path / "changes.gpkg", "--workers", "1",
+                  "--progress", "none")
+    assert res.returncode == 0, res.stderr
+    with rasterio.open(tmp_path / "mask.vrt") as mask:
+        assert (mask.width, mask.height) == (512, 256) and (mask.read(1) == 1).any()
