@@ -135,11 +135,12 @@ def remove_vector(path: PathLike) -> None:
     discard(path)
 
 
-def empty_frame(crs: Optional[str]):
-    """A GeoDataFrame with no rows and the change-polygon fields (the schema of outputs)."""
+def empty_frame(crs: Optional[str], fields: Optional[dict] = None):
+    """A GeoDataFrame with no rows and the change-polygon fields (the schema of outputs;
+    ``fields``: name -> dtype, default :data:`FIELDS`)."""
     import geopandas as gpd
 
-    data = {name: np.empty(0, dtype=dtype) for name, dtype in FIELDS.items()}
+    data = {name: np.empty(0, dtype=dtype) for name, dtype in (fields or FIELDS).items()}
     return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
 
 
@@ -154,10 +155,12 @@ class VectorWriter:
     Args:
         path: the output file (.shp, .gpkg, .fgb, .geojson).
         crs: the layer's CRS (anything pyproj accepts), or None for no CRS.
+        fields: name -> dtype of the layer (default :data:`FIELDS`), for an empty layer.
     """
 
-    def __init__(self, path: PathLike, crs: Optional[str]) -> None:
+    def __init__(self, path: PathLike, crs: Optional[str], fields: Optional[dict] = None) -> None:
         self.path = Path(path)
+        self.fields = dict(fields or FIELDS)
         self.driver = vector_driver(self.path)
         self.crs = crs
         self.layer = layer_name(self.path)
@@ -206,7 +209,7 @@ class VectorWriter:
             return
         try:
             if not self._started:
-                self._write(empty_frame(self.crs), append=False)
+                self._write(empty_frame(self.crs, self.fields), append=False)
                 self._started = True
             if self._stage is not None:
                 self._convert_stage()
