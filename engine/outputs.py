@@ -76,7 +76,8 @@ HOST = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()
 _OURS = re.compile(r"^\.hrmnet-tmp-([0-9a-f]{6})-(\d+)-[a-z0-9_]+$")
 _PROC_FD = os.path.isdir(f"/proc/{os.getpid()}/fd")
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
-_RENAME_AT = os.rename in os.supports_dir_fd
+_DIR_FDS = os.name != "nt"  # Windows cannot open a folder as a descriptor
+_RENAME_AT = _DIR_FDS and os.rename in os.supports_dir_fd
 _LOCK_WAIT_S = 60.0
 
 
@@ -184,9 +185,19 @@ def _under_proc(path: Path) -> bool:
 # ----------------------------------------------------------------------------- locks
 
 
+def _open_dir(path: PathLike) -> int:
+    """A descriptor of the folder ``path`` (never through a final symlink); -1 on Windows."""
+    return os.open(path, _DIR_FLAGS) if _DIR_FDS else -1
+
+
+def _close(fd: int) -> None:
+    if fd >= 0:
+        os.close(fd)
+
+
 def _flock(fd: int, blocking: bool) -> Optional[bool]:
     """Exclusive flock on ``fd``: True taken, False held by another, None unsupported."""
-    if fcntl is None:
+    if fcntl is None or fd < 0:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
@@ -204,9 +215,9 @@ def hold_folder(folder: PathLike, shown: Optional[PathLike] = None) -> None:
     """Lock ``folder`` for this process until :func:`release_folder` (a run folder that
     one run fills over time, such as ``train --out``): another run is refused."""
     key = str(real_path(folder))
-    fd = os.open(key, _DIR_FLAGS)
+    fd = _open_dir(key)
     if _flock(fd, blocking=False) is False:
-        os.close(fd)
+        _close(fd)
         raise UserError(f"{shown or folder}: another run is writing to this folder")
     _HELD[key] = fd
 
@@ -215,7 +226,7 @@ def release_folder(folder: PathLike) -> None:
     """Release what :func:`hold_folder` took (nothing if it was not held)."""
     fd = _HELD.pop(str(real_path(folder)), None)
     if fd is not None:
-        os.close(fd)
+        _close(fd)
 
 
 @contextlib.contextmanager
@@ -233,7 +244,7 @@ def _folder_lock(fd: int, shown: PathLike) -> Iterator[None]:
     try:
         yield
     finally:
-        if fcntl is not None:
+        if fcntl is not None and fd >= 0:
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
@@ -262,13 +273,13 @@ def _is_stale(folder: Path, name: str) -> bool:
         st = os.lstat(folder / name)
         if not stat.S_ISDIR(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
             return False
-        fd = os.open(folder / name, _DIR_FLAGS)
+        fd = _open_dir(folder / name)
     except OSError:
         return False
     try:
         free = _flock(fd, blocking=False)
     finally:
-        os.close(fd)  # also releases the probe lock
+        _close(fd)  # also releases the probe lock
     return free if free is not None else host == HOST
 
 
@@ -306,18 +317,17 @@ class Staging:
 
     def __init__(self, folder: PathLike) -> None:
         self.folder = real_path(folder)
+        self.folder_fd = self.fd = -1
+        self.closed = False
         try:
-            self.folder_fd = os.open(self.folder, _DIR_FLAGS)
-        except OSError as exc:
-            raise write_error(self.folder / "x", exc, shown=os.fspath(folder)) from None
-        try:
+            self.folder_fd = _open_dir(self.folder)
             self.dir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{HOST}-{os.getpid()}-", dir=self.folder))
-            self.fd = os.open(self.dir, _DIR_FLAGS)
         except OSError as exc:
-            os.close(self.folder_fd)
+            _close(self.folder_fd)
             raise write_error(self.folder / "x", exc, shown=os.fspath(folder)) from None
+        self.fd = _open_dir(self.dir)  # our new 0700 folder: nobody else can have swapped it yet
         _flock(self.fd, blocking=False)
-        self.base = Path(f"/proc/{os.getpid()}/fd/{self.fd}") if _PROC_FD else self.dir
+        self.base = Path(f"/proc/{os.getpid()}/fd/{self.fd}") if _PROC_FD and self.fd >= 0 else self.dir
         self.shown: dict[str, str] = {}  # staged name -> the user's output
         with _LIVE_LOCK:
             _LIVE[str(self.dir)] = _LIVE[str(self.base)] = self
@@ -335,12 +345,12 @@ class Staging:
         with _LIVE_LOCK:
             _LIVE.pop(str(self.dir), None)
             _LIVE.pop(str(self.base), None)
-        if self.fd >= 0:
+        if not self.closed:
             if delete:
                 shutil.rmtree(self.dir, ignore_errors=True)
-            os.close(self.fd)
-            os.close(self.folder_fd)
-            self.fd = -1
+            _close(self.fd)
+            _close(self.folder_fd)
+            self.closed = True
 
     def __enter__(self) -> "Staging":
         return self

@@ -199,3 +199,21 @@ def test_a_full_disk_is_one_line_naming_the_output_and_leaves_nothing(tiny_disk)
             tmp.write_bytes(os.urandom(256 * 1024))
     assert str(err.value) == f"{target}: no space left on device"
     assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler"]
+
+
+def test_without_folder_descriptors_or_flock_as_on_windows_the_results_are_the_same(tmp_path, monkeypatch):
+    import engine.outputs as outputs
+
+    for name, value in (("_DIR_FDS", False), ("_RENAME_AT", False), ("_PROC_FD", False), ("fcntl", None)):
+        monkeypatch.setattr(outputs, name, value)
+    (tmp_path / "old.tif").write_bytes(b"old")
+    with staged_file(tmp_path / "old.tif", overwrite=True) as tmp:
+        assert tmp.parent.parent == tmp_path
+        tmp.write_bytes(b"new")
+    with pytest.raises(UserError, match="appeared while this run was working"):
+        with staged_file(tmp_path / "old.tif", overwrite=False) as tmp:
+            tmp.write_bytes(b"newer")
+    with staged_folder(tmp_path / "ds", overwrite=False) as stage:
+        (stage / "a.txt").write_text("1")
+    assert (tmp_path / "old.tif").read_bytes() == b"new" and (tmp_path / "ds" / "a.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "old.tif"]
