@@ -622,13 +622,13 @@ def disk_full(exc: BaseException, where: Optional[PathLike] = None) -> bool:
 def write_error(target: PathLike, exc: BaseException, strict: bool = False,
                 shown: Optional[str] = None) -> Optional[UserError]:
     """The one-line error for a failed write of ``target`` (a staged path is shown as
-    the user's output). ``strict``: None unless the disk is full or ``exc`` is an
-    OSError (other errors are bugs and keep their traceback)."""
+    the user's output). ``strict``: None unless the disk is full (the failure may be
+    about something else than the output, e.g. reading an input: it keeps its own words)."""
     shown = shown or display(target)
     folder = Path(target).parent
     if disk_full(exc, folder if folder.exists() else None):
         return UserError(f"{shown}: no space left on device")
-    if strict and not isinstance(exc, OSError):
+    if strict:
         return None
     detail = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return UserError(f"{shown}: cannot write ({detail})")

@@ -228,3 +228,19 @@ def test_evaluate_refuses_colour_maps_that_would_replace_png_labels(tmp_path, ch
     _one_line(res, "the colour map output would replace the input")
     assert [e["event"] for e in jsonl(res.stdout)] == ["error"]  # before the model loaded
     assert {p: p.read_bytes() for p in labels.iterdir()} == kept
+
+
+def test_warnings_and_errors_name_the_users_output_never_a_temporary(tmp_path):
+    """Pixel-space rasters into GeoJSON: the vectorizer's warnings are about the user's
+    output (the polygons come from a temporary mask and go to a temporary file)."""
+    from engine.detect import DifferencePredictor, detect
+    from tests.rasters import textured, write_geotiff
+
+    before = write_geotiff(tmp_path / "b.tif", textured(40, 50), crs=None)
+    after = write_geotiff(tmp_path / "a.tif", textured(40, 50, seed=1), crs=None)
+    events: list[dict] = []
+    vec = tmp_path / "changes.geojson"
+    detect(before, after, predictor=DifferencePredictor(), out_vector=vec, on_event=events.append)
+    messages = [e["message"] for e in events if e["event"] == "log"]
+    assert any(m.startswith(f"{vec}: GeoJSON cannot say 'no CRS'") for m in messages), messages
+    assert not [m for m in messages if PREFIX in m or "/proc/" in m or ".tmp" in m], messages
