@@ -199,7 +199,7 @@ def load_engine(model: Optional[str | os.PathLike], options: DetectOptions, pred
         from .onnx_predictor import is_onnx, load_onnx
 
         if is_onnx(model):  # onnxruntime, no torch
-            predictor, model_info = load_onnx(model, options.device, options.precision)
+            predictor, model_info = load_onnx(model, options.device, options.precision, review=True)
             return Engine(predictor, model_info, predictor.describe())
         from .checkpoint import load_model
         from .detect import ModelPredictor

@@ -91,3 +91,21 @@ def test_detect_cli_refuses_a_device_onnxruntime_lacks(tmp_path):
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert "--device directml: this onnxruntime has no DmlExecutionProvider" in res.stderr
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not ONNX_MODEL.exists(), reason="no ONNX demo model")
+def test_detect_review_layer_from_onnx_matches_torch(tmp_path):
+    import rasterio
+
+    def run(model: Path, out: Path, *extra: str) -> np.ndarray:
+        res = subprocess.run([sys.executable, "-m", "engine", "detect", "--before", DEMO / "data" / "before.tif",
+                              "--after", DEMO / "data" / "after.tif", "--model", model, "--out-review", out,
+                              "--extent", "640000,5799744,640256,5800000", "--progress", "none", *extra],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        with rasterio.open(out) as src:
+            return src.read(1).astype(int)
+
+    ours = run(ONNX_MODEL, tmp_path / "onnx.tif")
+    theirs = run(DEMO / "hrmnet_demo.safetensors", tmp_path / "torch.tif", "--precision", "fp32")
+    assert ours.shape == (512, 512) and np.abs(ours - theirs).max() <= 1  # uint8 steps of 1/254
