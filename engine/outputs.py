@@ -111,7 +111,8 @@ def same_file(a: PathLike, b: PathLike) -> bool:
 
 def check_name(path: PathLike) -> None:
     """Refuse an output path with control characters (newline, tab, ...): GDAL and the
-    vector drivers cut or drop them, so such a name could never be written as given."""
+    vector drivers cut or drop them where they see the name, and they garble logs and
+    the plugin's protocol lines; refused before any work."""
     text = os.fspath(path)
     bad = sorted({c for c in text if ord(c) < 32 or ord(c) == 127})
     if bad:
@@ -445,7 +446,7 @@ def staged_file(target: PathLike, overwrite: bool, inputs: Iterable[PathLike] = 
     renamed onto ``target``; on any error nothing is left (disk full -> one line).
     """
     target = Path(target)
-    check_output(target, "output", inputs)
+    check_output(target, "new", inputs)
     remove_stale(real_path(Path(target).parent))
     with Staging(real_path(Path(target).parent)) as s:
         staged = "out" + target.suffix

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix != ".safetensors":
         raise UserError(f"{out}: the output must end in .safetensors")
-    check_output(out, "output", [args.input])
+    check_output(out, "converted", [args.input])
     if os.path.lexists(out) and not args.overwrite:
         raise UserError(f"{out}: exists (use --overwrite to replace it)")
     if not out.parent.is_dir():

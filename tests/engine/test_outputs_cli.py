@@ -193,7 +193,7 @@ def test_convert_never_replaces_its_input(scene, checkpoints, tmp_path):
     model = tmp_path / "data" / "model.safetensors"
     model.write_bytes(checkpoints["none"].read_bytes())
     res = _engine("convert", model, tmp_path / "link" / "model.safetensors", "--overwrite")
-    _one_line(res, "the output output would replace the input")
+    _one_line(res, "the converted output would replace the input")
     assert model.read_bytes() == checkpoints["none"].read_bytes()
 
 
