@@ -499,6 +499,8 @@ def _swap_in(s: Staging, real_out: Path, shown: PathLike, overwrite: bool) -> No
                 raise UserError(f"{shown}: appeared while this run was working (another run?); "
                                 "left as it is (use --overwrite to replace it)")
             trash = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{HOST}-{os.getpid()}-", dir=s.folder))
+            if not _DIR_FDS:
+                trash.rmdir()  # Windows renames a folder only onto a free name
             os.replace(real_out, trash)
         try:
             if _RENAME_AT:

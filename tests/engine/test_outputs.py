@@ -215,5 +215,7 @@ def test_without_folder_descriptors_or_flock_as_on_windows_the_results_are_the_s
             tmp.write_bytes(b"newer")
     with staged_folder(tmp_path / "ds", overwrite=False) as stage:
         (stage / "a.txt").write_text("1")
-    assert (tmp_path / "old.tif").read_bytes() == b"new" and (tmp_path / "ds" / "a.txt").exists()
+    with staged_folder(tmp_path / "ds", overwrite=True) as stage:
+        (stage / "b.txt").write_text("2")
+    assert (tmp_path / "old.tif").read_bytes() == b"new" and [p.name for p in (tmp_path / "ds").iterdir()] == ["b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "old.tif"]
