@@ -12,18 +12,21 @@ __all__ = ["load_for_evaluation", "OnnxModule", "OnnxRuntime"]
 
 class OnnxModule:
     """An :class:`~engine.onnx_predictor.OnnxPredictor` called like HRMNet: torch (N, 6, H, W)
-    in, ``(change (N, 1, H, W), None)`` out (only the change probability is evaluated)."""
+    in, ``(change (N, 1, H, W), hard (N, 1, H, W) or None)`` out (hard when the predictor
+    gives the review score)."""
 
     training = False
 
     def __init__(self, predictor) -> None:
         self.predictor = predictor
 
-    def __call__(self, x) -> tuple[Any, None]:
+    def __call__(self, x) -> tuple[Any, Any]:
         import torch
 
-        prob = self.predictor(x.detach().float().cpu().numpy())
-        return torch.from_numpy(prob)[:, None], None
+        from ..detect import split_output
+
+        prob, review = split_output(self.predictor(x.detach().float().cpu().numpy()))
+        return torch.from_numpy(prob)[:, None], None if review is None else torch.from_numpy(review)[:, None]
 
     def eval(self) -> "OnnxModule":
         return self
@@ -67,7 +70,7 @@ def load_for_evaluation(model_path: Union[str, os.PathLike], device: str, precis
     if is_onnx(model_path):
         from ..onnx_predictor import load_onnx
 
-        predictor, info = load_onnx(model_path, device, precision)
+        predictor, info = load_onnx(model_path, device, precision, review=True)
         return OnnxModule(predictor), info, OnnxRuntime(predictor.describe())
     from ..checkpoint import load_model
     from ..runtime import select_runtime

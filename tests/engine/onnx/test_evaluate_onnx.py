@@ -32,3 +32,7 @@ def test_evaluate_onnx_matches_torch_on_the_levir_tile(shared_dir):
     assert total == 512 * 512
     differ = sum(abs(ours["confusion"][k] - torch_run["confusion"][k]) for k in ("tp", "fp")) / total
     assert differ <= 0.001  # the change decisions agree on >= 99.9 % of the pixels
+    assert ours.get("review") is not None  # the hard-region score comes through onnxruntime too
+    for key in ("top_1pct", "top_5pct"):
+        if key in torch_run["review"]:
+            assert ours["review"][key]["error_rate"] == pytest.approx(torch_run["review"][key]["error_rate"], abs=0.01)
