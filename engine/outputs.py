@@ -320,13 +320,16 @@ class Staging:
         self.folder = real_path(folder)
         self.folder_fd = self.fd = -1
         self.closed = False
+        made = None
         try:
             self.folder_fd = _open_dir(self.folder)
-            self.dir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{HOST}-{os.getpid()}-", dir=self.folder))
+            self.dir = made = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{HOST}-{os.getpid()}-", dir=self.folder))
+            self.fd = _open_dir(self.dir)  # our new 0700 folder: nobody else can have swapped it yet
         except OSError as exc:
             _close(self.folder_fd)
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)
             raise write_error(self.folder / "x", exc, shown=os.fspath(folder)) from None
-        self.fd = _open_dir(self.dir)  # our new 0700 folder: nobody else can have swapped it yet
         _flock(self.fd, blocking=False)
         self.base = Path(f"/proc/{os.getpid()}/fd/{self.fd}") if _PROC_FD and self.fd >= 0 else self.dir
         self.shown: dict[str, str] = {}  # staged name -> the user's output
