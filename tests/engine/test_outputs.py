@@ -219,3 +219,12 @@ def test_without_folder_descriptors_or_flock_as_on_windows_the_results_are_the_s
         (stage / "b.txt").write_text("2")
     assert (tmp_path / "old.tif").read_bytes() == b"new" and [p.name for p in (tmp_path / "ds").iterdir()] == ["b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "old.tif"]
+
+
+def test_a_full_disk_while_building_a_folder_is_one_line_and_leaves_nothing(tiny_disk):
+    out = tiny_disk / "dataset"
+    with pytest.raises(UserError) as err:
+        with staged_folder(out, overwrite=False) as stage:
+            (stage / "tile.tif").write_bytes(os.urandom(256 * 1024))
+    assert str(err.value) == f"{out}: no space left on device"
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler"]

@@ -244,3 +244,13 @@ def test_warnings_and_errors_name_the_users_output_never_a_temporary(tmp_path):
     messages = [e["message"] for e in events if e["event"] == "log"]
     assert any(m.startswith(f"{vec}: GeoJSON cannot say 'no CRS'") for m in messages), messages
     assert not [m for m in messages if PREFIX in m or "/proc/" in m or ".tmp" in m], messages
+
+
+def test_demo_refuses_outputs_that_would_replace_its_model(tmp_path, checkpoints):
+    out = tmp_path / "demo"
+    out.mkdir()
+    model = out / "mask.tif"  # a checkpoint under an output's name
+    model.write_bytes(checkpoints["none"].read_bytes())
+    res = _engine("demo", "--out", tmp_path / "link-free" / ".." / "demo", "--model", model, "--progress", "none")
+    _one_line(res, "the mask output would replace the input")
+    assert model.read_bytes() == checkpoints["none"].read_bytes() and sorted(p.name for p in out.iterdir()) == ["mask.tif"]
