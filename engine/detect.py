@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
+from . import model_fit
 from .errors import UserError
 from .events import Events
 from .pipeline import check_model_path, load_engine, plan_area, resolve_tiling, run_window, validate_options
@@ -588,6 +589,8 @@ def detect(
             review_threshold = float(engine.model_info.review_threshold)
         for event in opening:
             events.emit(event.pop("event"), **event)
+        if predictor is None or model_info is not None:  # what the model is, and whether it fits the imagery
+            model_fit.report(engine.model_info, pair, events, str(model) if predictor is None else "predictor")
         plan = plan_area(pair, engine, options, events)
         grid = plan.grid
         events.start(
