@@ -258,6 +258,12 @@ def _check_options(opset: int, fixed_size: Optional[int]) -> None:
                         "(pip install onnx onnxscript onnxruntime, or the engine's [onnx] extra)") from exc
 
     newest = onnx.defs.onnx_opset_version()
+    try:  # the exporter's own ceiling (private constant; onnx's when it moves)
+        from torch.onnx._constants import ONNX_MAX_OPSET
+
+        newest = min(newest, int(ONNX_MAX_OPSET))
+    except (ImportError, ValueError, TypeError):
+        pass
     if not MIN_OPSET <= opset <= newest:
         raise UserError(f"--opset {opset}: must be between {MIN_OPSET} and {newest} (the exporter's and onnx's range)")
     if fixed_size is not None and (fixed_size < 32 or fixed_size % 32):
