@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from .conftest import DEMO_MODEL
 from .helpers import detect_params
 
 pytestmark = pytest.mark.qgis
@@ -84,6 +85,9 @@ def test_detect_end_to_end_polygons_in_the_before_crs_loaded_with_styles(qgis_ap
     assert QgsRasterLayer(results["OUTPUT_MASK"], "m").isValid()
     assert progress and max(progress) == pytest.approx(100.0)
     assert "device=cpu" in feedback.textLog()  # device and precision shown at the start
+    assert ": HRMNet, bands red,green,blue" in feedback.textLog()  # what the model is (engine.model_fit)
+    if model_path == DEMO_MODEL:
+        assert "this is a demonstration model" in feedback.textLog()
     left = sorted(n for n in os.listdir(tmp_path) if not n.endswith((".ovr", ".aux.xml")))
     assert left == sorted(["changes.shp", "changes.shx", "changes.dbf", "changes.prj", "changes.cpg",
                            "probability.tif", "mask.tif"]), "only the outputs (no temporary files) are left"
