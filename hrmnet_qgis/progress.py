@@ -52,16 +52,17 @@ class StageProgress:
         self.clock = clock
         self.log_every = log_every
         self.percent = 0.0
-        self._stage: Optional[str] = None
-        self._started = 0.0
-        self._logged_at = -1.0
+        # Per stage (training alternates "train" and validation "evaluate"): start time, and
+        # the stage percentage last logged.
+        self._started: dict[str, float] = {}
+        self._logged_at: dict[str, float] = {}
 
     def update(self, stage: str, done: int, total: int) -> tuple[float, Optional[str]]:
         """The overall percentage (never decreasing) and a log line, or None when not due."""
         total = max(int(total or 0), 1)
         done = min(max(int(done or 0), 0), total)
-        if stage != self._stage:
-            self._stage, self._started, self._logged_at = stage, self.clock(), -1.0
+        if stage not in self._started or (done == 0 and self._logged_at.get(stage, -1.0) >= 100.0):
+            self._started[stage], self._logged_at[stage] = self.clock(), -1.0  # new, or started again
         fraction = done / total
         if not self.stages:
             self.percent = 100.0 * fraction
@@ -74,13 +75,14 @@ class StageProgress:
 
     def _line(self, stage: str, done: int, total: int) -> Optional[str]:
         stage_percent = 100.0 * done / total
-        due = self._logged_at < 0 or done == total or stage_percent >= self._logged_at + self.log_every
+        last = self._logged_at[stage]
+        due = last < 0 or (done == total and last < 100.0) or stage_percent >= last + self.log_every
         if not due:
             return None
-        self._logged_at = stage_percent
+        self._logged_at[stage] = stage_percent
         unit = UNITS.get(stage, "")
         text = f"{stage or 'progress'}: {done}/{total}{' ' + unit if unit else ''} ({stage_percent:.0f} %)"
-        elapsed = self.clock() - self._started
+        elapsed = self.clock() - self._started[stage]
         if 0 < done < total and elapsed > 0:
             text += f", about {format_duration(elapsed / done * (total - done))} left"
         elif done == total:

@@ -78,3 +78,17 @@ def test_the_processing_feedback_gets_one_bar_and_keeps_qgis_progress_text(qgis_
             report({"event": "progress", "stage": stage, "done": done, "total": total})
     assert texts == [] and values == sorted(values) and values[-1] == pytest.approx(100.0)
     assert "detect: 2/4 tiles (50 %)" in feedback.textLog() and "vectorize: 2/2 strips" in feedback.textLog()
+
+
+def test_time_left_of_training_is_not_reset_by_validation_passes():
+    clock = Clock()
+    progress = StageProgress(STAGES["train"], clock=clock)
+    lines = []
+    for step in range(0, 101):
+        clock.now = float(step)  # one step a second
+        lines.append(progress.update("train", step, 100)[1])
+        if step == 50:  # a validation pass of 4 batches, then training goes on
+            for k in range(5):
+                progress.update("evaluate", k, 4)
+    assert "train: 60/100 steps (60 %), about 40 s left" in lines
+    assert lines[-1] == "train: 100/100 steps (100 %), 2 min"
