@@ -244,3 +244,26 @@ def test_after_on_another_grid_is_warped_exactly_and_no_change_gives_an_empty_la
                      workers=1, **TILING)
     empty = pyogrio.read_dataframe(tmp_path / "e.shp")
     assert res.exit_code == 0 and len(empty) == 0 and "sheet" in empty.columns
+
+
+@pytest.mark.slow
+def test_ctrl_c_exit_130_and_the_same_command_resumes(tmp_path, model):
+    before, after = blob_scene(100, 110)
+    scene = cut(before, after, tmp_path / "in", [50], [60])  # 2 x 2 sheets
+    run, out = tmp_path / "run", tmp_path / "m.gpkg"
+    argv = [sys.executable, "-m", "engine", "sheets", "--sheets", str(scene), "--run", str(run), "--model", str(model),
+            "--out-vector", str(out), "--workers", "1", "--tile-size", "64", "--overlap", "16", "--progress", "jsonl"]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if json.loads(line)["event"] == "sheet":
+            proc.send_signal(signal.SIGINT)
+            break
+    proc.stdout.read()
+    assert proc.wait(timeout=120) == 130, proc.stderr.read()
+    assert not out.exists()
+    finished = {p.parent.name: _snapshot(p.parent) for p in run.glob("sheets/*/done.json")}
+    assert 1 <= len(finished) < 4
+    res = subprocess.run(argv[:-2] + ["--progress", "none"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert all(_snapshot(run / "sheets" / name) == snap for name, snap in finished.items())
+    assert out.exists()
