@@ -597,13 +597,15 @@ def staged_moves(staged: PathLike, target: PathLike) -> list[tuple[Staging, str,
 
 def quiet_gdal() -> None:
     """Keep GDAL's own messages off stderr (the engine reports a failure itself, in one
-    line): GDAL's default handler writes to ``CPL_LOG`` (unless the user set it) and
-    rasterio's and pyogrio's log records get a handler that drops them."""
+    line): GDAL's default handler writes to ``CPL_LOG`` (unless the user set it or
+    ``CPL_DEBUG``) and rasterio's and pyogrio's log records get a handler that drops them."""
     import logging
 
-    os.environ.setdefault("CPL_LOG", os.devnull)
+    if not os.environ.get("CPL_DEBUG"):  # someone debugging GDAL wants its messages
+        os.environ.setdefault("CPL_LOG", os.devnull)
     for name in ("rasterio", "pyogrio"):
         logging.getLogger(name).addHandler(logging.NullHandler())
+
 
 _FULL_TEXT = ("no space left", "disk full", "free disk space", "not enough space", "quota exceeded")
 
