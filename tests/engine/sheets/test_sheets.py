@@ -267,3 +267,14 @@ def test_ctrl_c_exit_130_and_the_same_command_resumes(tmp_path, model):
     assert res.returncode == 0, res.stderr
     assert all(_snapshot(run / "sheets" / name) == snap for name, snap in finished.items())
     assert out.exists()
+
+
+def test_a_worker_lost_mid_sheet_all_sheets_finish(scene, tmp_path):
+    from .standins import DieOnce
+
+    marker = tmp_path / "died"
+    res = run_sheets(scene, tmp_path / "run", predictor=DieOnce(str(marker)), out_vector=tmp_path / "m.gpkg",
+                     workers=2, **TILING)
+    assert marker.exists()  # a worker did die mid-sheet
+    assert res.exit_code == 0 and set(res.status.values()) == {"done"} and len(res.status) == 9
+    assert not [p for p in (tmp_path / "run" / "sheets").iterdir() if p.name.startswith(".")]
