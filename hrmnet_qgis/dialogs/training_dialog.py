@@ -28,7 +28,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .. import settings
-from ..algorithms.base import DEVICES, describe_start
+from ..algorithms.base import DEVICE_LABELS, DEVICES, describe_start
 from ..engine_python import EngineSetupError, engine_python
 from ..runner import EngineCancelled, EngineRun, run_engine
 from .curves import CurvesWidget
@@ -81,7 +81,7 @@ class TrainingDialog(QDialog):
         self.lr.setSingleStep(1e-4)
         self.lr.setValue(5e-4)
         self.device = QComboBox()
-        self.device.addItems(DEVICES)
+        self.device.addItems(DEVICE_LABELS)  # plain words; DEVICES[index] goes to the engine
         self.init = QgsFileWidget()
         self.init.setFilter("HRMNet checkpoints (*.safetensors *.pth)")
         self.resume = QCheckBox("Continue the stopped run in this folder")
@@ -171,7 +171,7 @@ class TrainingDialog(QDialog):
             return False
         resume = self.resume.isEnabled() and self.resume.isChecked()
         args = train_args(data, out, self.steps.value(), self.batch_size.value(), self.lr.value(),
-                          self.device.currentText(), self.init.filePath(), resume,
+                          DEVICES[self.device.currentIndex()], self.init.filePath(), resume,
                           imagenet=self.imagenet.isChecked())
         if not resume:
             self.curves.clear(self.steps.value())

@@ -33,7 +33,7 @@ def test_dialog_trains_stops_resumes_and_offers_the_best_model(qgis_app, dataset
     dialog.out.setFilePath(str(run))
     dialog.steps.setValue(2)
     dialog.batch_size.setValue(1)
-    dialog.device.setCurrentText("cpu")
+    dialog.device.setCurrentIndex(1)  # "CPU" (DEVICES[1] == "cpu")
     assert dialog.imagenet.isChecked()  # the paper's start by default; here offline, so off
     dialog.imagenet.setChecked(False)
     assert not dialog.resume.isEnabled()
