@@ -58,6 +58,9 @@ class DetectChanges(EngineAlgorithm):
     OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
     OUTPUT_PROBABILITY = "OUTPUT_PROBABILITY"
     OUTPUT_MASK = "OUTPUT_MASK"
+    OUTPUT_REVIEW = "OUTPUT_REVIEW"
+    OUTPUT_REVIEW_AREAS = "OUTPUT_REVIEW_AREAS"
+    REVIEW_THRESHOLD = "REVIEW_THRESHOLD"
 
     def name(self) -> str:
         return "detectchanges"
@@ -93,6 +96,11 @@ class DetectChanges(EngineAlgorithm):
             "<i>Tile size</i> and <i>Tile overlap</i> left empty use the values stored in the model (the "
             "empty field shows them). <i>Minimum polygon area</i> is in m², <i>Simplification "
             "tolerance</i> in metres.</p>"
+            "<p><i>Review</i> (optional) is the model's own map of where it is likely wrong (HRMNet's "
+            "hard-region score, 0-1, transparent where low): check the change polygons drawn in magenta "
+            "(highest <i>review</i> attribute) first, sort the attribute table by <i>review</i>, and look "
+            "at the dashed <i>Review areas</i>: regions of high score with no change polygon, where a "
+            "change may have been missed.</p>"
             "<p>The engine runs in a separate Python process (<i>Plugins › HRMNet change detection › Set up "
             "engine…</i>).</p>"
         ).format(about_default)
@@ -151,6 +159,9 @@ class DetectChanges(EngineAlgorithm):
                                          QgsProcessingParameterNumber.Integer, None, True, 1, 1024),
             QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICE_LABELS, defaultValue=0),
             QgsProcessingParameterEnum(self.PRECISION, self.tr("Precision"), PRECISION_LABELS, defaultValue=0),
+            QgsProcessingParameterNumber(self.REVIEW_THRESHOLD,
+                                         self.tr("Review areas: score threshold (empty: the model's, 0.3)"),
+                                         QgsProcessingParameterNumber.Double, None, True, 0.0, 1.0),
         ]
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -170,6 +181,18 @@ class DetectChanges(EngineAlgorithm):
                 self.OUTPUT_MASK, self.tr("Change mask"), optional=True, createByDefault=False
             )
         )
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                self.OUTPUT_REVIEW, self.tr("Review (where the model is likely wrong)"), optional=True,
+                createByDefault=False
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterVectorDestination(
+                self.OUTPUT_REVIEW_AREAS, self.tr("Review areas (possible missed changes)"),
+                QgsProcessing.TypeVectorPolygon, optional=True, createByDefault=False
+            )
+        )
 
     def engine_args(self, parameters: dict, context: QgsProcessingContext) -> tuple[list[str], dict[str, str]]:
         """The ``detect`` options for these parameters, and the output paths by output name."""
@@ -185,16 +208,20 @@ class DetectChanges(EngineAlgorithm):
             self.OUTPUT_POLYGONS: absolute(self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context)),
             self.OUTPUT_PROBABILITY: absolute(self.parameterAsOutputLayer(parameters, self.OUTPUT_PROBABILITY, context)),
             self.OUTPUT_MASK: absolute(self.parameterAsOutputLayer(parameters, self.OUTPUT_MASK, context)),
+            self.OUTPUT_REVIEW: absolute(self.parameterAsOutputLayer(parameters, self.OUTPUT_REVIEW, context)),
+            self.OUTPUT_REVIEW_AREAS: absolute(self.parameterAsOutputLayer(parameters, self.OUTPUT_REVIEW_AREAS,
+                                                                           context)),
         }
         options = {self.OUTPUT_POLYGONS: "--out-vector", self.OUTPUT_PROBABILITY: "--out-probability",
-                   self.OUTPUT_MASK: "--out-mask"}
-        polygons = outputs[self.OUTPUT_POLYGONS]
-        if polygons:
-            ext = polygons.rsplit(".", 1)[-1].lower() if "." in polygons else ""
-            if ext not in VECTOR_EXTENSIONS:
-                raise QgsProcessingException(
-                    f"{polygons}: unsupported vector format (use one of .{', .'.join(VECTOR_EXTENSIONS)})"
-                )
+                   self.OUTPUT_MASK: "--out-mask", self.OUTPUT_REVIEW: "--out-review",
+                   self.OUTPUT_REVIEW_AREAS: "--out-review-areas"}
+        for polygons in (outputs[self.OUTPUT_POLYGONS], outputs[self.OUTPUT_REVIEW_AREAS]):
+            if polygons:
+                ext = polygons.rsplit(".", 1)[-1].lower() if "." in polygons else ""
+                if ext not in VECTOR_EXTENSIONS:
+                    raise QgsProcessingException(
+                        f"{polygons}: unsupported vector format (use one of .{', .'.join(VECTOR_EXTENSIONS)})"
+                    )
         for key, path in outputs.items():
             if path:
                 args += [options[key], path]
@@ -203,6 +230,8 @@ class DetectChanges(EngineAlgorithm):
 
         if given(parameters, self.THRESHOLD):
             args += ["--threshold", _num(self.parameterAsDouble(parameters, self.THRESHOLD, context))]
+        if given(parameters, self.REVIEW_THRESHOLD):
+            args += ["--review-threshold", _num(self.parameterAsDouble(parameters, self.REVIEW_THRESHOLD, context))]
         args += ["--min-area", _num(self.parameterAsDouble(parameters, self.MIN_AREA, context))]
         args += ["--simplify", _num(self.parameterAsDouble(parameters, self.SIMPLIFY, context))]
         if given(parameters, self.EXTENT):
@@ -232,7 +261,9 @@ class DetectChanges(EngineAlgorithm):
         self.load_outputs(context, [
             OutputLayer(key, outputs[key], qml, rank, label)
             for rank, (key, qml) in enumerate(((self.OUTPUT_POLYGONS, "polygons.qml"),
+                                               (self.OUTPUT_REVIEW_AREAS, "review_areas.qml"),
                                                (self.OUTPUT_MASK, "mask.qml"),
+                                               (self.OUTPUT_REVIEW, "review.qml"),
                                                (self.OUTPUT_PROBABILITY, "probability.qml")))
             if outputs.get(key)
         ])
@@ -240,6 +271,8 @@ class DetectChanges(EngineAlgorithm):
             self.OUTPUT_POLYGONS: outputs.get(self.OUTPUT_POLYGONS),
             self.OUTPUT_PROBABILITY: outputs.get(self.OUTPUT_PROBABILITY),
             self.OUTPUT_MASK: outputs.get(self.OUTPUT_MASK),
+            self.OUTPUT_REVIEW: outputs.get(self.OUTPUT_REVIEW),
+            self.OUTPUT_REVIEW_AREAS: outputs.get(self.OUTPUT_REVIEW_AREAS),
         }
 
 

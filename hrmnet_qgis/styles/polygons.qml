@@ -50,7 +50,28 @@
           <data_defined_properties>
             <Option type="Map">
               <Option name="name" type="QString" value=""/>
-              <Option name="properties"/>
+              <Option name="properties" type="Map">
+                <Option name="fillColor" type="Map">
+                  <Option name="active" type="bool" value="true"/>
+                  <Option name="expression" type="QString" value="if(coalesce(attribute(@feature, 'review'), 0) &gt;= 0.15, '255,0,255,160', '0,0,0,0')"/>
+                  <Option name="type" type="int" value="3"/>
+                </Option>
+                <Option name="fillStyle" type="Map">
+                  <Option name="active" type="bool" value="true"/>
+                  <Option name="expression" type="QString" value="if(coalesce(attribute(@feature, 'review'), 0) &gt;= 0.15, 'b_diagonal', 'no')"/>
+                  <Option name="type" type="int" value="3"/>
+                </Option>
+                <Option name="outlineColor" type="Map">
+                  <Option name="active" type="bool" value="true"/>
+                  <Option name="expression" type="QString" value="if(coalesce(attribute(@feature, 'review'), 0) &gt;= 0.15, '255,0,255,255', '255,0,0,255')"/>
+                  <Option name="type" type="int" value="3"/>
+                </Option>
+                <Option name="outlineWidth" type="Map">
+                  <Option name="active" type="bool" value="true"/>
+                  <Option name="expression" type="QString" value="if(coalesce(attribute(@feature, 'review'), 0) &gt;= 0.15, 1.2, 0.6)"/>
+                  <Option name="type" type="int" value="3"/>
+                </Option>
+              </Option>
               <Option name="type" type="QString" value="collection"/>
             </Option>
           </data_defined_properties>
@@ -105,6 +126,17 @@
       </editWidget>
     </field>
     <field name="max_prob" configurationFlags="None">
+      <editWidget type="Range">
+        <config>
+          <Option type="Map">
+            <Option name="AllowNull" type="bool" value="true"/>
+            <Option name="Precision" type="int" value="3"/>
+            <Option name="Style" type="QString" value="SpinBox"/>
+          </Option>
+        </config>
+      </editWidget>
+    </field>
+    <field name="review" configurationFlags="None">
       <editWidget type="Range">
         <config>
           <Option type="Map">
