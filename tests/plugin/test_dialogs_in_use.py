@@ -148,3 +148,12 @@ def test_the_batch_dialog_takes_an_empty_or_a_typed_threshold(qgis_app):
     assert wrapper.parameterValue() is None
     wrapper.setParameterValue(0.4, QgsProcessingContext())
     assert wrapper.parameterValue() == pytest.approx(0.4)
+
+
+def test_the_modeler_dialog_builds_with_the_threshold_wrapper(qgis_app):
+    from processing.modeler.ModelerParametersDialog import ModelerParametersDialog
+    from qgis.core import QgsProcessingModelAlgorithm
+
+    dialog = ModelerParametersDialog(_detect(), QgsProcessingModelAlgorithm())
+    child = dialog.createAlgorithm()
+    assert child is not None and "THRESHOLD" in child.parameterSources()
