@@ -155,7 +155,7 @@ def _pair(ctx: RunContext):
             raise UserError(f"{ctx.before_vrt}: the mosaics changed since the run was planned")
         return pair
 
-    return worker_cached(("pair", ctx.hash), make)
+    return worker_cached(("pair", ctx.hash, ctx.before_vrt, ctx.after_vrt), make)
 
 
 def _compute(job: SheetJob, tmp: Path) -> dict:

@@ -171,7 +171,6 @@ def make_plan(run: Path, specs: Sequence, options: DetectOptions, *, model: Opti
         "model": fingerprint(model) if predictor is None else None,
         "stand_in": _stand_in(predictor),
         "sheets": [[s.id, str(s.before), str(s.after)] for s in specs],
-        "failed": sorted(failed),
         "area": [area[0], area[1], list(area[2]), area[3]],
         "plan": plan.describe(),
     }

@@ -129,13 +129,22 @@ def _bind_run(run: Path, plan: Plan) -> None:
         except (OSError, ValueError):
             raise UserError(f"{path}: unreadable run record (use --restart to start over)") from None
         if old.get("hash") != plan.context.hash:
+            for vrt in (plan.context.before_vrt, plan.context.after_vrt):  # planned for nothing
+                if vrt not in (old.get("mosaics") or []):
+                    Path(vrt).unlink(missing_ok=True)
             diff = _settings_diff(old.get("settings", {}), json.loads(json.dumps(plan.settings, default=str)))
             raise UserError(f"{run}: holds a run with other settings ({'; '.join(diff[:4]) or 'inputs'}); "
                             "use --restart to start over or another --run folder")
-        return
+        mosaics = [plan.context.before_vrt, plan.context.after_vrt]
+        if set(mosaics) <= set(old.get("mosaics") or []):
+            return
+        old["mosaics"] = sorted(set(old.get("mosaics") or []) | set(mosaics))  # a fixed sheet joined them
+        record = old
+    else:
+        record = {"hash": plan.context.hash, "settings": plan.settings,
+                  "mosaics": [plan.context.before_vrt, plan.context.after_vrt]}
     tmp = run / f".{RUN_JSON}.{os.getpid()}"
-    tmp.write_text(json.dumps({"hash": plan.context.hash, "settings": plan.settings}, indent=1, default=str),
-                   encoding="utf-8")
+    tmp.write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
     os.replace(tmp, path)
 
 

@@ -151,6 +151,19 @@ def test_corrupt_sheet_fails_alone_exit_3_then_other_settings_refused(scene, tmp
     assert res.returncode == 3, res.stderr
     assert {p.name: _snapshot(p) for p in (run / "sheets").iterdir()} == done
 
+    # the file repaired: only that sheet is computed now
+    before, after = blob_scene(150, 170)
+    from tests.rasters import write_geotiff
+
+    from .standins import ORIGIN, PIXEL
+
+    bad.unlink()
+    write_geotiff(bad, after[:, 50:97, 60:111], origin=(ORIGIN[0] + 60 * PIXEL, ORIGIN[1] - 50 * PIXEL), pixel_size=PIXEL)
+    res = _cli("--sheets", scene, "--run", run, "--model", model, "--out-vector", out, "--progress", "none")
+    assert res.returncode == 0, res.stderr
+    assert all(_snapshot(run / "sheets" / name) == snap for name, snap in done.items())
+    assert (run / "sheets" / "r1c1" / "done.json").exists() and not (run / "failed" / "r1c1.json").exists()
+
 
 def test_option_mistakes_before_any_work(scene, tmp_path):
     with pytest.raises(UserError, match="--min-area"):
