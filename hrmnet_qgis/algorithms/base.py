@@ -312,7 +312,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             details = asked.get(path)
             if details is None or not Path(path).exists():
                 continue
-            description = self.parameterDefinition(layer.key).description() if self.parameterDefinition(layer.key) else ""
+            definition = self.parameterDefinition(layer.key)
+            description = definition.description() if definition is not None else ""
             name = details.name
             if not name or name == description:  # not named by the user or a model: say which run
                 name = layer_name(layer.label, description or name)
