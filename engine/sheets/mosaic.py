@@ -101,14 +101,20 @@ def _grid(rasters: Sequence[SheetRaster], date: str) -> MosaicGrid:
 
 
 def _check_overlaps(rasters: Sequence[SheetRaster], grid: MosaicGrid, date: str) -> None:
+    """Refuse sheets sharing a pixel (sorted by left edge: each is compared only with those
+    starting left of its right edge, a few for a sheet grid)."""
     boxes = np.array([grid.offset(r) + (r.width, r.height) for r in rasters], dtype=np.int64)
-    x0, y0 = boxes[:, 0], boxes[:, 1]
-    x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
-    for i in range(len(rasters) - 1):
-        hit = (x0[i + 1:] < x1[i]) & (x0[i] < x1[i + 1:]) & (y0[i + 1:] < y1[i]) & (y0[i] < y1[i + 1:])
+    order = np.argsort(boxes[:, 0], kind="stable")
+    x0, y0 = boxes[order, 0], boxes[order, 1]
+    x1, y1 = x0 + boxes[order, 2], y0 + boxes[order, 3]
+    for i in range(len(order) - 1):
+        end = int(np.searchsorted(x0, x1[i], side="left"))  # sheets starting before this one ends
+        cand = slice(i + 1, max(i + 1, end))
+        hit = (y0[cand] < y1[i]) & (y0[i] < y1[cand]) & (x0[i] < x1[cand])
         if hit.any():
-            j = i + 1 + int(np.flatnonzero(hit)[0])
-            raise UserError(f"{rasters[j].path}: overlaps {rasters[i].path} (the {date} sheets must not overlap)")
+            a, b = order[i], order[i + 1 + int(np.flatnonzero(hit)[0])]
+            first, second = (a, b) if a < b else (b, a)
+            raise UserError(f"{rasters[second].path}: overlaps {rasters[first].path} (the {date} sheets must not overlap)")
 
 
 def write_mosaic(rasters: Sequence[SheetRaster], path: Path, date: str, nodata: Optional[float] = None) -> MosaicGrid:

@@ -80,3 +80,22 @@ def test_link_pieces_right_and_down_neighbours_only():
     row = np.array([5, 5, 6, 7, 6])
     col = np.array([9, 10, 10, 11, 0])
     assert sorted(link_pieces(piece, row, col, width=11)) == [(0, 1), (1, 2)]
+
+
+def test_mosaic_refuses_overlapping_and_misaligned_sheets(tmp_path):
+    from engine.errors import UserError
+    from engine.sheets.mosaic import probe_rasters, write_mosaic
+
+    arr = np.zeros((3, 20, 30), np.uint8)
+    write_geotiff(tmp_path / "a.tif", arr, origin=(500_000.0, 5_000_000.0))
+    write_geotiff(tmp_path / "b.tif", arr, origin=(500_015.0, 5_000_000.0))  # 30 px right: touches a
+    write_geotiff(tmp_path / "c.tif", arr, origin=(500_014.5, 4_999_995.0))  # overlaps a and b
+    write_geotiff(tmp_path / "d.tif", arr, origin=(500_030.25, 5_000_000.0))  # half a pixel off
+    good, bad = probe_rasters([(k, str(tmp_path / f"{k}.tif")) for k in "abcd"])
+    assert not bad
+    grid = write_mosaic(good[:2], tmp_path / "ab.vrt", "before")
+    assert (grid.width, grid.height) == (60, 20)
+    with pytest.raises(UserError, match=r"c\.tif: overlaps .*a\.tif"):  # c reaches 1 px into a
+        write_mosaic(good[:3], tmp_path / "abc.vrt", "before")
+    with pytest.raises(UserError, match=r"d\.tif: not on .*pixel grid"):
+        write_mosaic([good[0], good[3]], tmp_path / "ad.vrt", "before")

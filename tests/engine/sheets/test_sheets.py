@@ -291,3 +291,14 @@ def test_a_worker_lost_mid_sheet_all_sheets_finish(scene, tmp_path):
     assert marker.exists()  # a worker did die mid-sheet
     assert res.exit_code == 0 and set(res.status.values()) == {"done"} and len(res.status) == 9
     assert not [p for p in (tmp_path / "run" / "sheets").iterdir() if p.name.startswith(".")]
+
+
+def test_skip_missing_reports_the_sheet_as_skipped(scene, tmp_path):
+    (scene.parent / "after_r0c2.tif").unlink()
+    with pytest.raises(UserError, match="r0c2"):
+        run_sheets(scene, tmp_path / "run", predictor=BlurDifference(), out_vector=tmp_path / "m.gpkg", **TILING)
+    res = run_sheets(scene, tmp_path / "run", predictor=BlurDifference(), out_vector=tmp_path / "m.gpkg", workers=1,
+                     skip_missing=True, **TILING)
+    assert res.exit_code == 0 and res.status["r0c2"] == "skipped"
+    status = pyogrio.read_dataframe(tmp_path / "run" / "status.gpkg").set_index("id")
+    assert status.loc["r0c2", "status"] == "skipped" and "after_r0c2.tif" in status.loc["r0c2", "message"]
