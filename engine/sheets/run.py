@@ -283,9 +283,16 @@ def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, w
 
     if shard is not None or (workers is None and not gpus and not (scheduler or scheduler_file) and len(todo) <= 1):
         workers = 1 if not (scheduler or scheduler_file) else workers
-    check = getattr(events, "_is_cancelled", None) or (lambda: False)
     run_jobs(run_sheet, todo, workers=workers, gpus=gpus, scheduler=scheduler, scheduler_file=scheduler_file,
-             on_result=on_result, is_cancelled=check)
+             on_result=on_result, is_cancelled=lambda: _cancelled(events))
+
+
+def _cancelled(events: Events) -> bool:
+    try:
+        events.check_cancel()
+    except Cancelled:
+        return True
+    return False
 
 
 def _check_unchanged(job, record: dict) -> None:
