@@ -5,7 +5,8 @@ all pixels and of the wrongly classified ones, plus each predicted polygon's mea
 and whether it is a false positive. :meth:`ReviewStats.result` then reports:
 
 - pixels: the error rate among the top 1 % and 5 % of pixels by review score against
-  the rest, their ratio, and the share of all errors the top pixels hold;
+  the rest, their ratio, and the share of all errors the top pixels hold (pixels tied at
+  the cut count pro rata, so the top is exactly 1 % or 5 %);
 - polygons (4-connected components of the predicted change in each tile): the share of
   false positives (less than half of the polygon's pixels are change in the truth)
   among the 10 % of polygons with the highest mean review score against the rest.
@@ -78,7 +79,11 @@ class ReviewStats:
         above_wrong = np.cumsum(self.wrong[::-1])[::-1]
         for q in PIXEL_FRACTIONS:
             b = int(np.flatnonzero(above_all >= q * total)[-1])
-            n_top, e_top = int(above_all[b]), int(above_wrong[b])
+            # pixels tied in bin b: take the share of them the top needs (errors pro rata)
+            n_top = q * total
+            higher_n = int(above_all[b + 1]) if b + 1 < BINS else 0
+            higher_e = int(above_wrong[b + 1]) if b + 1 < BINS else 0
+            e_top = higher_e + (n_top - higher_n) / self.all[b] * self.wrong[b]
             top_rate, rest_rate = _ratio(e_top, n_top), _ratio(errors - e_top, total - n_top)
             out[f"top_{round(q * 100)}pct"] = {
                 "fraction": round(n_top / total, 5), "score_from": round(b / (BINS - 1), 4),
@@ -101,8 +106,8 @@ class ReviewStats:
                 "rest_fp_share": _ratio(int(fp[~top].sum()), int((~top).sum()))}
 
 
-def _ratio(a: int, b: int) -> Optional[float]:
-    return round(a / b, 5) if b else None
+def _ratio(a: float, b: float) -> Optional[float]:
+    return round(float(a) / float(b), 5) if b else None
 
 
 def format_review(report: Optional[dict]) -> list[str]:
