@@ -251,16 +251,26 @@ def _write_border(tmp: Path, comps: list, geoms, first_row, first_col, window: t
                                 driver="FlatGeobuf", geometry_type="Polygon", layer_options={"SPATIAL_INDEX": "NO"})
     # the changed pixels on the sheet's edge, and the piece each belongs to
     c0, r0, w, h = window
-    import rasterio
-
-    with rasterio.open(tmp / "mask.tif") as m:
-        full = m.read(1)
-    changed = full == 1
-    edge = np.zeros_like(changed)
-    edge[0, :] = edge[-1, :] = edge[:, 0] = edge[:, -1] = True
-    rows, cols = np.nonzero(changed & edge)
+    rows, cols = _edge_pixels(tmp / "mask.tif", w, h)
     points = shapely.points(cols + c0 + 0.5, rows + r0 + 0.5)
     tree = shapely.STRtree(geoms)
     pt, piece = tree.query(points, predicate="within")
     np.savez(tmp / "edges.npz", piece=piece.astype(np.int64), row=(rows[pt] + r0).astype(np.int64),
              col=(cols[pt] + c0).astype(np.int64))
+
+
+def _edge_pixels(mask_path: Path, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of the changed pixels on the raster's outer rows and columns (read
+    alone: the sheet's mask is never held whole)."""
+    import rasterio
+    from rasterio.windows import Window
+
+    found = set()
+    with rasterio.open(mask_path) as m:
+        for win in (Window(0, 0, w, 1), Window(0, h - 1, w, 1), Window(0, 0, 1, h), Window(w - 1, 0, 1, h)):
+            rr, cc = np.nonzero(m.read(1, window=win) == 1)
+            found.update(zip((rr + int(win.row_off)).tolist(), (cc + int(win.col_off)).tolist()))
+    if not found:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    rows, cols = np.array(sorted(found), dtype=np.int64).T
+    return rows, cols
