@@ -296,7 +296,13 @@ def export_onnx(model: str | os.PathLike, out: str | os.PathLike, opset: int = D
     _check_options(opset, fixed_size)
     from .checkpoint import load_model
 
+    if model_p.suffix.lower() == ".onnx":
+        raise UserError(f"{model_p}: already an ONNX model; export takes a checkpoint (.safetensors or .pth)")
     net, info = load_model(model_p)
+    if fixed_size is not None:  # the graph's size becomes the model's tile size (Deepness, detect)
+        info.tile_size = fixed_size
+        if 2 * info.overlap >= fixed_size:
+            info.overlap = fixed_size // 4
     if fp16:
         net = net.half().float()  # the arithmetic the fp16-weight graph does
     module = exportable(net)
