@@ -35,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--out-vector", metavar="PATH", help="merged polygons: .gpkg, .shp, .fgb or .geojson")
     out.add_argument("--out-probability", metavar="PATH.vrt", help="VRT mosaic of the per-sheet probability GeoTIFFs")
     out.add_argument("--out-mask", metavar="PATH.vrt", help="VRT mosaic of the per-sheet mask GeoTIFFs")
+    out.add_argument("--out-review", metavar="PATH.vrt",
+                     help="VRT mosaic of the per-sheet review GeoTIFFs (HRMNet's hard-region score)")
     out.add_argument("--probability-dtype", choices=("uint8", "float32"), default="uint8",
                      help="uint8: p*254 with nodata 255 (default); float32: p with nodata -1")
     out.add_argument("--overwrite", action="store_true",
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     events = make_events(args.progress)
     result = run_sheets(
         args.sheets, args.run, model=args.model, out_vector=args.out_vector, out_probability=args.out_probability,
-        out_mask=args.out_mask, id_field=args.id_field, before=args.before, after=args.after,
+        out_mask=args.out_mask, out_review=args.out_review, id_field=args.id_field, before=args.before, after=args.after,
         skip_missing=args.skip_missing, workers=args.workers, gpus=args.gpus, scheduler=args.scheduler,
         scheduler_file=args.scheduler_file, shard=shard, merge_only=args.merge_only, restart=args.restart,
         overwrite=args.overwrite, events=events, bands_before=args.bands_before, bands_after=args.bands_after,

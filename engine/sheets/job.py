@@ -5,6 +5,8 @@ border pieces for the merge.
 Files of a finished sheet folder (built as ``sheets/.<id>.tmp-*`` and renamed)::
 
     prob.tif, mask.tif   the sheet's own pixels (GeoTIFF, as detect writes them)
+    review.tif           the review (hard-region) score, when the model gives one; then
+                         final.fgb has ``review`` and border.fgb review_sum, review_count
     final.fgb            polygons not touching the sheet's edge: georeferenced, min-area
                          and simplify applied; first_row/first_col (global pixels)
     border.fgb           polygons touching it: raw, in global pixel coordinates, with
@@ -16,6 +18,7 @@ Files of a finished sheet folder (built as ``sheets/.<id>.tmp-*`` and renamed)::
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -163,11 +166,14 @@ def _compute(job: SheetJob, tmp: Path) -> dict:
 
     from ..pipeline import run_window
 
+    from ..detect import gives_review
+
     ctx = job.context
     engine, pair = _engine(ctx), _pair(ctx)
     window = Window(*job.window)
+    review = tmp / "review.tif" if gives_review(engine.predictor) else None  # the hard-region score: polygons' review
     stats = run_window(pair, ctx.plan, engine, window, prob_path=tmp / "prob.tif", mask_path=tmp / "mask.tif",
-                       tags={"software": "hrmnet-engine", "sheet": job.id})
+                       tags={"software": "hrmnet-engine", "sheet": job.id}, review_path=review)
     stats.update(_polygonize(job, tmp))
     stats.pop("seconds_tiles", None)
     return stats
@@ -183,12 +189,15 @@ def _components(tmp: Path, width: int, height: int) -> list:
 
     merger = StripMerger(width)
     comps: list = []
-    with rasterio.open(tmp / "mask.tif") as m, rasterio.open(tmp / "prob.tif") as p:
+    has_review = (tmp / "review.tif").exists()
+    with rasterio.open(tmp / "mask.tif") as m, rasterio.open(tmp / "prob.tif") as p, \
+            (rasterio.open(tmp / "review.tif") if has_review else contextlib.nullcontext()) as r:
         for r0 in range(0, height, STRIP_ROWS):
             win = Window(0, r0, width, min(STRIP_ROWS, height - r0))
             mask = decode_mask(m.read(1, window=win), m.nodata)
             prob = decode_prob(p.read(1, window=win), p.nodata)
-            comps.extend(merger.feed(mask, prob, r0, last=r0 + STRIP_ROWS >= height))
+            review = decode_prob(r.read(1, window=win), r.nodata) if has_review else None
+            comps.extend(merger.feed(mask, prob, r0, last=r0 + STRIP_ROWS >= height, review=review))
     comps.extend(merger.finish())
     return comps
 
@@ -226,6 +235,8 @@ def _write_final(tmp: Path, ctx: RunContext, comps: list, pixel_geoms, first_row
         return 0
     data = {"first_row": first_row[keep], "first_col": first_col[keep], "area_m2": areas.astype(np.float64),
             "mean_prob": np.array([c.mean_prob for c in kept]), "max_prob": np.array([c.prob_max for c in kept])}
+    if (tmp / "review.tif").exists():
+        data["review"] = np.array([c.review for c in kept], dtype=np.float64)
     frame = gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=grid.crs_string), crs=grid.crs_string)
     pyogrio.write_dataframe(frame, tmp / "final.fgb", driver="FlatGeobuf", geometry_type="Polygon")
     return len(kept)
@@ -243,6 +254,9 @@ def _write_border(tmp: Path, comps: list, geoms, first_row, first_col, window: t
             "prob_sum": np.array([c.prob_sum for c in comps], dtype=np.float64),
             "prob_count": np.array([c.prob_count for c in comps], dtype=np.int64),
             "prob_max": np.array([c.prob_max for c in comps], dtype=np.float64)}
+    if (tmp / "review.tif").exists():  # the review score's sums merge exactly across sheets
+        data["review_sum"] = np.array([c.review_sum for c in comps], dtype=np.float64)
+        data["review_count"] = np.array([c.review_count for c in comps], dtype=np.int64)
     import warnings
 
     with warnings.catch_warnings():

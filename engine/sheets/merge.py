@@ -67,7 +67,8 @@ def _read(path: Path):
 
 def merge_polygons(ctx: RunContext, done: Sequence[tuple[str, Path]]):
     """The merged layer of the done sheets ``(id, folder)`` as a GeoDataFrame with
-    ``id, area_m2, mean_prob, max_prob, sheet`` (ids in raster-scan order)."""
+    ``id, area_m2, mean_prob, max_prob, [review,] sheet`` (ids in raster-scan order;
+    ``review`` when the sheets have a review score)."""
     import geopandas as gpd
     import pandas as pd
 
@@ -101,17 +102,23 @@ def merge_polygons(ctx: RunContext, done: Sequence[tuple[str, Path]]):
             geoms.append(pieces[0] if len(pieces) == 1 else _merge_pieces(pieces))
             first = sub.sort_values(["first_row", "first_col"]).iloc[0]
             count = int(sub.prob_count.sum())
+            rcount = int(sub.review_count.sum()) if "review_count" in sub else 0
             meta.append((int(first.first_row), int(first.first_col), first.sheet,
                          float(sub.prob_sum.sum()) / count if count else np.nan,
-                         float(sub.prob_max.max()) if count else np.nan))
+                         float(sub.prob_max.max()) if count else np.nan,
+                         float(sub.review_sum.sum()) / rcount if rcount else np.nan))
         keep, mgeoms, areas = finalize(grid, np.array(geoms, dtype=object), ctx.plan.min_area, ctx.plan.simplify)
         meta = [m for m, k in zip(meta, keep) if k]
         rows.append(gpd.GeoDataFrame(
             {"first_row": [m[0] for m in meta], "first_col": [m[1] for m in meta], "area_m2": areas,
-             "mean_prob": [m[3] for m in meta], "max_prob": [m[4] for m in meta], "sheet": [m[2] for m in meta]},
+             "mean_prob": [m[3] for m in meta], "max_prob": [m[4] for m in meta], "sheet": [m[2] for m in meta],
+             "review": [m[5] for m in meta]},
             geometry=gpd.GeoSeries(mgeoms, crs=grid.crs_string), crs=grid.crs_string))
     rows.extend(f.set_crs(grid.crs_string, allow_override=True) if grid.crs_string else f for f in finals)
     cols = ["id", "area_m2", "mean_prob", "max_prob", "sheet"]
+    has_review = any("review" in f for f in finals) or any("review_sum" in b for b in borders)
+    if has_review:  # the mean review score over each polygon's pixels (see engine.vector.review_areas)
+        cols.insert(4, "review")
     if not rows:
         empty = {"id": np.empty(0, np.int64), "area_m2": np.empty(0), "mean_prob": np.empty(0),
                  "max_prob": np.empty(0), "sheet": np.empty(0, dtype=object)}

@@ -80,18 +80,20 @@ def _remember_outputs(run: Path, outputs: dict) -> None:
     (run / OUTPUTS_JSON).write_text(json.dumps(own, indent=1), encoding="utf-8")
 
 
-def _check_outputs(out_vector, out_probability, out_mask, overwrite: bool, inputs: Sequence, run: Path) -> dict:
+def _check_outputs(out_vector, out_probability, out_mask, overwrite: bool, inputs: Sequence, run: Path,
+                   out_review=None) -> dict:
     """role -> (absolute path, replace allowed): an existing file needs ``overwrite``
     unless this run folder wrote it (re-running the same command continues)."""
     from ..outputs import check_output
     from ..vector.io import check_vector_path, vector_sidecars
 
     given = {k: Path(v).expanduser().absolute() for k, v in
-             (("vector", out_vector), ("probability", out_probability), ("mask", out_mask)) if v}
+             (("vector", out_vector), ("probability", out_probability), ("mask", out_mask), ("review", out_review))
+             if v}
     if "vector" not in given:
         raise UserError("sheets: --out-vector is required (the merged change polygons)")
     check_vector_path(given["vector"])
-    for role in ("probability", "mask"):
+    for role in ("probability", "mask", "review"):
         if role in given and given[role].suffix.lower() != ".vrt":
             raise UserError(f"{given[role]}: the {role} mosaic must be a .vrt (per-sheet GeoTIFFs stay in the run folder)")
     own = _own_outputs(run)
@@ -168,7 +170,8 @@ def _failure(run: Path, name: str) -> Optional[dict]:
 
 
 def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Optional[str] = None, predictor=None,
-               model_info=None, out_vector=None, out_probability=None, out_mask=None, id_field: Optional[str] = None,
+               model_info=None, out_vector=None, out_probability=None, out_mask=None, out_review=None,
+               id_field: Optional[str] = None,
                before: Optional[str] = None, after: Optional[str] = None, skip_missing: bool = False,
                workers: Optional[int] = None, gpus: Optional[Sequence[int]] = None, scheduler: Optional[str] = None,
                scheduler_file: Optional[str] = None, shard: Optional[tuple[int, int]] = None,
@@ -183,6 +186,8 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
         model: checkpoint, or a picklable stand-in ``predictor`` (+ ``model_info``).
         out_vector: merged polygons (.gpkg .shp .fgb .geojson): detect's fields + ``sheet``.
         out_probability, out_mask: .vrt mosaics of the per-sheet GeoTIFFs.
+        out_review: .vrt mosaic of the per-sheet review (hard-region score) GeoTIFFs; the
+            merged polygons get ``review`` whenever the model gives the score.
         id_field, before, after, skip_missing: see :func:`~engine.sheets.index.read_sheets`.
         workers, gpus, scheduler, scheduler_file: see :func:`~engine.sheets.execute.run_jobs`.
         shard: (I, N): compute every N-th sheet from the I-th, in-process, and no merge.
@@ -213,7 +218,7 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
     specs, skipped = read_sheets(sheets, id_field, before, after, skip_missing)
     inputs = [p for s in specs for p in (s.before, s.after)]
     targets = {} if shard is not None else _check_outputs(out_vector, out_probability, out_mask, overwrite, inputs,
-                                                          Path(run))
+                                                          Path(run), out_review)
     runp = _check_run_folder(Path(run), restart, merge_only)
     planning: list[dict] = []  # its log lines wait: a refused run says one line
     plan = make_plan(runp, specs, options, model=model, predictor=predictor, model_info=model_info,
@@ -330,7 +335,7 @@ def _finish(run: Path, plan: Plan, specs, skipped, results: dict, targets: dict,
     write_merged(frame, targets["vector"][0], targets["vector"][1], inputs)
     outputs = {"vector": str(targets["vector"][0]), "probability": None, "mask": None,
                "status": str(run / "status.gpkg")}
-    for role in ("probability", "mask"):
+    for role in ("probability", "mask", "review"):
         if role in targets:
             path, replace = targets[role]
             _write_vrt(run, done, role, path, ctx.plan.probability_dtype, replace, inputs)
@@ -356,7 +361,7 @@ def _write_vrt(run: Path, done, role: str, target: Path, dtype: str, overwrite: 
     from ..outputs import staged_file
     from .mosaic import probe_rasters, write_mosaic
 
-    name = "prob.tif" if role == "probability" else "mask.tif"
+    name = {"probability": "prob.tif", "review": "review.tif"}.get(role, "mask.tif")
     rasters, bad = probe_rasters([(sid, str(folder / name)) for sid, folder in done])
     if bad:
         raise UserError(f"{next(iter(bad.values()))}")
