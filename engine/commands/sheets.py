@@ -37,6 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--out-mask", metavar="PATH.vrt", help="VRT mosaic of the per-sheet mask GeoTIFFs")
     out.add_argument("--out-review", metavar="PATH.vrt",
                      help="VRT mosaic of the per-sheet review GeoTIFFs (HRMNet's hard-region score)")
+    out.add_argument("--out-review-areas", metavar="PATH",
+                     help="'look here' polygons over all sheets: regions of high review score holding no change")
     out.add_argument("--probability-dtype", choices=("uint8", "float32"), default="uint8",
                      help="uint8: p*254 with nodata 255 (default); float32: p with nodata -1")
     out.add_argument("--overwrite", action="store_true",
@@ -60,6 +62,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto); with an .onnx model also tensorrt[:N], directml[:N]")
     d.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16 (default auto)")
     d.add_argument("--threshold", type=float, help="change when probability > threshold (default: checkpoint)")
+    d.add_argument("--review-threshold", type=float, metavar="SCORE",
+                   help="review score above which a region without change is a 'look here' area (default: checkpoint)")
     d.add_argument("--min-area", type=float, default=0.0, metavar="M2", help="drop polygons smaller than this (m²)")
     d.add_argument("--simplify", type=float, default=0.0, metavar="METRES",
                    help="topology-preserving simplification tolerance (metres, 0 = none)")
@@ -85,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     events = make_events(args.progress)
     result = run_sheets(
         args.sheets, args.run, model=args.model, out_vector=args.out_vector, out_probability=args.out_probability,
-        out_mask=args.out_mask, out_review=args.out_review, id_field=args.id_field, before=args.before, after=args.after,
+        out_mask=args.out_mask, out_review=args.out_review, out_review_areas=args.out_review_areas,
+        review_threshold=args.review_threshold, id_field=args.id_field, before=args.before, after=args.after,
         skip_missing=args.skip_missing, workers=args.workers, gpus=args.gpus, scheduler=args.scheduler,
         scheduler_file=args.scheduler_file, shard=shard, merge_only=args.merge_only, restart=args.restart,
         overwrite=args.overwrite, events=events, bands_before=args.bands_before, bands_after=args.bands_after,

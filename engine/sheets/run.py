@@ -81,18 +81,20 @@ def _remember_outputs(run: Path, outputs: dict) -> None:
 
 
 def _check_outputs(out_vector, out_probability, out_mask, overwrite: bool, inputs: Sequence, run: Path,
-                   out_review=None) -> dict:
+                   out_review=None, out_review_areas=None) -> dict:
     """role -> (absolute path, replace allowed): an existing file needs ``overwrite``
     unless this run folder wrote it (re-running the same command continues)."""
     from ..outputs import check_output
     from ..vector.io import check_vector_path, vector_sidecars
 
     given = {k: Path(v).expanduser().absolute() for k, v in
-             (("vector", out_vector), ("probability", out_probability), ("mask", out_mask), ("review", out_review))
-             if v}
+             (("vector", out_vector), ("probability", out_probability), ("mask", out_mask), ("review", out_review),
+              ("review_areas", out_review_areas)) if v}
     if "vector" not in given:
         raise UserError("sheets: --out-vector is required (the merged change polygons)")
     check_vector_path(given["vector"])
+    if "review_areas" in given:
+        check_vector_path(given["review_areas"])
     for role in ("probability", "mask", "review"):
         if role in given and given[role].suffix.lower() != ".vrt":
             raise UserError(f"{given[role]}: the {role} mosaic must be a .vrt (per-sheet GeoTIFFs stay in the run folder)")
@@ -101,7 +103,7 @@ def _check_outputs(out_vector, out_probability, out_mask, overwrite: bool, input
     for role, p in given.items():
         if not p.parent.is_dir():
             raise UserError(f"{p}: output folder {p.parent} does not exist")
-        files = vector_sidecars(p) if role == "vector" else [p]
+        files = vector_sidecars(p) if role in ("vector", "review_areas") else [p]
         existing = [q for q in files if q.exists()]
         ours = p.exists() and own.get(str(p)) == p.stat().st_ino
         if existing and not (overwrite or ours):
@@ -171,7 +173,7 @@ def _failure(run: Path, name: str) -> Optional[dict]:
 
 def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Optional[str] = None, predictor=None,
                model_info=None, out_vector=None, out_probability=None, out_mask=None, out_review=None,
-               id_field: Optional[str] = None,
+               out_review_areas=None, review_threshold: Optional[float] = None, id_field: Optional[str] = None,
                before: Optional[str] = None, after: Optional[str] = None, skip_missing: bool = False,
                workers: Optional[int] = None, gpus: Optional[Sequence[int]] = None, scheduler: Optional[str] = None,
                scheduler_file: Optional[str] = None, shard: Optional[tuple[int, int]] = None,
@@ -188,6 +190,8 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
         out_probability, out_mask: .vrt mosaics of the per-sheet GeoTIFFs.
         out_review: .vrt mosaic of the per-sheet review (hard-region score) GeoTIFFs; the
             merged polygons get ``review`` whenever the model gives the score.
+        out_review_areas, review_threshold: "look here" areas over the whole mosaic, as
+            ``detect --out-review-areas`` (threshold default: the checkpoint's).
         id_field, before, after, skip_missing: see :func:`~engine.sheets.index.read_sheets`.
         workers, gpus, scheduler, scheduler_file: see :func:`~engine.sheets.execute.run_jobs`.
         shard: (I, N): compute every N-th sheet from the I-th, in-process, and no merge.
@@ -218,7 +222,10 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
     specs, skipped = read_sheets(sheets, id_field, before, after, skip_missing)
     inputs = [p for s in specs for p in (s.before, s.after)]
     targets = {} if shard is not None else _check_outputs(out_vector, out_probability, out_mask, overwrite, inputs,
-                                                          Path(run), out_review)
+                                                          Path(run), out_review, out_review_areas)
+    from ..detect import _review_threshold
+
+    review_threshold = _review_threshold(review_threshold)
     runp = _check_run_folder(Path(run), restart, merge_only)
     planning: list[dict] = []  # its log lines wait: a refused run says one line
     plan = make_plan(runp, specs, options, model=model, predictor=predictor, model_info=model_info,
@@ -244,7 +251,7 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
         failed = [j.id for j in jobs if results.get(j.id, {}).get("status") != "done"]
         return SheetsResult({j.id: results.get(j.id, {}).get("status", "pending") for j in jobs},
                             exit_code=EXIT_SOME_FAILED if failed else 0)
-    return _finish(runp, plan, specs, skipped, results, targets, inputs, events, t0)
+    return _finish(runp, plan, specs, skipped, results, targets, inputs, events, t0, review_threshold)
 
 
 def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, workers, gpus, scheduler,
@@ -316,7 +323,7 @@ def _window(job):
 
 
 def _finish(run: Path, plan: Plan, specs, skipped, results: dict, targets: dict, inputs, events: Events,
-            t0: float) -> SheetsResult:
+            t0: float, review_threshold: Optional[float] = None) -> SheetsResult:
     """Merge what is done, write the mosaics and the status layer."""
     from .merge import merge_polygons, write_merged
 
@@ -340,6 +347,10 @@ def _finish(run: Path, plan: Plan, specs, skipped, results: dict, targets: dict,
             path, replace = targets[role]
             _write_vrt(run, done, role, path, ctx.plan.probability_dtype, replace, inputs)
             outputs[role] = str(path)
+    if "review_areas" in targets:
+        path, replace = targets["review_areas"]
+        n_areas = _write_review_areas(run, done, ctx, path, replace, inputs, review_threshold)
+        outputs["review_areas"] = str(path)
     _remember_outputs(run, {k: v for k, v in outputs.items() if k != "status"})
     counts = frame["sheet"].value_counts().to_dict() if len(frame) else {}
     _write_status(run, plan, specs, skipped, results, counts, events)
@@ -347,6 +358,8 @@ def _finish(run: Path, plan: Plan, specs, skipped, results: dict, targets: dict,
     stats = {"sheets": len(plan.jobs) + len(plan.failed), "done": len(done), "failed": len(failed),
              "skipped": len(skipped) + len(plan.skipped), "polygons": int(len(frame)),
              "seconds": round(time.perf_counter() - t0, 3)}
+    if "review_areas" in targets:
+        stats["review_areas"] = n_areas
     if failed:
         events.warn(f"{len(failed)} sheet(s) failed or not done ({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''}); "
                     f"the merged layer holds the other {len(done)}; see {run / 'status.gpkg'}; run again to retry")
@@ -368,6 +381,36 @@ def _write_vrt(run: Path, done, role: str, target: Path, dtype: str, overwrite: 
     nodata = 255 if (role == "mask" or dtype == "uint8") else -1.0
     with staged_file(target, overwrite, inputs) as path:
         write_mosaic(rasters, Path(path), role, nodata=nodata)
+
+
+def _write_review_areas(run: Path, done, ctx, target: Path, overwrite: bool, inputs, threshold) -> int:
+    """"Look here" areas over the done sheets, read through VRT mosaics of their mask,
+    review and probability (as ``detect --out-review-areas`` on the mosaic); the count."""
+    from ..outputs import staged_file
+    from ..vector.review_areas import review_areas_to_file
+    from .mosaic import probe_rasters, write_mosaic
+
+    if threshold is None:
+        from ..checkpoint import ModelInfo, read_info
+
+        info = ctx.model_info or (read_info(ctx.model) if ctx.model else ModelInfo())
+        threshold = float(info.review_threshold)
+    folder = run / "review-mosaic"
+    folder.mkdir(exist_ok=True)
+    vrts = {}
+    for name in ("mask.tif", "review.tif", "prob.tif"):
+        rasters, bad = probe_rasters([(sid, str(f / name)) for sid, f in done])
+        if bad:
+            sid = next(iter(bad))
+            raise UserError(f"sheet {sid}: no {name} ({bad[sid]}); review areas need a model that gives the review "
+                            "score (run again with --restart if the sheets were computed without it)")
+        vrts[name] = folder / name.replace(".tif", ".vrt")
+        nodata = 255 if (name == "mask.tif" or ctx.plan.probability_dtype == "uint8") else -1.0
+        write_mosaic(rasters, vrts[name], name[:-4], nodata=nodata)
+    with staged_file(target, overwrite, inputs) as path:
+        stats = review_areas_to_file(vrts["mask.tif"], vrts["review.tif"], path, threshold,
+                                     prob_path=vrts["prob.tif"], min_area_m2=ctx.plan.min_area)
+    return int(stats["areas"])
 
 
 def _write_status(run: Path, plan: Plan, specs, skipped, results: dict, counts: dict, events: Events) -> None:

@@ -1,5 +1,6 @@
-"""``sheets --out-review``: the review (hard-region) score over map sheets equals ``detect`` on
-the mosaic, raster and polygons' ``review`` field (merged exactly across sheet edges)."""
+"""``sheets --out-review --out-review-areas``: the review (hard-region) score over map sheets
+equals ``detect`` on the mosaic: raster, polygons' ``review`` field (merged exactly across sheet
+edges) and "look here" areas."""
 from __future__ import annotations
 
 import numpy as np
@@ -30,10 +31,12 @@ def test_review_over_sheets_equals_detect_on_the_mosaic(tmp_path):
     sheets = cut(before, after, tmp_path / "in", [50, 97], [60, 111])
     run = tmp_path / "run"
     res = run_sheets(sheets, run, predictor=BlurReview(), out_vector=tmp_path / "merged.gpkg",
-                     out_review=tmp_path / "review.vrt", workers=1, **TILING)
+                     out_review=tmp_path / "review.vrt", out_review_areas=tmp_path / "areas.gpkg",
+                     review_threshold=0.5, workers=1, **TILING)
     assert res.exit_code == 0 and res.outputs["review"] == str(tmp_path / "review.vrt")
     detect(next(run.glob("mosaic/before-*.vrt")), next(run.glob("mosaic/after-*.vrt")), predictor=BlurReview(),
-           out_vector=tmp_path / "detect.gpkg", out_review=tmp_path / "detect_review.tif", **TILING)
+           out_vector=tmp_path / "detect.gpkg", out_review=tmp_path / "detect_review.tif",
+           out_review_areas=tmp_path / "detect_areas.gpkg", review_threshold=0.5, **TILING)
     with rasterio.open(tmp_path / "review.vrt") as a, rasterio.open(tmp_path / "detect_review.tif") as b:
         assert (a.transform, a.shape, a.nodata) == (b.transform, b.shape, b.nodata)
         assert a.read(1).tobytes() == b.read(1).tobytes()
@@ -44,3 +47,7 @@ def test_review_over_sheets_equals_detect_on_the_mosaic(tmp_path):
     assert len(set(merged.sheet)) > 1
     for a, b in zip(merged.itertuples(), polygons.itertuples()):
         assert a.id == b.id and a.review == pytest.approx(b.review, abs=1e-9)
+    areas, expected = pyogrio.read_dataframe(tmp_path / "areas.gpkg"), pyogrio.read_dataframe(tmp_path / "detect_areas.gpkg")
+    assert res.stats["review_areas"] == len(areas) == len(expected) > 0
+    assert all(a.equals(b) for a, b in zip(areas.geometry, expected.geometry))
+    assert not areas.intersects(merged.union_all() if hasattr(merged, "union_all") else merged.unary_union).any()
