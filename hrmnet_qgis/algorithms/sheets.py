@@ -33,6 +33,7 @@ from qgis.core import (
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
     QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
     QgsProcessingUtils,
@@ -123,6 +124,8 @@ class DetectChangesSheets(EngineAlgorithm):
     RUN_FOLDER = "RUN_FOLDER"
     OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
     OUTPUT_STATUS = "OUTPUT_STATUS"
+    OUTPUT_REVIEW = "OUTPUT_REVIEW"
+    OUTPUT_REVIEW_AREAS = "OUTPUT_REVIEW_AREAS"
     FAILED = "FAILED"
 
     def name(self) -> str:
@@ -197,6 +200,12 @@ class DetectChangesSheets(EngineAlgorithm):
             self.addParameter(param)
         self.addParameter(QgsProcessingParameterVectorDestination(
             self.OUTPUT_POLYGONS, self.tr("Change polygons"), QgsProcessing.TypeVectorPolygon))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.OUTPUT_REVIEW, self.tr("Review (where the model is likely wrong; a VRT of the sheets' rasters)"),
+            optional=True, createByDefault=False))
+        self.addParameter(QgsProcessingParameterVectorDestination(
+            self.OUTPUT_REVIEW_AREAS, self.tr("Review areas (possible missed changes)"),
+            QgsProcessing.TypeVectorPolygon, optional=True, createByDefault=False))
         self.addOutput(QgsProcessingOutputVectorLayer(self.OUTPUT_STATUS, self.tr("Sheet status"),
                                                       QgsProcessing.TypeVectorPolygon))
         self.addOutput(QgsProcessingOutputNumber(self.FAILED, self.tr("Sheets failed")))
@@ -240,10 +249,23 @@ class DetectChangesSheets(EngineAlgorithm):
             raise QgsProcessingException(
                 f"{polygons}: unsupported vector format (use one of .{', .'.join(VECTOR_EXTENSIONS)})")
         args = ["--sheets", sheets, "--run", run, "--model", model, "--out-vector", polygons]
+        outputs = {self.OUTPUT_POLYGONS: polygons, self.RUN_FOLDER: run}
+        review = absolute(self.parameterAsOutputLayer(parameters, self.OUTPUT_REVIEW, context))
+        if review:  # the sheets' review GeoTIFFs stay in the run folder: the output is their VRT mosaic
+            review = str(Path(review).with_suffix(".vrt"))
+            args += ["--out-review", review]
+            outputs[self.OUTPUT_REVIEW] = review
+        areas = absolute(self.parameterAsOutputLayer(parameters, self.OUTPUT_REVIEW_AREAS, context))
+        if areas:
+            if (areas.rsplit(".", 1)[-1].lower() if "." in areas else "") not in VECTOR_EXTENSIONS:
+                raise QgsProcessingException(
+                    f"{areas}: unsupported vector format (use one of .{', .'.join(VECTOR_EXTENSIONS)})")
+            args += ["--out-review-areas", areas]
+            outputs[self.OUTPUT_REVIEW_AREAS] = areas
         args += self._sheet_options(parameters, context) + self._detect_options(parameters, context)
         args += self._cluster_options(parameters, context)
         args.append("--overwrite")  # Processing has already asked about an existing output layer
-        return args, {self.OUTPUT_POLYGONS: polygons, self.RUN_FOLDER: run}, export
+        return args, outputs, export
 
     def _sheets_source(self, parameters: dict, context: QgsProcessingContext) -> tuple[str, bool]:
         """(what ``--sheets`` gets, whether the layer must be exported first)."""
@@ -349,7 +371,8 @@ class DetectChangesSheets(EngineAlgorithm):
         if export:
             args = list(args)
             args[args.index("--sheets") + 1] = self._export(parameters, context, Path(run), feedback)
-        result = self._run(args, feedback, cleanup=[outputs[self.OUTPUT_POLYGONS]])
+        result = self._run(args, feedback, cleanup=[outputs[k] for k in (self.OUTPUT_POLYGONS, self.OUTPUT_REVIEW,
+                                                                          self.OUTPUT_REVIEW_AREAS) if outputs.get(k)])
         stats = (result.done or {}).get("stats") or {}
         failed = int(stats.get("failed") or 0)
         if result.returncode == EXIT_SOME_FAILED and feedback is not None:
@@ -357,11 +380,14 @@ class DetectChangesSheets(EngineAlgorithm):
                                          "'Sheet status' says why; run again to retry only those."))
         status = str(Path(run) / STATUS_FILE)
         label = Path(run).name
-        self.load_outputs(context, [OutputLayer(self.OUTPUT_POLYGONS, outputs[self.OUTPUT_POLYGONS],
-                                                "polygons.qml", 0, label)])
+        self.load_outputs(context, [OutputLayer(key, outputs[key], qml, rank, label) for rank, (key, qml) in enumerate(
+            ((self.OUTPUT_POLYGONS, "polygons.qml"), (self.OUTPUT_REVIEW_AREAS, "review_areas.qml"),
+             (self.OUTPUT_REVIEW, "review.qml"))) if outputs.get(key)])
         if absolute(outputs[self.OUTPUT_POLYGONS]) in (getattr(self, "_to_load", None) or {}) and Path(status).exists():
             self._load_status(context, status, label)
         return {self.OUTPUT_POLYGONS: outputs[self.OUTPUT_POLYGONS], self.RUN_FOLDER: run,
+                self.OUTPUT_REVIEW: outputs.get(self.OUTPUT_REVIEW),
+                self.OUTPUT_REVIEW_AREAS: outputs.get(self.OUTPUT_REVIEW_AREAS),
                 self.OUTPUT_STATUS: status if Path(status).exists() else None, self.FAILED: failed}
 
     def _export(self, parameters: dict, context: QgsProcessingContext, run: Path,

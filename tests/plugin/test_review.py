@@ -75,3 +75,22 @@ def test_review_outputs_end_to_end_loaded_with_styles(qgis_app, scenes, model_pa
         QgsSymbolLayer.PropertyStrokeColor)
     assert stroke.isActive() and "review" in stroke.expressionString()  # high-review polygons drawn distinctly
     project.clear()
+
+
+def test_sheets_review_outputs_map_to_the_cli_options(qgis_app, tmp_path):
+    from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingException
+
+    alg = QgsApplication.processingRegistry().createAlgorithmById("hrmnet:detectchangessheets")
+    (tmp_path / "list.csv").write_text("id,before,after\n")
+    params = {"MODEL": str(tmp_path / "m.safetensors"), "RUN_FOLDER": str(tmp_path / "run"),
+              "OUTPUT_POLYGONS": str(tmp_path / "changes.gpkg"), "DEVICE": 1, "SHEETS_FILE": str(tmp_path / "list.csv"),
+              "OUTPUT_REVIEW": str(tmp_path / "review.tif"), "OUTPUT_REVIEW_AREAS": str(tmp_path / "areas.gpkg")}
+    args, outputs, _ = alg.engine_args(params, QgsProcessingContext())
+    opts = dict(zip(args, args[1:]))
+    assert opts["--out-review"] == str(tmp_path / "review.vrt")  # the mosaic of the sheets' review rasters
+    assert opts["--out-review-areas"] == str(tmp_path / "areas.gpkg")
+    assert outputs["OUTPUT_REVIEW"] == str(tmp_path / "review.vrt")
+    args, outputs, _ = alg.engine_args({k: v for k, v in params.items() if "REVIEW" not in k}, QgsProcessingContext())
+    assert "--out-review" not in args and "OUTPUT_REVIEW" not in outputs
+    with pytest.raises(QgsProcessingException, match=r"a\.kml: unsupported vector format"):
+        alg.engine_args({**params, "OUTPUT_REVIEW_AREAS": str(tmp_path / "a.kml")}, QgsProcessingContext())
