@@ -149,6 +149,29 @@ def _to_onnx(module, opset: int, fixed_size: Optional[int], optimize: bool = Tru
     return program.model_proto
 
 
+def _castlike_to_cast(proto) -> int:
+    """Replace CastLike nodes whose target type shape inference knows by plain Casts (the
+    unoptimised graph has them; onnxruntime warns that it cannot fold CastLike, in hosts
+    that do not silence it, e.g. Deepness). Returns how many."""
+    from onnx import helper, shape_inference
+
+    graph = shape_inference.infer_shapes(proto).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]}
+    types.update({i.name: i.data_type for i in proto.graph.initializer})
+    for node in proto.graph.node:
+        if node.op_type == "Constant":
+            types.update({node.output[0]: a.t.data_type for a in node.attribute if a.name == "value"})
+    count = 0
+    for node in proto.graph.node:
+        if node.op_type == "CastLike" and types.get(node.input[1]):
+            to = types[node.input[1]]
+            del node.input[1]
+            node.op_type = "Cast"
+            node.attribute.append(helper.make_attribute("to", to))
+            count += 1
+    return count
+
+
 def _fp16_weights(proto) -> int:
     """Store float32 initializers as float16, each behind a Cast to float32 (onnxruntime
     folds the casts at load: fp32 arithmetic, half the file). Returns how many."""
@@ -310,6 +333,7 @@ def export_onnx(model: str | os.PathLike, out: str | os.PathLike, opset: int = D
     # fp16: keep the checkpoint's own tensors (an fp16 checkpoint then loses nothing);
     # folded BatchNorm weights rounded to fp16 would move the probabilities by ~1e-3
     proto = _to_onnx(module, opset, fixed_size, optimize=not fp16)
+    _castlike_to_cast(proto)
     if fp16:
         log(f"fp16 weights: {_fp16_weights(proto)} tensors")
     difference = parity_difference(proto.SerializeToString(), net, parity_inputs(fixed_size))

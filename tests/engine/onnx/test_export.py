@@ -124,6 +124,10 @@ def test_cli_fixed_size_fp16_export(tmp_path, exported, expected_keys, parity_we
     assert res.returncode == 0, res.stderr
     assert "fp16 weights" in res.stdout and str(out) in res.stdout
     assert out.stat().st_size < 0.6 * fp32_path.stat().st_size
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(out).graph.node}
+    assert "CastLike" not in ops and "BatchNormalization" in ops  # casts foldable; BN weights stored unfolded
     predictor, info = load_onnx(out, "cpu")
     assert predictor.session.get_inputs()[0].shape[1:] == [6, 64, 64]
     assert (info.tile_size, info.overlap) == (64, 16)  # the graph's size; the checkpoint's overlap 64 no longer fits
