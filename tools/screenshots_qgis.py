@@ -10,6 +10,7 @@ a run over two synthetic scenes, the Set up engine dialog and the training dialo
 import csv
 import json
 import os
+import shutil
 import traceback
 from pathlib import Path
 
@@ -63,9 +64,12 @@ def detect_in_the_dialog() -> None:
 
     project = QgsProject.instance()
     for name in ("before", "after"):
-        layer = QgsRasterLayer(str(DEMO / "data" / f"{name}.tif"), f"demo_{name}")
+        # A copy: QGIS writes its statistics (.aux.xml) beside the rasters it shows.
+        copy = WORK / f"{name}.tif"
+        shutil.copyfile(DEMO / "data" / f"{name}.tif", copy)
+        layer = QgsRasterLayer(str(copy), f"demo_{name}")
         if not layer.isValid():
-            raise RuntimeError(f"cannot load {DEMO / 'data' / name}.tif")
+            raise RuntimeError(f"cannot load {copy}")
         project.addMapLayer(layer)
     ProcessingConfig.setSettingValue(ProcessingConfig.KEEP_DIALOG_OPEN, True)  # to show the log
     e = project.mapLayersByName("demo_after")[0].extent()

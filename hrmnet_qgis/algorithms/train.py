@@ -90,6 +90,10 @@ class Train(EngineAlgorithm):
             QgsProcessingParameterEnum("PRECISION", self.tr("Precision"), PRECISION_LABELS, defaultValue=0),
             QgsProcessingParameterFile("BACKBONE", self.tr("Backbone weights (ImageNet ResNet-18-D)"), optional=True),
         ]
+        self.addParameter(QgsProcessingParameterBoolean(
+            "IMAGENET", self.tr("Start from ImageNet weights, as the paper does (downloads 47 MB once; "
+                                "not used with an initial checkpoint, backbone file or resume)"),
+            defaultValue=True))
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
@@ -116,8 +120,12 @@ class Train(EngineAlgorithm):
             path = absolute(self.parameterAsFile(parameters, name, context)) if given(parameters, name) else ""
             if path:
                 args += [option, path]
-        if self.parameterAsBoolean(parameters, "RESUME", context):
+        resume = self.parameterAsBoolean(parameters, "RESUME", context)
+        if resume:
             args.append("--resume")
+        elif "--init" not in args and "--backbone" not in args and self.parameterAsBoolean(
+                parameters, "IMAGENET", context):
+            args += ["--backbone", "imagenet"]
         if self.parameterAsBoolean(parameters, "OVERWRITE", context):
             args.append("--overwrite")
         return args, out

@@ -59,6 +59,11 @@ def test_train_parameters_map_to_the_cli_options(qgis_app, dataset, tmp_path):
     assert opts["--batch-size"] == "2" and float(opts["--lr"]) == 1e-3 and opts["--device"] == "cpu"
     assert opts["--val-every"] == "0" and opts["--init"] == str(tmp_path / "init.safetensors")
     assert "--resume" in args and "--overwrite" not in args and "--crop" not in args
+    assert "--backbone" not in args  # resuming: the run's own weights
+    fresh = dict(params, RESUME=False, INIT=None)
+    assert alg.engine_args(fresh, QgsProcessingContext())[0][-2:] == ["--backbone", "imagenet"]
+    offline = dict(fresh, IMAGENET=False)
+    assert "--backbone" not in alg.engine_args(offline, QgsProcessingContext())[0]
     # The done event of `engine train` → algorithm outputs.
     done = {"outputs": {"best": f"{out}/best.safetensors", "last": f"{out}/last.safetensors",
                         "metrics": f"{out}/metrics.csv"},

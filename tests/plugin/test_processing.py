@@ -19,7 +19,7 @@ EXPECTED = {
                                    "RESTART", "BANDS_BEFORE", "BANDS_AFTER", "TILE_SIZE", "OVERLAP", "BATCH_SIZE",
                                    "DEVICE", "PRECISION", "OUTPUT_POLYGONS", "OUTPUT_REVIEW", "OUTPUT_REVIEW_AREAS"},
     "hrmnet:train": {"DATA", "OUTPUT", "STEPS", "BATCH_SIZE", "LR", "CROP", "WORKERS", "DEVICE", "PRECISION",
-                     "INIT", "BACKBONE", "VAL_EVERY", "RESUME", "OVERWRITE", "SEED"},
+                     "INIT", "BACKBONE", "IMAGENET", "VAL_EVERY", "RESUME", "OVERWRITE", "SEED"},
     "hrmnet:evaluate": {"DATA", "SPLIT", "MODEL", "OUTPUT", "DEVICE", "PRECISION", "BATCH_SIZE"},
     "hrmnet:preparedataset": {"BEFORE", "AFTER", "LABELS", "PAIRS", "OUTPUT", "TILE_SIZE", "STRIDE", "SPLIT",
                               "SEED", "KEEP_EMPTY", "OVERWRITE"},
