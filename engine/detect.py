@@ -563,7 +563,8 @@ def detect(
             raise UserError(f"{path}: {role} file not found")
     review_threshold = _review_threshold(review_threshold)
     targets = check_outputs({"vector": out_vector, "probability": out_probability, "mask": out_mask,
-                             "review": out_review, "review_areas": out_review_areas}, [before, after], overwrite)
+                             "review": out_review, "review_areas": out_review_areas},
+                            [before, after] + ([model] if model and predictor is None else []), overwrite)
     if options.overlap is not None and options.tile_size is None:  # the overlap must fit the model's tile
         if predictor is None:
             from .checkpoint import read_info

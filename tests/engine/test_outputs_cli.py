@@ -60,6 +60,17 @@ def test_detect_never_replaces_an_input_even_with_overwrite(scene, checkpoints, 
     assert {p: p.read_bytes() for p in (before, after)} == kept and list(out.iterdir()) == []
 
 
+def test_detect_never_replaces_its_model(scene, checkpoints, tmp_path):
+    before, after, out, _ = scene
+    model = tmp_path / "weights.tif"  # a name a probability output could take
+    model.write_bytes(Path(checkpoints["none"]).read_bytes())
+    kept = model.read_bytes()
+    res = run_cli("--before", before, "--after", after, "--model", model, "--out-probability", model,
+                  "--overwrite", "--progress", "none")
+    _one_line(res, str(model), "would replace the input")
+    assert model.read_bytes() == kept and list(out.iterdir()) == []
+
+
 def test_detect_never_writes_through_planted_symlinks(scene, checkpoints):
     """Someone who can write to the output folder plants symlinks at the temporary names
     of the next PIDs (the old naming) and at the output itself."""
