@@ -270,12 +270,13 @@ def _check_target(model: Path, out: Path, overwrite: bool) -> None:
 
 
 def _check_options(opset: int, fixed_size: Optional[int]) -> None:
-    import torch  # noqa: F401  (without it the CLI says in one line that export needs torch)
+    import importlib
 
+    importlib.import_module("torch")  # without it the CLI says in one line that export needs torch
     try:
-        import onnx
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
+        onnx = importlib.import_module("onnx")
+        for name in ("onnxruntime", "onnxscript"):
+            importlib.import_module(name)
     except ImportError as exc:
         raise UserError(f"export: needs {exc.name or 'onnx'}, which is not installed here "
                         "(pip install onnx onnxscript onnxruntime, or the engine's [onnx] extra)") from exc
