@@ -331,14 +331,31 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
 
         return read_onnx_info(p)
     if p.is_file() and _is_safetensors(p):
-        from safetensors import SafetensorError, safe_open
-
+        try:
+            from safetensors import SafetensorError, safe_open
+        except ImportError:  # the light engine (no torch, no safetensors): the header is JSON
+            return ModelInfo.from_metadata(_header_metadata(p), str(p))
         try:
             with safe_open(str(p), framework="pt") as f:
                 return ModelInfo.from_metadata(f.metadata() or {}, str(p))
         except (SafetensorError, OSError, ValueError) as exc:
             raise UserError(f"{p}: corrupt or truncated safetensors file ({_short(exc)})") from exc
     return load_checkpoint(p)[1]
+
+
+def _header_metadata(path: Path) -> dict:
+    """The ``__metadata__`` of a safetensors header (8-byte little-endian length, then JSON),
+    read without the safetensors package."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n).decode("utf-8"))
+        meta = header.get("__metadata__") or {}
+        if not isinstance(meta, dict):
+            raise ValueError("__metadata__ is not a mapping")
+        return meta
+    except (OSError, ValueError, AttributeError) as exc:
+        raise UserError(f"{path}: corrupt or truncated safetensors file ({_short(exc)})") from exc
 
 
 def save_checkpoint(

@@ -103,6 +103,9 @@ def test_light_info_reads_the_onnx_model(light):
     assert res.returncode == 0, res.stderr
     info = json.loads(res.stdout)
     assert info["tile_size"] == 256 and info["onnx"]["export"]["fp16_weights"] is True
+    res = _engine(light, "info", DEMO / "hrmnet_demo.safetensors")  # the header, without safetensors
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["tile_size"] == 256
 
 
 @pytest.mark.parametrize("args", [
