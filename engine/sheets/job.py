@@ -2,7 +2,8 @@
 the sheet's own pixels written to ``sheets/<id>/``, its polygons split into final ones and
 border pieces for the merge.
 
-Files of a finished sheet folder (built as ``sheets/.<id>.tmp-*`` and renamed)::
+Files of a finished sheet folder (built in a private staging folder of
+:mod:`engine.outputs` beside it, ``sheets/.hrmnet-tmp-*``, and renamed)::
 
     prob.tif, mask.tif   the sheet's own pixels (GeoTIFF, as detect writes them)
     review.tif           the review (hard-region) score, when the model gives one; then
@@ -21,19 +22,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from ..errors import Cancelled, UserError
+from ..outputs import staged_folder
 from .execute import worker_cached
+from .mosaic import blame_sheet
 from .plan import RunContext, SheetJob, fingerprint
 
-__all__ = ["run_sheet", "done_record", "remove_temporaries", "area_grid", "finalize"]
+__all__ = ["run_sheet", "done_record", "area_grid", "finalize", "ModelLoadError"]
 
 DONE = "done.json"
 STRIP_ROWS = 512
@@ -48,11 +49,9 @@ def done_record(folder: Path, digest: str) -> Optional[dict]:
     return record if record.get("hash") == digest else None
 
 
-def remove_temporaries(sheets: Path, name: str) -> None:
-    """Remove stale temporary folders of sheet ``name`` (a killed run's)."""
-    if sheets.is_dir():
-        for p in sheets.glob(f".{name}.tmp-*"):
-            shutil.rmtree(p, ignore_errors=True)
+class ModelLoadError(UserError):
+    """The model could not be loaded in a worker: every sheet would fail the same way,
+    so the run stops at the first (one line, exit 2) instead of failing each sheet."""
 
 
 def area_grid(ctx: RunContext):
@@ -99,25 +98,19 @@ def run_sheet(job: SheetJob) -> dict:
     record = done_record(final, ctx.hash)
     if record is not None:
         return {**record, "reused": True}
-    remove_temporaries(sheets, job.name)
-    tmp = sheets / f".{job.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
     try:
-        inputs = [fingerprint(p) for p in job.inputs]
-        stats = _compute(job, tmp)
-        record = {"id": job.id, "status": "done", "hash": ctx.hash, "window": list(job.window),
-                  "seconds": round(time.perf_counter() - t0, 3), "message": "", **stats, **_process(),
-                  "inputs": inputs}
-        (tmp / DONE).write_text(json.dumps(record, indent=1), encoding="utf-8")
-        if final.exists():  # a folder without a valid done-record (another run's leftovers)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        return record
-    except (Cancelled, KeyboardInterrupt):
-        shutil.rmtree(tmp, ignore_errors=True)
+        with staged_folder(final, overwrite=True) as tmp:  # private, exclusive; stale ones removed
+            inputs = [fingerprint(p) for p in job.inputs]
+            stats = _compute(job, tmp)
+            record = {"id": job.id, "status": "done", "hash": ctx.hash, "window": list(job.window),
+                      "seconds": round(time.perf_counter() - t0, 3), "message": "", **stats, **_process(),
+                      "inputs": inputs}
+            (tmp / DONE).write_text(json.dumps(record, indent=1), encoding="utf-8")
+        return record  # renamed onto sheets/<id> (a folder there without a valid done-record is replaced)
+    except (Cancelled, KeyboardInterrupt, ModelLoadError):
         raise
     except Exception as exc:  # this sheet fails alone
-        shutil.rmtree(tmp, ignore_errors=True)
+        exc = blame_sheet(exc, ctx.before_vrt, ctx.after_vrt)
         return {"id": job.id, "status": "failed", "seconds": round(time.perf_counter() - t0, 3), "polygons": 0,
                 "message": _one_line(exc)}
 
@@ -144,7 +137,13 @@ def _engine(ctx: RunContext):
 
     key = ("engine", ctx.model, ctx.options.device, ctx.options.precision,
            None if ctx.predictor is None else ctx.hash)
-    return worker_cached(key, lambda: load_engine(ctx.model, ctx.options, ctx.predictor, ctx.model_info))
+    def load():
+        try:
+            return load_engine(ctx.model, ctx.options, ctx.predictor, ctx.model_info)
+        except UserError as exc:
+            raise ModelLoadError(str(exc)) from None
+
+    return worker_cached(key, load)
 
 
 def _pair(ctx: RunContext):

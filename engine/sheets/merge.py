@@ -151,12 +151,12 @@ def write_merged(frame, target: Path, overwrite: bool, inputs: Sequence = ()) ->
 def _write_empty(frame, path: Path) -> None:
     import pyogrio
 
-    from ..vector.io import LAYER_NAME, vector_driver
+    from ..vector.io import layer_name, vector_driver
 
     driver = vector_driver(path)
     frame = frame.astype({"sheet": str})
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # the layer is named after the user's file, as VectorWriter does
         warnings.simplefilter("ignore")
-        pyogrio.write_dataframe(frame, path, layer=None if driver == "ESRI Shapefile" else LAYER_NAME, driver=driver,
+        pyogrio.write_dataframe(frame, path, layer=None if driver == "ESRI Shapefile" else layer_name(path), driver=driver,
                                 geometry_type="Polygon")
 

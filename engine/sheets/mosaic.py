@@ -8,6 +8,7 @@ sheet's own mask (nodata value, alpha, internal mask), so a hole never looks lik
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..errors import UserError
 
-__all__ = ["SheetRaster", "probe_rasters", "write_mosaic", "MosaicGrid"]
+__all__ = ["SheetRaster", "probe_rasters", "write_mosaic", "MosaicGrid", "blame_sheet"]
 
 _EPS = 1e-6
 
@@ -150,12 +151,16 @@ def write_mosaic(rasters: Sequence[SheetRaster], path: Path, date: str, nodata: 
 
 
 def _write(lines: list[str], path: Path, grid: MosaicGrid) -> MosaicGrid:
+    from ..outputs import staged_file, staging_of
+
     text = "\n".join(lines) + "\n"
+    if staging_of(path) is not None:  # already a private staged file (a user's output being built)
+        Path(path).write_text(text, encoding="utf-8")
+        return grid
     if path.exists() and path.read_text(encoding="utf-8") == text:
         return grid  # unchanged: a resumed run's mosaic stays as it was
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with staged_file(path, overwrite=True) as staged:  # exclusive private temporary, renamed into place
+        Path(staged).write_text(text, encoding="utf-8")
     return grid
 
 
@@ -190,3 +195,75 @@ def window_of(r: SheetRaster, grid: MosaicGrid) -> tuple[int, int, int, int]:
     col, row = grid.offset(r)
     return col, row, r.width, r.height
 
+
+
+# ----------------------------------------------------------------------------- read errors
+
+_SOURCE = re.compile(r'<SourceFilename relativeToVRT="0">([^<]*)</SourceFilename>.*?'
+                     r'<DstRect xOff="(-?\d+)" yOff="(-?\d+)" xSize="(\d+)" ySize="(\d+)"/>')
+_WINDOW = re.compile(r"cols (\d+)-(\d+), rows (\d+)-(\d+)")
+
+
+def _sources(vrt: str) -> list[tuple[str, int, int, int, int]]:
+    """(path, col, row, width, height) of each sheet raster in a mosaic written by :func:`write_mosaic`."""
+    from xml.sax.saxutils import unescape
+
+    text = Path(vrt).read_text(encoding="utf-8")
+    band = text.split("</VRTRasterBand>")[0]  # the first band lists every sheet once
+    return [(unescape(m.group(1)), *(int(v) for v in m.groups()[1:])) for m in _SOURCE.finditer(band)]
+
+
+def _vrt_box(message: str, vrt: str, before_vrt: str) -> Optional[tuple[float, float, float, float]]:
+    """The failed read's window as (col0, row0, col1, row1) pixels of ``vrt`` (a window of
+    the before's grid, for a resampled after, is mapped through map coordinates)."""
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    m = _WINDOW.search(message)
+    if m is None:
+        return None
+    c0, c1, r0, r1 = (int(v) for v in m.groups())
+    if "(resampled onto the before's grid)" not in message:
+        return c0, r0, c1 + 1, r1 + 1
+    with rasterio.open(before_vrt) as b, rasterio.open(vrt) as a:
+        x0, y1 = b.transform * (c0 - 1, r0 - 1)  # a pixel more: the resampling kernel
+        x1, y0 = b.transform * (c1 + 2, r1 + 2)
+        if a.crs and b.crs and a.crs != b.crs:
+            x0, y0, x1, y1 = transform_bounds(b.crs, a.crs, min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+        (ca, ra), (cb, rb) = ~a.transform * (x0, y1), ~a.transform * (x1, y0)
+    return min(ca, cb) - 2, min(ra, rb) - 2, max(ca, cb) + 2, max(ra, rb) + 2
+
+
+def blame_sheet(exc: BaseException, before_vrt: str, after_vrt: str) -> BaseException:
+    """A read failure of a mosaic (``before_vrt``/``after_vrt``) as the failure of
+    the user's sheet raster behind it: each sheet of the failed window is read directly
+    and the first that fails gives the one line (``"after_r1c1.tif: cannot read cols
+    ..."``); ``exc`` itself when it is about something else or no sheet fails alone."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from ..raster.read_errors import reading, window_text
+
+    message = str(exc)
+    vrt = next((str(v) for v in (before_vrt, after_vrt) if message.startswith(f"{v}: cannot read")), None)
+    if vrt is None:
+        return exc
+    try:
+        box = _vrt_box(message, vrt, str(before_vrt))
+        for path, col, row, width, height in _sources(vrt):
+            if box is not None:
+                w0, h0 = max(int(box[0]) - col, 0), max(int(box[1]) - row, 0)
+                w1, h1 = min(int(np.ceil(box[2])) - col, width), min(int(np.ceil(box[3])) - row, height)
+            else:  # no window in the message: the whole sheet
+                w0, h0, w1, h1 = 0, 0, width, height
+            if w1 <= w0 or h1 <= h0:
+                continue
+            win = Window(w0, h0, w1 - w0, h1 - h0)
+            with rasterio.open(path) as ds, reading(path, window_text(w0, h0, w1 - w0, h1 - h0)):
+                ds.read(window=win)
+                ds.read_masks(window=win)
+    except UserError as found:
+        return found
+    except Exception:  # the search itself failed: keep the mosaic's message
+        return exc
+    return exc

@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 from ..errors import UserError
 from ..events import Events
 from ..pipeline import AreaPlan, DetectOptions, Engine, plan_area
-from .mosaic import SheetRaster, probe_rasters, write_mosaic
+from .mosaic import SheetRaster, blame_sheet, probe_rasters, write_mosaic
 
 __all__ = ["RunContext", "SheetJob", "Plan", "make_plan", "folder_name"]
 
@@ -161,7 +161,10 @@ def make_plan(run: Path, specs: Sequence, options: DetectOptions, *, model: Opti
     pair = open_pair(before_vrt, after_vrt, options.bands_before, options.bands_after, options.extent, events)
     try:
         engine = Engine(None, info, {"device": _device_type(options, predictor)})
-        plan = plan_area(pair, engine, options, events)
+        try:
+            plan = plan_area(pair, engine, options, events)
+        except UserError as exc:  # a damaged sheet read while sampling the radiometry: name it
+            raise blame_sheet(exc, before_vrt, after_vrt) from None
         area = (pair.width, pair.height, tuple(pair.transform)[:6], pair.crs.to_wkt() if pair.crs else None)
         offset = (pair.before.col_off, pair.before.row_off)
     finally:

@@ -10,6 +10,11 @@ Run folder::
 
 Re-running continues: sheets with a valid done-record are neither recomputed nor
 rewritten, stale temporaries are removed, failed sheets are retried.
+
+Every file is written through :mod:`engine.outputs`: built in a private staging folder
+(``.hrmnet-tmp-*``, created exclusively) and renamed into place; staging folders of runs
+that died are removed only when no live process holds them. ``run.json`` is created
+exclusively, so shard runs started at the same moment agree on one record.
 """
 from __future__ import annotations
 
@@ -23,8 +28,9 @@ from typing import Any, Callable, Optional, Sequence
 
 from ..errors import Cancelled, UserError
 from ..events import Events
+from ..outputs import PREFIX, Inputs, Staging, remove_stale, staged_file
 from ..pipeline import validate_options
-from .job import done_record, remove_temporaries, run_sheet
+from .job import ModelLoadError, done_record, run_sheet
 from .plan import Plan, make_plan
 
 __all__ = ["run_sheets", "SheetsResult", "EXIT_SOME_FAILED"]
@@ -32,6 +38,8 @@ __all__ = ["run_sheets", "SheetsResult", "EXIT_SOME_FAILED"]
 EXIT_SOME_FAILED = 3
 RUN_JSON = "run.json"
 OUTPUTS_JSON = "outputs.json"
+#: What a run folder holds (a shard starting at the same moment may see another's before run.json).
+_OWN_NAMES = {RUN_JSON, OUTPUTS_JSON, "status.gpkg", "sheets", "failed", "mosaic", "review-mosaic"}
 
 
 @dataclass
@@ -53,7 +61,8 @@ def _check_run_folder(run: Path, restart: bool, merge_only: bool) -> Path:
         raise UserError(f"{run}: parent folder {run.parent} does not exist")
     if merge_only and not (run / RUN_JSON).exists():
         raise UserError(f"{run}: no run here to merge (run the sheets first)")
-    if run.is_dir() and not (run / RUN_JSON).exists() and any(run.iterdir()) and not restart:
+    if run.is_dir() and not (run / RUN_JSON).exists() and not restart and any(
+            p.name not in _OWN_NAMES and not p.name.startswith(PREFIX) for p in run.iterdir()):
         raise UserError(f"{run}: folder is not empty and holds no sheets run (use an empty or new folder)")
     if restart:
         for name in (RUN_JSON, "status.gpkg", OUTPUTS_JSON):
@@ -77,10 +86,37 @@ def _remember_outputs(run: Path, outputs: dict) -> None:
     for path in outputs.values():
         if path and os.path.exists(path):
             own[str(path)] = os.stat(path).st_ino
-    (run / OUTPUTS_JSON).write_text(json.dumps(own, indent=1), encoding="utf-8")
+    _write_text(run / OUTPUTS_JSON, json.dumps(own, indent=1))
 
 
-def _check_outputs(out_vector, out_probability, out_mask, overwrite: bool, inputs: Sequence, run: Path,
+def _write_text(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` in one step (an exclusive private temporary, renamed)."""
+    with staged_file(path, overwrite=True) as staged:
+        Path(staged).write_text(text, encoding="utf-8")
+
+
+def _create_once(path: Path, text: str) -> bool:
+    """Create ``path`` holding ``text`` unless it exists (atomically: complete or absent);
+    True when this call created it. Concurrent callers: exactly one wins."""
+    with Staging(path.parent) as s:
+        (s.dir / "new").write_text(text, encoding="utf-8")
+        try:
+            os.link(s.dir / "new", path)  # a hard link never replaces an existing name
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: exclusive create instead
+            pass
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    return True
+
+
+def _check_outputs(out_vector, out_probability, out_mask, overwrite: bool, inputs: Inputs, run: Path,
                    out_review=None, out_review_areas=None) -> dict:
     """role -> (absolute path, replace allowed): an existing file needs ``overwrite``
     unless this run folder wrote it (re-running the same command continues)."""
@@ -104,11 +140,11 @@ def _check_outputs(out_vector, out_probability, out_mask, overwrite: bool, input
         if not p.parent.is_dir():
             raise UserError(f"{p}: output folder {p.parent} does not exist")
         files = vector_sidecars(p) if role in ("vector", "review_areas") else [p]
+        check_output(p, role, inputs)  # never an input, not even with --overwrite
         existing = [q for q in files if q.exists()]
         ours = p.exists() and own.get(str(p)) == p.stat().st_ino
         if existing and not (overwrite or ours):
             raise UserError(f"{existing[0]}: exists (use --overwrite to replace it)")
-        check_output(p, role, inputs)
         allowed[role] = (p, bool(existing) and (overwrite or ours))
     return allowed
 
@@ -124,14 +160,26 @@ def _settings_diff(old: dict, new: dict) -> list[str]:
     return keys
 
 
-def _bind_run(run: Path, plan: Plan) -> None:
-    """Write run.json, or refuse a run folder holding other settings."""
-    path = run / RUN_JSON
-    if path.exists():
+def _read_record(path: Path) -> dict:
+    """run.json (a moment's retry: a file system without hard links writes it in steps)."""
+    for attempt in range(20):
         try:
-            old = json.loads(path.read_text(encoding="utf-8"))
+            return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            raise UserError(f"{path}: unreadable run record (use --restart to start over)") from None
+            if attempt == 19:
+                raise UserError(f"{path}: unreadable run record (use --restart to start over)") from None
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
+def _bind_run(run: Path, plan: Plan) -> None:
+    """Create run.json, or refuse a run folder holding other settings (also when another
+    run, e.g. a shard started at the same moment, created it first)."""
+    path = run / RUN_JSON
+    new = {"hash": plan.context.hash, "settings": plan.settings,
+           "mosaics": [plan.context.before_vrt, plan.context.after_vrt]}
+    if path.exists() or not _create_once(path, json.dumps(new, indent=1, default=str)):
+        old = _read_record(path)
         if old.get("hash") != plan.context.hash:
             for vrt in (plan.context.before_vrt, plan.context.after_vrt):  # planned for nothing
                 if vrt not in (old.get("mosaics") or []):
@@ -143,13 +191,7 @@ def _bind_run(run: Path, plan: Plan) -> None:
         if set(mosaics) <= set(old.get("mosaics") or []):
             return
         old["mosaics"] = sorted(set(old.get("mosaics") or []) | set(mosaics))  # a fixed sheet joined them
-        record = old
-    else:
-        record = {"hash": plan.context.hash, "settings": plan.settings,
-                  "mosaics": [plan.context.before_vrt, plan.context.after_vrt]}
-    tmp = run / f".{RUN_JSON}.{os.getpid()}"
-    tmp.write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+        _write_text(path, json.dumps(old, indent=1, default=str))
 
 
 def _record_failure(run: Path, name: str, record: Optional[dict]) -> None:
@@ -159,9 +201,7 @@ def _record_failure(run: Path, name: str, record: Optional[dict]) -> None:
         path.unlink(missing_ok=True)
         return
     folder.mkdir(exist_ok=True)
-    tmp = folder / f".{name}.json.{os.getpid()}"
-    tmp.write_text(json.dumps(record), encoding="utf-8")
-    os.replace(tmp, path)
+    _write_text(path, json.dumps(record))
 
 
 def _failure(run: Path, name: str) -> Optional[dict]:
@@ -215,12 +255,15 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
         from ..pipeline import check_model_path
 
         check_model_path(model)
-    if shard is not None and merge_only:
-        raise UserError("--shard and --merge-only: give one of them (merge after all shards finished)")
+    _check_execution(options, shard, merge_only, gpus, out_vector, out_probability, out_mask, out_review,
+                     out_review_areas)
+    if predictor is None:
+        _check_model(model)
     from .index import read_sheets
 
     specs, skipped = read_sheets(sheets, id_field, before, after, skip_missing)
-    inputs = [p for s in specs for p in (s.before, s.after)]
+    # everything the run reads: no output may replace one of them (nor their sidecars)
+    inputs = Inputs([p for s in specs for p in (s.before, s.after)] + [sheets, model])
     targets = {} if shard is not None else _check_outputs(out_vector, out_probability, out_mask, overwrite, inputs,
                                                           Path(run), out_review, out_review_areas)
     from ..detect import _review_threshold
@@ -254,6 +297,41 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
     return _finish(runp, plan, specs, skipped, results, targets, inputs, events, t0, review_threshold)
 
 
+def _check_execution(options, shard, merge_only: bool, gpus, *outputs) -> None:
+    """Contradictory execution options, refused before any work."""
+    if shard is not None and merge_only:
+        raise UserError("--shard and --merge-only: give one of them (merge after all shards finished)")
+    if shard is not None and any(outputs):
+        raise UserError("--shard computes sheets only; the outputs (--out-vector, --out-probability, ...) are "
+                        "written by --merge-only after all shards finished")
+    if gpus and options.device == "cpu":
+        raise UserError(f"--gpus {','.join(map(str, gpus))}: not with --device cpu")
+
+
+def _check_model(model) -> None:
+    """A safetensors checkpoint whose tensors are not HRMNet's fails here, once, from its
+    header alone (no weights read); a worker that still cannot load the model stops the
+    run at its first sheet (:class:`~engine.sheets.job.ModelLoadError`)."""
+    p = Path(model)
+    if p.suffix.lower() == ".onnx" or not p.is_file():
+        return
+    try:
+        import torch
+        from safetensors import safe_open
+
+        from ..checkpoint import _is_safetensors, check_state_dict
+
+        if not _is_safetensors(p):
+            return  # a .pth is read whole while planning (read_info)
+        with safe_open(str(p), framework="pt") as f:
+            shapes = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+    except UserError:
+        raise
+    except Exception:  # a damaged header: planning reads it and says so in one line
+        return
+    check_state_dict(shapes, str(p))
+
+
 def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, workers, gpus, scheduler,
              scheduler_file, shard) -> None:
     """Run the jobs not done yet; record each result as it arrives."""
@@ -261,6 +339,7 @@ def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, w
 
     sheets_dir = run / "sheets"
     sheets_dir.mkdir(exist_ok=True)
+    remove_stale(sheets_dir)  # a killed run's staging folders (never a live process's)
     todo = []
     for job in jobs:
         record = done_record(sheets_dir / job.name, plan.context.hash)
@@ -268,7 +347,6 @@ def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, w
             _check_unchanged(job, record)
             results[job.id] = {**record, "reused": True}
         else:
-            remove_temporaries(sheets_dir, job.name)
             todo.append(job)
     halo = sum(len(r) * len(c) for r, c in (plan.context.plan.grid.touching(_window(j)) for j in plan.jobs))
     events.start(sheets=len(plan.jobs), todo=len(todo), done_before=len(jobs) - len(todo),
@@ -279,6 +357,8 @@ def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, w
 
     def on_result(job, result, error) -> None:
         nonlocal count
+        if isinstance(error, ModelLoadError):  # every sheet would fail so: stop now, one line
+            raise UserError(str(error))
         if error is not None:
             result = {"id": job.id, "status": "failed", "seconds": 0.0, "polygons": 0,
                       "message": f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"}
@@ -295,8 +375,11 @@ def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, w
 
     if shard is not None or (workers is None and not gpus and not (scheduler or scheduler_file) and len(todo) <= 1):
         workers = 1 if not (scheduler or scheduler_file) else workers
+    if gpus is None and plan.context.options.device == "cpu" and not (scheduler or scheduler_file):
+        gpus = []  # --device cpu: no worker is pinned to a GPU
     run_jobs(run_sheet, todo, workers=workers, gpus=gpus, scheduler=scheduler, scheduler_file=scheduler_file,
              on_result=on_result, is_cancelled=lambda: _cancelled(events))
+    remove_stale(sheets_dir)
 
 
 def _cancelled(events: Events) -> bool:
@@ -436,15 +519,9 @@ def _write_status(run: Path, plan: Plan, specs, skipped, results: dict, counts: 
                      "polygons": int(counts.get(sid, 0)), "message": msg or "",
                      "geometry": box(*ext) if ext else None})
     frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs)
-    target = run / "status.gpkg"
-    tmp = run / f".status.{os.getpid()}.gpkg"
-    try:
-        import warnings
+    import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pyogrio.write_dataframe(frame, tmp, layer="status", driver="GPKG", geometry_type="Polygon",
-                                    dataset_options={"VERSION": "1.2"})
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with staged_file(run / "status.gpkg", overwrite=True) as staged, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pyogrio.write_dataframe(frame, staged, layer="status", driver="GPKG", geometry_type="Polygon",
+                                dataset_options={"VERSION": "1.2"})
