@@ -3,6 +3,10 @@
 Exit status: 0 all sheets done, 2 a user mistake (nothing computed), 3 some sheets
 failed (the merged layer holds the others; status.gpkg says why), 130 cancelled (the run
 folder resumes). See :func:`engine.sheets.run.run_sheets`.
+
+``--print-slurm-script`` computes nothing: it prints a SLURM batch script
+(:func:`engine.sheets.execute.slurm_script`) that runs this same command on a Dask cluster
+of ``--slurm-workers`` GPU workers.
 """
 from __future__ import annotations
 
@@ -71,7 +75,67 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar",
                    help="bar: tqdm over sheets on stderr; jsonl: one JSON event a line on stdout (a 'sheet' "
                         "event per sheet); none")
-    p.set_defaults(func=run)
+    _add_slurm(p)
+    p.set_defaults(func=run, sheets_parser=p)
+
+
+#: Options of the SLURM script itself (dest -> default), left out of the command it runs.
+_SLURM = {"print_slurm_script": False, "slurm_workers": 1, "slurm_python": None, "slurm_partition": None,
+          "slurm_account": None, "slurm_time": "12:00:00", "slurm_cpus": 8, "slurm_mem": "32G"}
+#: Options the script sets itself (it connects the run to its own cluster).
+_NOT_IN_SCRIPT = ("workers", "gpus", "scheduler", "scheduler_file", "shard", "merge_only")
+
+
+def _add_slurm(p: argparse.ArgumentParser) -> None:
+    s = p.add_argument_group("SLURM batch script (print it, compute nothing)")
+    s.add_argument("--print-slurm-script", action="store_true",
+                   help="print a SLURM script running this command on a Dask cluster of GPU workers; "
+                        "submit it with sbatch (submitting it again resumes)")
+    s.add_argument("--slurm-workers", type=int, default=1, metavar="N", help="GPU workers = SLURM tasks (default 1)")
+    s.add_argument("--slurm-python", metavar="PATH",
+                   help="the engine's Python on the compute nodes (default: this one)")
+    s.add_argument("--slurm-partition", metavar="NAME", help="SLURM partition")
+    s.add_argument("--slurm-account", metavar="NAME", help="SLURM account")
+    s.add_argument("--slurm-time", default="12:00:00", metavar="HH:MM:SS", help="time limit (default 12:00:00)")
+    s.add_argument("--slurm-cpus", type=int, default=8, metavar="N", help="CPUs per worker (default 8)")
+    s.add_argument("--slurm-mem", default="32G", metavar="SIZE", help="memory per worker (default 32G)")
+
+
+def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
+    """The sheets options given (those differing from their defaults), as a command line."""
+    argv: list[str] = []
+    for action in parser._actions:
+        dest = action.dest
+        if dest in _SLURM or dest in ("help", "func") or not action.option_strings:
+            continue
+        value = getattr(args, dest, None)
+        if value is None or value is False or value == action.default:
+            continue
+        flag = max(action.option_strings, key=len)
+        if value is True:
+            argv.append(flag)
+        else:
+            argv += [flag, ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
+    return argv
+
+
+def print_slurm_script(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Print the SLURM script of this command (``--print-slurm-script``)."""
+    import sys
+
+    from ..errors import UserError
+    from ..sheets.execute import slurm_script
+
+    given = [f"--{d.replace('_', '-')}" for d in _NOT_IN_SCRIPT if getattr(args, d, None) not in (None, False)]
+    if given:
+        raise UserError(f"{given[0]}: not with --print-slurm-script (the script starts its own Dask cluster)")
+    if args.slurm_cpus < 1:
+        raise UserError(f"--slurm-cpus {args.slurm_cpus}: expected 1 or more")
+    sys.stdout.write(slurm_script(
+        _command_line(args, parser), workers=args.slurm_workers, run_folder=args.run,
+        python=args.slurm_python or sys.executable, cpus_per_worker=args.slurm_cpus, mem_per_worker=args.slurm_mem,
+        time_limit=args.slurm_time, partition=args.slurm_partition, account=args.slurm_account))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
     from ..sheets.execute import parse_shard
     from ..sheets.run import run_sheets
 
+    if args.print_slurm_script:
+        return print_slurm_script(args, args.sheets_parser)
     shard = parse_shard(args.shard) if args.shard else None
     warnings.simplefilter("ignore", NotGeoreferencedWarning)
     _cancel_on_sigterm()

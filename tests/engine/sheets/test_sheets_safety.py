@@ -299,3 +299,33 @@ def test_an_empty_merged_layer_is_named_after_its_file(scene, tmp_path, name):
                      workers=1, **TILING)
     assert res.exit_code == 0 and res.stats["polygons"] == 0
     assert [layer for layer, _ in pyogrio.list_layers(tmp_path / name)] == ["none"]
+
+
+# ----------------------------------------------------------------------------- SLURM script
+
+
+def test_print_slurm_script_runs_the_same_command_on_its_own_cluster(tmp_path):
+    import shlex
+
+    res = _cli("--sheets", "/data/grid.gpkg", "--id-field", "sheet", "--before", "/ortho/2019/{sheet}.tif",
+               "--after", "/ortho/2023/{sheet}.tif", "--model", "/models/best.safetensors", "--run", "/scratch/my run",
+               "--out-vector", "/data/changes.shp", "--min-area", "20", "--bands-before", "3,2,1", "--device", "cuda",
+               "--print-slurm-script", "--slurm-workers", "4", "--slurm-partition", "gpu",
+               "--slurm-python", "/opt/hrmnet/bin/python")
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    script = res.stdout
+    assert script.startswith("#!/bin/bash\n") and "#SBATCH --ntasks=4" in script and "#SBATCH --partition=gpu" in script
+    (tmp_path / "s.sh").write_text(script)
+    assert subprocess.run(["bash", "-n", str(tmp_path / "s.sh")]).returncode == 0
+    line = next(ln for ln in script.splitlines() if " -m engine sheets " in ln)
+    argv = shlex.split(line.replace('"$RUN/scheduler-$SLURM_JOB_ID.json"', "SCHED"))
+    assert argv[:4] == ["$PY", "-m", "engine", "sheets"] and argv[-2:] == ["--scheduler-file", "SCHED"]
+    opts = dict(zip(argv[4:-2:2], argv[5:-2:2]))
+    assert opts == {"--sheets": "/data/grid.gpkg", "--run": "/scratch/my run", "--model": "/models/best.safetensors",
+                    "--id-field": "sheet", "--before": "/ortho/2019/{sheet}.tif", "--after": "/ortho/2023/{sheet}.tif",
+                    "--out-vector": "/data/changes.shp", "--bands-before": "3,2,1", "--device": "cuda",
+                    "--min-area": "20.0"}
+    assert "PY=/opt/hrmnet/bin/python" in script and "RUN='/scratch/my run'" in script
+    res = _cli("--sheets", "s.csv", "--run", "r", "--model", "m", "--shard", "1/2", "--print-slurm-script")
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        "error: --shard: not with --print-slurm-script (the script starts its own Dask cluster)"]
