@@ -67,7 +67,7 @@ def _check_run_folder(run: Path, restart: bool, merge_only: bool) -> Path:
     if restart:
         for name in (RUN_JSON, "status.gpkg", OUTPUTS_JSON):
             (run / name).unlink(missing_ok=True)
-        for name in ("sheets", "failed", "mosaic"):
+        for name in ("sheets", "failed", "mosaic", "review-mosaic"):
             shutil.rmtree(run / name, ignore_errors=True)
     run.mkdir(exist_ok=True)
     return run
@@ -297,7 +297,8 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
     return _finish(runp, plan, specs, skipped, results, targets, inputs, events, t0, review_threshold)
 
 
-def _check_execution(options, shard, merge_only: bool, gpus, *outputs) -> None:
+def _check_execution(options, shard: Optional[tuple[int, int]], merge_only: bool,
+                     gpus: Optional[Sequence[int]], *outputs: Any) -> None:
     """Contradictory execution options, refused before any work."""
     if shard is not None and merge_only:
         raise UserError("--shard and --merge-only: give one of them (merge after all shards finished)")
@@ -308,7 +309,7 @@ def _check_execution(options, shard, merge_only: bool, gpus, *outputs) -> None:
         raise UserError(f"--gpus {','.join(map(str, gpus))}: not with --device cpu")
 
 
-def _check_model(model) -> None:
+def _check_model(model: str | os.PathLike) -> None:
     """A safetensors checkpoint whose tensors are not HRMNet's fails here, once, from its
     header alone (no weights read); a worker that still cannot load the model stops the
     run at its first sheet (:class:`~engine.sheets.job.ModelLoadError`)."""

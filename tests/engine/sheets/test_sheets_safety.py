@@ -163,6 +163,22 @@ def test_a_damaged_sheet_read_through_the_mosaic_is_named_not_the_vrt(tmp_path):
         assert str(bad) in status.loc[sid, "message"]
 
 
+def test_a_damaged_16bit_sheet_read_while_planning_the_radiometry_is_named(tmp_path):
+    from tests.rasters import damaged_geotiff
+
+    before, after = blob_scene(100, 110)
+    before, after = before.astype("uint16") * 40, after.astype("uint16") * 40  # percentiles are sampled
+    csv = cut(before, after, tmp_path / "in", [50], [60])
+    bad = damaged_geotiff(tmp_path / "in" / "before_r1c1.tif", before[:, 50:, 60:], block=16,
+                          origin=(ORIGIN[0] + 60 * PIXEL, ORIGIN[1] - 50 * PIXEL), pixel_size=PIXEL)
+    with pytest.raises(UserError) as err:
+        run_sheets(csv, tmp_path / "run", predictor=BlurDifference(), out_vector=tmp_path / "m.gpkg", workers=1,
+                   **TILING)
+    message = str(err.value)
+    assert message.startswith(f"{bad}: cannot read cols ") and ".vrt" not in message and "\n" not in message
+    assert not (tmp_path / "m.gpkg").exists()
+
+
 # ----------------------------------------------------------------------------- execution options
 
 
@@ -329,3 +345,23 @@ def test_print_slurm_script_runs_the_same_command_on_its_own_cluster(tmp_path):
     res = _cli("--sheets", "s.csv", "--run", "r", "--model", "m", "--shard", "1/2", "--print-slurm-script")
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
         "error: --shard: not with --print-slurm-script (the script starts its own Dask cluster)"]
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_has_cuda(), reason="needs a machine without CUDA")
+def test_device_cuda_without_cuda_on_two_dask_workers_is_one_line_exit_2(scene, tmp_path):
+    from tests.engine.detect.conftest import _checkpoint
+
+    model = _checkpoint(tmp_path / "m.safetensors", None)
+    run = tmp_path / "run"
+    res = _cli("--sheets", scene, "--run", run, "--model", model, "--out-vector", tmp_path / "m.gpkg",
+               "--workers", "2", "--device", "cuda", "--progress", "none", "--tile-size", "64", "--overlap", "16")
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == ["error: --device cuda: CUDA is not available on this machine "
+                                               "(use --device cpu or auto)"]
+    assert not list(run.glob("failed/*")) and not (tmp_path / "m.gpkg").exists()
