@@ -4,6 +4,8 @@ Checks, each on its own (one failing check does not hide the others): Python, th
 engine, torch and its CUDA build, the device and precision ``detect`` will use (with
 one small forward pass there), GDAL/PROJ (through rasterio and pyproj), write access to
 the download cache, and the demo model. Exit 0 when every required check passes, else 1.
+In the light engine (onnxruntime, no torch) torch is reported as not installed (not a
+failure), the device is onnxruntime's execution provider and the ONNX demo model is run.
 The plugin's "Test engine" button and "Set up engine" run ``doctor --json``.
 """
 from __future__ import annotations
@@ -42,7 +44,18 @@ def _engine() -> dict:
     return {"value": __version__, "engine": __version__}
 
 
+LIGHT_TORCH = "not installed (light engine: detection with .onnx models only)"
+
+
+def _has_torch() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
 def _torch() -> dict:
+    if not _has_torch():
+        return {"value": LIGHT_TORCH, "torch": None, "cuda": None, "engine_kind": "light", "skipped": True}
     import torch
 
     cuda = torch.version.cuda or None
@@ -50,8 +63,23 @@ def _torch() -> dict:
     return {"value": f"{torch.__version__} ({build} build)", "torch": torch.__version__, "cuda": cuda}
 
 
+def _onnx_device(device: str) -> dict:
+    """The light engine's device: the onnxruntime providers ``--device`` picks (fp32)."""
+    from ..onnx_predictor import _ort, select_providers
+
+    ort = _ort()
+    available = ort.get_available_providers()
+    chosen = [p[0] if isinstance(p, tuple) else p for p in select_providers(device, available)]
+    kind = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda",
+            "DmlExecutionProvider": "directml"}.get(chosen[0], "cpu")
+    return {"value": f"{kind} fp32 with onnxruntime {ort.__version__} ({', '.join(chosen)})", "device": kind,
+            "precision": "fp32", "onnxruntime": ort.__version__, "providers": chosen}
+
+
 def _device(device: str) -> Callable[[], dict]:
     def check() -> dict:
+        if not _has_torch():
+            return _onnx_device(device)
         import torch
 
         from ..model import HRMNet
@@ -104,7 +132,27 @@ def _cache() -> dict:
             "cache": str(folder), "imagenet_cached": cached}
 
 
-def _demo_model() -> dict:
+def _onnx_demo_model(device: str) -> dict:
+    """The light engine's demo check: the ONNX demo model on onnxruntime, one 64 px forward pass."""
+    import numpy as np
+
+    from ..demo import DEMO_DIR
+    from ..onnx_predictor import load_onnx
+
+    path = DEMO_DIR / "hrmnet_demo.onnx"
+    if not path.is_file():
+        return {"value": f"{path.name} not shipped with this installation", "demo_model": None, "skipped": True}
+    predictor, info = load_onnx(path, device)
+    prob = predictor(np.random.default_rng(0).random((1, 6, 64, 64), dtype=np.float32))
+    if prob.shape != (1, 64, 64) or not np.isfinite(prob).all():
+        raise RuntimeError(f"{path.name}: unexpected output {prob.shape}")
+    return {"value": f"{path.name} runs on onnxruntime ({predictor.providers[0]}; bands {', '.join(info.bands)})",
+            "demo_model": str(path)}
+
+
+def _demo_model(device: str = "auto") -> dict:
+    if not _has_torch():
+        return _onnx_demo_model(device)
     from ..checkpoint import load_model
     from ..demo import DEMO_MODEL
 
@@ -125,7 +173,7 @@ def diagnose(device: str = "auto") -> dict[str, Any]:
     checks: list[tuple[str, Callable[[], dict], bool]] = [
         ("Python", _python, True), ("engine", _engine, True), ("torch", _torch, True),
         ("device", _device(device), True), ("GDAL/PROJ", _gdal_proj, True), ("cache", _cache, True),
-        ("demo model", _demo_model, False),
+        ("demo model", lambda: _demo_model(device), False),
     ]
     report: dict[str, Any] = {"ok": True, "checks": []}
     for name, check, required in checks:

@@ -142,3 +142,17 @@ def test_light_sheets_run_with_the_onnx_model(light, tmp_path):
     assert res.returncode == 0, res.stderr
     with rasterio.open(tmp_path / "mask.vrt") as mask:
         assert (mask.width, mask.height) == (512, 256) and (mask.read(1) == 1).any()
+
+
+def test_light_doctor_runs_the_onnx_demo_model(light):
+    """`doctor` in the light engine: torch is not installed (not a failure), the device is
+    onnxruntime's provider and the ONNX demo model runs; exit 0."""
+    res = _engine(light, "doctor", "--json", "--device", "cpu", timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.loads(res.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert report["ok"] and all(c["ok"] for c in checks.values())
+    assert checks["torch"]["value"] == "not installed (light engine: detection with .onnx models only)"
+    assert report["torch"] is None and report["engine_kind"] == "light"
+    assert report["device"] == "cpu" and report["providers"] == ["CPUExecutionProvider"]
+    assert checks["demo model"]["value"].startswith("hrmnet_demo.onnx runs on onnxruntime (CPUExecutionProvider")
