@@ -79,9 +79,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run, sheets_parser=p)
 
 
-#: Options of the SLURM script itself (dest -> default), left out of the command it runs.
-_SLURM = {"print_slurm_script": False, "slurm_workers": 1, "slurm_python": None, "slurm_partition": None,
-          "slurm_account": None, "slurm_time": "12:00:00", "slurm_cpus": 8, "slurm_mem": "32G"}
+#: Options of the SLURM script itself, left out of the command it runs.
+_SLURM = ("print_slurm_script", "slurm_workers", "slurm_python", "slurm_partition", "slurm_account", "slurm_time",
+          "slurm_cpus", "slurm_mem")
 #: Options the script sets itself (it connects the run to its own cluster).
 _NOT_IN_SCRIPT = ("workers", "gpus", "scheduler", "scheduler_file", "shard", "merge_only")
 
@@ -129,8 +129,9 @@ def print_slurm_script(args: argparse.Namespace, parser: argparse.ArgumentParser
     given = [f"--{d.replace('_', '-')}" for d in _NOT_IN_SCRIPT if getattr(args, d, None) not in (None, False)]
     if given:
         raise UserError(f"{given[0]}: not with --print-slurm-script (the script starts its own Dask cluster)")
-    if args.slurm_cpus < 1:
-        raise UserError(f"--slurm-cpus {args.slurm_cpus}: expected 1 or more")
+    for flag, value in (("--slurm-workers", args.slurm_workers), ("--slurm-cpus", args.slurm_cpus)):
+        if value < 1:
+            raise UserError(f"{flag} {value}: expected 1 or more")
     sys.stdout.write(slurm_script(
         _command_line(args, parser), workers=args.slurm_workers, run_folder=args.run,
         python=args.slurm_python or sys.executable, cpus_per_worker=args.slurm_cpus, mem_per_worker=args.slurm_mem,

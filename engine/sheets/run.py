@@ -233,8 +233,10 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
         out_review_areas, review_threshold: "look here" areas over the whole mosaic, as
             ``detect --out-review-areas`` (threshold default: the checkpoint's).
         id_field, before, after, skip_missing: see :func:`~engine.sheets.index.read_sheets`.
-        workers, gpus, scheduler, scheduler_file: see :func:`~engine.sheets.execute.run_jobs`.
-        shard: (I, N): compute every N-th sheet from the I-th, in-process, and no merge.
+        workers, gpus, scheduler, scheduler_file: see :func:`~engine.sheets.execute.run_jobs`
+            (``device="cpu"`` pins no worker to a GPU).
+        shard: (I, N): compute every N-th sheet from the I-th, in-process, and no merge
+            (outputs are refused: ``merge_only`` writes them).
         merge_only: compute nothing; merge the sheets done so far (after shard runs).
         restart: discard the run folder's sheets and start over.
         overwrite: replace existing merged outputs (never discards finished sheets).
@@ -245,7 +247,9 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
         holds the others).
 
     Raises:
-        UserError: bad options or sheet list, a run folder holding other settings.
+        UserError: bad options or sheet list, a run folder holding other settings, an output
+            that would replace an input, a model that cannot be loaded (up front from the
+            checkpoint's header, else at the first sheet: the run stops).
         Cancelled: cancelled; finished sheets stay, re-running resumes.
     """
     t0 = time.perf_counter()
