@@ -33,7 +33,8 @@ import numpy as np
 from . import model_fit
 from .errors import UserError
 from .events import Events
-from .pipeline import check_model_path, load_engine, plan_area, resolve_tiling, run_window, validate_options
+from .pipeline import (AreaPlan, DetectOptions, Engine, check_model_path, load_engine, plan_area, resolve_tiling,
+                       run_window, validate_options)
 from .raster.blend import Strip, StripBlender
 from .raster.pair import RasterPair, open_pair
 from .raster.radiometry import Radiometry, choose_radiometry, model_input, needs_stretch, percentiles, sample_windows
@@ -550,150 +551,247 @@ def detect(
     t_start = time.perf_counter()
     events = events or Events(on_event, is_cancelled)
     before, after = str(before), str(after)
+    options, targets, review_threshold, model_info = _check_request(
+        before, after, model, predictor, model_info, overwrite, review_threshold,
+        {"vector": out_vector, "probability": out_probability, "mask": out_mask, "review": out_review,
+         "review_areas": out_review_areas},
+        dict(bands_before=bands_before, bands_after=bands_after, tile_size=tile_size, overlap=overlap,
+             batch_size=batch_size, read_threads=read_threads, device=device, precision=precision,
+             threshold=threshold, min_area=min_area, simplify=simplify, extent=extent,
+             probability_dtype=probability_dtype))
+    opening: list[dict] = []  # pairing logs wait until the model loaded: a model error stays one line
+    pair = open_pair(before, after, options.bands_before, options.bands_after, options.extent, Events(opening.append))
+    staged = _Staged()
+    try:
+        engine = _load_model(model, options, predictor, model_info, targets, events)
+        if review_threshold is None:
+            review_threshold = float(engine.model_info.review_threshold)
+        _report_inputs(opening, engine, pair, model, predictor, model_info, events)
+        plan = plan_area(pair, engine, options, events)
+        _emit_start(before, after, pair, plan, engine, targets, events)
+        staged.stage_rasters(targets, gives_review(engine.predictor))
+        window_stats = _run_into_staged(pair, plan, engine, staged, before, after, events)
+        _build_overviews(targets, staged)
+        events.check_cancel()
+        stats = _area_stats(pair, plan, window_stats)
+        _vectorize(targets, staged, pair, plan, stats, events)
+        events.check_cancel()
+        _stage_review_areas(targets, staged, plan, review_threshold, pair.width, stats, events)
+        events.check_cancel()
+        final = staged.commit(targets, overwrite)
+        return _result(final, stats, pair, plan, t_start, window_stats["seconds_tiles"], events)
+    finally:
+        pair.close()
+        staged.remove()
 
-    # --- every option and output checked before the model loads or a pixel is read
-    options = validate_options(bands_before=bands_before, bands_after=bands_after, tile_size=tile_size,
-                               overlap=overlap, batch_size=batch_size, read_threads=read_threads, device=device,
-                               precision=precision, threshold=threshold, min_area=min_area, simplify=simplify,
-                               extent=extent, probability_dtype=probability_dtype)
+
+# ----------------------------------------------------------------------------- detect's steps
+
+
+def _check_request(before: str, after: str, model: Optional[str | os.PathLike], predictor: Optional[Predictor],
+                   model_info: Any, overwrite: bool, review_threshold: Optional[float],
+                   outputs: dict[str, Optional[str | os.PathLike]], option_values: dict[str, Any],
+                   ) -> tuple[DetectOptions, dict[str, Path], Optional[float], Any]:
+    """Every option and output checked before the model loads or a pixel is read.
+
+    Returns (options, targets (role -> Path), review threshold or None, model info or None:
+    read from the checkpoint only when an overlap without a tile size must be checked)."""
+    options = validate_options(**option_values)
     if predictor is None:
         check_model_path(model)
     for role, path in (("before", before), ("after", after)):
         if not os.path.exists(path):
             raise UserError(f"{path}: {role} file not found")
     review_threshold = _review_threshold(review_threshold)
-    targets = check_outputs({"vector": out_vector, "probability": out_probability, "mask": out_mask,
-                             "review": out_review, "review_areas": out_review_areas},
-                            [before, after] + ([model] if model and predictor is None else []), overwrite)
+    targets = check_outputs(outputs, [before, after] + ([model] if model and predictor is None else []), overwrite)
     if options.overlap is not None and options.tile_size is None:  # the overlap must fit the model's tile
         if predictor is None:
             from .checkpoint import read_info
 
             model_info = read_info(model)
         resolve_tiling(options, model_info or _default_info())
+    return options, targets, review_threshold, model_info
 
-    # --- inputs
-    opening: list[dict] = []  # pairing logs wait until the model loaded: a model error stays one line
-    pair = open_pair(before, after, options.bands_before, options.bands_after, options.extent, Events(opening.append))
-    temps: list[Path] = []
-    vector_tmp: Optional[Path] = None
-    areas_tmp: Optional[Path] = None
-    try:
-        engine = load_engine(model, options, predictor, model_info)
-        if "providers" in engine.device:  # onnxruntime: the execution providers, best first
-            events.log(f"{model}: {engine.device.get('runtime')} with {', '.join(engine.device['providers'])}")
-        has_review = gives_review(engine.predictor)
-        if not has_review and ("review" in targets or "review_areas" in targets):
-            raise UserError(f"{model if predictor is None else 'predictor'}: gives no review (hard-region) score, "
-                            "needed by --out-review and --out-review-areas")
-        if review_threshold is None:
-            review_threshold = float(engine.model_info.review_threshold)
-        for event in opening:
-            events.emit(event.pop("event"), **event)
-        if predictor is None or model_info is not None:  # what the model is, and whether it fits the imagery
-            model_fit.report(engine.model_info, pair, events, str(model) if predictor is None else "predictor")
-        plan = plan_area(pair, engine, options, events)
-        grid = plan.grid
-        events.start(
-            before=before,
-            after=after,
-            width=pair.width,
-            height=pair.height,
-            crs=pair.crs.to_string() if pair.crs else None,
-            transform=list(pair.transform)[:6],
-            tiles=len(grid),
-            tile_size=plan.tile_size,
-            tile_shape=list(grid.shape),
-            overlap=plan.overlap,
-            batch_size=min(plan.batch_size, len(grid)),
-            read_threads=plan.read_threads,
-            threshold=plan.threshold,
-            device=engine.device.get("device"),
-            precision=engine.device.get("precision"),
-            **{k: engine.device[k] for k in ("runtime", "providers") if k in engine.device},
-            radiometry={"before": plan.rad_before.describe(), "after": plan.rad_after.describe()},
-            warped_after=pair.after.warped,
-            outputs={k: str(v) for k, v in targets.items()},
-        )
 
-        # temporary outputs; the vector needs mask and probability files
+def _load_model(model: Optional[str | os.PathLike], options: DetectOptions, predictor: Optional[Predictor],
+                model_info: Any, targets: dict[str, Path], events: Events) -> Engine:
+    """Load the model (or wrap ``predictor``); log onnxruntime's providers; refuse review
+    outputs from a model without a review score."""
+    engine = load_engine(model, options, predictor, model_info)
+    if "providers" in engine.device:  # onnxruntime: the execution providers, best first
+        events.log(f"{model}: {engine.device.get('runtime')} with {', '.join(engine.device['providers'])}")
+    if not gives_review(engine.predictor) and ("review" in targets or "review_areas" in targets):
+        raise UserError(f"{model if predictor is None else 'predictor'}: gives no review (hard-region) score, "
+                        "needed by --out-review and --out-review-areas")
+    return engine
+
+
+def _report_inputs(opening: list[dict], engine: Engine, pair: RasterPair, model: Optional[str | os.PathLike],
+                   predictor: Optional[Predictor], model_info: Any, events: Events) -> None:
+    """Replay the pairing's held-back events, then say what the model is and whether it fits."""
+    for event in opening:
+        events.emit(event.pop("event"), **event)
+    if predictor is None or model_info is not None:
+        model_fit.report(engine.model_info, pair, events, str(model) if predictor is None else "predictor")
+
+
+def _emit_start(before: str, after: str, pair: RasterPair, plan: AreaPlan, engine: Engine, targets: dict[str, Path],
+                events: Events) -> None:
+    """The ``start`` event: the scene, the plan, the runtime and the outputs."""
+    grid = plan.grid
+    events.start(
+        before=before,
+        after=after,
+        width=pair.width,
+        height=pair.height,
+        crs=pair.crs.to_string() if pair.crs else None,
+        transform=list(pair.transform)[:6],
+        tiles=len(grid),
+        tile_size=plan.tile_size,
+        tile_shape=list(grid.shape),
+        overlap=plan.overlap,
+        batch_size=min(plan.batch_size, len(grid)),
+        read_threads=plan.read_threads,
+        threshold=plan.threshold,
+        device=engine.device.get("device"),
+        precision=engine.device.get("precision"),
+        **{k: engine.device[k] for k in ("runtime", "providers") if k in engine.device},
+        radiometry={"before": plan.rad_before.describe(), "after": plan.rad_after.describe()},
+        warped_after=pair.after.warped,
+        outputs={k: str(v) for k, v in targets.items()},
+    )
+
+
+@dataclass
+class _Staged:
+    """detect's temporary outputs beside their targets; :meth:`remove` deletes what is left.
+
+    ``prob``/``mask``/``review``: staged rasters (the vectors need mask and probability
+    files even when not asked for); ``need_*``: whether each is written; ``vector`` and
+    ``areas``: staged vector datasets until committed."""
+
+    prob: Optional[Path] = None
+    mask: Optional[Path] = None
+    review: Optional[Path] = None
+    need_prob: bool = False
+    need_mask: bool = False
+    need_review: bool = False
+    temps: list = field(default_factory=list)
+    vector: Optional[Path] = None
+    areas: Optional[Path] = None
+
+    def stage_rasters(self, targets: dict[str, Path], has_review: bool) -> None:
+        """Name the temporary rasters and note which of them the outputs need."""
         anchor = next(iter(targets.values())).with_suffix(".tif")
-        prob_tmp = temporary_path(targets.get("probability", anchor), "prob")
-        mask_tmp = temporary_path(targets.get("mask", anchor), "mask")
-        review_tmp = temporary_path(targets.get("review", anchor), "review")
-        need_prob = "probability" in targets or "vector" in targets or "review_areas" in targets
-        need_mask = "mask" in targets or "vector" in targets or "review_areas" in targets
-        need_review = has_review and any(r in targets for r in ("review", "review_areas", "vector"))
-        temps += [p for p, need in ((prob_tmp, need_prob), (mask_tmp, need_mask), (review_tmp, need_review)) if need]
-        tags = {"software": "hrmnet-engine", "before": os.path.basename(before), "after": os.path.basename(after)}
-        window_stats = run_window(pair, plan, engine, None, prob_path=prob_tmp if need_prob else None,
-                                  mask_path=mask_tmp if need_mask else None, events=events, tags=tags,
-                                  review_path=review_tmp if need_review else None)
-        for warning in pair.nodata_warnings():  # an all-nodata date, from what the tiles read
-            events.warn(warning)
-        t_infer = window_stats["seconds_tiles"]
-        for role, path, resampling in (("probability", prob_tmp, "average"), ("mask", mask_tmp, "nearest"),
-                                       ("review", review_tmp, "average")):
-            if role in targets:
-                from rasterio.enums import Resampling
+        self.prob = temporary_path(targets.get("probability", anchor), "prob")
+        self.mask = temporary_path(targets.get("mask", anchor), "mask")
+        self.review = temporary_path(targets.get("review", anchor), "review")
+        self.need_prob = "probability" in targets or "vector" in targets or "review_areas" in targets
+        self.need_mask = "mask" in targets or "vector" in targets or "review_areas" in targets
+        self.need_review = has_review and any(r in targets for r in ("review", "review_areas", "vector"))
+        self.temps += [p for p, need in ((self.prob, self.need_prob), (self.mask, self.need_mask),
+                                         (self.review, self.need_review)) if need]
 
-                from .raster.write import build_overviews
+    def commit(self, targets: dict[str, Path], overwrite: bool) -> dict[str, Path]:
+        """All done: rename into place (see :func:`_commit`); role -> final path."""
+        final = _commit(targets, self.prob, self.mask, self.vector, overwrite, review_tmp=self.review,
+                        areas_tmp=self.areas)
+        self.vector = self.areas = None
+        return final
 
-                build_overviews(path, Resampling[resampling])
-        events.check_cancel()
-
-        stats: dict[str, Any] = {
-            "pixels": pair.width * pair.height,
-            "valid_pixels": window_stats["valid_pixels"],
-            "changed_pixels": window_stats["changed_pixels"],
-            "changed_area_m2": window_stats["changed_area_m2"],
-            "tiles": len(grid),
-        }
-        if "vector" in targets:
-            from .vector.io import remove_vector
-            from .vector.polygonize import polygonize_to_file
-
-            vector_tmp = temporary_path(targets["vector"], "vec")
-            remove_vector(vector_tmp)
-            vstats = polygonize_to_file(mask_tmp, prob_tmp, vector_tmp, min_area_m2=plan.min_area,
-                                        simplify_m=plan.simplify, events=events,
-                                        window_rows=max(256, min(1024, (4 << 20) // pair.width)),
-                                        review_path=review_tmp if need_review else None)
-            stats["polygons"] = int(vstats.get("polygons", 0))
-            if pair.crs is not None:  # without a CRS the polygons' areas are in pixels
-                stats["changed_area_m2"] = round(float(vstats.get("area_m2", 0.0)), 3)
-        events.check_cancel()
-
-        if "review_areas" in targets:
-            areas_tmp = _review_areas(targets["review_areas"], mask_tmp, review_tmp, prob_tmp, review_threshold,
-                                      plan.min_area, events, pair.width)
-            stats["review_areas"] = areas_tmp[1]
-            areas_tmp = areas_tmp[0]
-        events.check_cancel()
-
-        # --- all done: rename into place
-        final = _commit(targets, prob_tmp, mask_tmp, vector_tmp, overwrite, review_tmp=review_tmp,
-                        areas_tmp=areas_tmp)
-        vector_tmp = areas_tmp = None
-        seconds = time.perf_counter() - t_start
-        stats.update(seconds=round(seconds, 3), tiles_per_s=round(len(grid) / max(t_infer, 1e-9), 3),
-                     megapixels_per_s=round(pair.width * pair.height / 1e6 / max(seconds, 1e-9), 3))
-        outputs = {"vector": None, "probability": None, "mask": None}  # review roles only when asked for
-        outputs.update({k: str(v) for k, v in final.items()})
-        events.done(outputs=outputs, stats=stats)
-        return DetectResult(outputs=outputs, stats=stats,
-                            info={"radiometry": {"before": plan.rad_before.describe(), "after": plan.rad_after.describe()},
-                                  "tile_shape": grid.shape, "batch_size": min(plan.batch_size, len(grid)),
-                                  **pair.describe()})
-    finally:
-        pair.close()
-        for p in temps:
+    def remove(self) -> None:
+        """Delete the temporaries left (after an error or a cancel; the rasters' leftovers always)."""
+        for p in self.temps:
             _remove(p)
-        for vec in (vector_tmp, areas_tmp):
+        for vec in (self.vector, self.areas):
             if vec is not None:
                 from .vector.io import remove_vector
 
                 remove_vector(vec)
+
+
+def _run_into_staged(pair: RasterPair, plan: AreaPlan, engine: Engine, staged: _Staged, before: str, after: str,
+                     events: Events) -> dict:
+    """Run every tile into the staged rasters; warn of an all-nodata date. Returns
+    :func:`engine.pipeline.run_window`'s statistics."""
+    tags = {"software": "hrmnet-engine", "before": os.path.basename(before), "after": os.path.basename(after)}
+    window_stats = run_window(pair, plan, engine, None, prob_path=staged.prob if staged.need_prob else None,
+                              mask_path=staged.mask if staged.need_mask else None, events=events, tags=tags,
+                              review_path=staged.review if staged.need_review else None)
+    for warning in pair.nodata_warnings():  # an all-nodata date, from what the tiles read
+        events.warn(warning)
+    return window_stats
+
+
+def _build_overviews(targets: dict[str, Path], staged: _Staged) -> None:
+    """Overviews of the staged rasters the user asked for (averaged, the mask nearest)."""
+    for role, path, resampling in (("probability", staged.prob, "average"), ("mask", staged.mask, "nearest"),
+                                   ("review", staged.review, "average")):
+        if role in targets:
+            from rasterio.enums import Resampling
+
+            from .raster.write import build_overviews
+
+            build_overviews(path, Resampling[resampling])
+
+
+def _area_stats(pair: RasterPair, plan: AreaPlan, window_stats: dict) -> dict[str, Any]:
+    """The ``done`` event's statistics known once the rasters are written."""
+    return {
+        "pixels": pair.width * pair.height,
+        "valid_pixels": window_stats["valid_pixels"],
+        "changed_pixels": window_stats["changed_pixels"],
+        "changed_area_m2": window_stats["changed_area_m2"],
+        "tiles": len(plan.grid),
+    }
+
+
+def _vector_window_rows(width: int) -> int:
+    """Rows the vector stages read at a time: about 4 MiB of a byte raster, 256 to 1024."""
+    return max(256, min(1024, (4 << 20) // width))
+
+
+def _vectorize(targets: dict[str, Path], staged: _Staged, pair: RasterPair, plan: AreaPlan, stats: dict,
+               events: Events) -> None:
+    """Polygonize the staged mask into a staged vector (when asked for); add its counts to ``stats``."""
+    if "vector" not in targets:
+        return
+    from .vector.io import remove_vector
+    from .vector.polygonize import polygonize_to_file
+
+    staged.vector = temporary_path(targets["vector"], "vec")
+    remove_vector(staged.vector)
+    vstats = polygonize_to_file(staged.mask, staged.prob, staged.vector, min_area_m2=plan.min_area,
+                                simplify_m=plan.simplify, events=events, window_rows=_vector_window_rows(pair.width),
+                                review_path=staged.review if staged.need_review else None)
+    stats["polygons"] = int(vstats.get("polygons", 0))
+    if pair.crs is not None:  # without a CRS the polygons' areas are in pixels
+        stats["changed_area_m2"] = round(float(vstats.get("area_m2", 0.0)), 3)
+
+
+def _stage_review_areas(targets: dict[str, Path], staged: _Staged, plan: AreaPlan, threshold: float, width: int,
+                        stats: dict, events: Events) -> None:
+    """The "look here" areas into a staged vector (when asked for); their count into ``stats``."""
+    if "review_areas" not in targets:
+        return
+    staged.areas, stats["review_areas"] = _review_areas(targets["review_areas"], staged.mask, staged.review,
+                                                        staged.prob, threshold, plan.min_area, events, width)
+
+
+def _result(final: dict[str, Path], stats: dict, pair: RasterPair, plan: AreaPlan, t_start: float, t_infer: float,
+            events: Events) -> DetectResult:
+    """Timing statistics, the ``done`` event and the :class:`DetectResult`."""
+    grid = plan.grid
+    seconds = time.perf_counter() - t_start
+    stats.update(seconds=round(seconds, 3), tiles_per_s=round(len(grid) / max(t_infer, 1e-9), 3),
+                 megapixels_per_s=round(pair.width * pair.height / 1e6 / max(seconds, 1e-9), 3))
+    outputs = {"vector": None, "probability": None, "mask": None}  # review roles only when asked for
+    outputs.update({k: str(v) for k, v in final.items()})
+    events.done(outputs=outputs, stats=stats)
+    return DetectResult(outputs=outputs, stats=stats,
+                        info={"radiometry": {"before": plan.rad_before.describe(), "after": plan.rad_after.describe()},
+                              "tile_shape": grid.shape, "batch_size": min(plan.batch_size, len(grid)),
+                              **pair.describe()})
 
 
 def _review_threshold(value) -> Optional[float]:
@@ -719,7 +817,7 @@ def _review_areas(target: Path, mask_tmp: Path, review_tmp: Path, prob_tmp: Path
     remove_vector(tmp)
     try:
         stats = review_areas_to_file(mask_tmp, review_tmp, tmp, threshold, prob_path=prob_tmp, min_area_m2=min_area,
-                                     events=events, window_rows=max(256, min(1024, (4 << 20) // width)))
+                                     events=events, window_rows=_vector_window_rows(width))
     except BaseException:
         remove_vector(tmp)
         raise
