@@ -38,8 +38,11 @@ __all__ = ["run_sheets", "SheetsResult", "EXIT_SOME_FAILED"]
 EXIT_SOME_FAILED = 3
 RUN_JSON = "run.json"
 OUTPUTS_JSON = "outputs.json"
-#: What a run folder holds (a shard starting at the same moment may see another's before run.json).
-_OWN_NAMES = {RUN_JSON, OUTPUTS_JSON, "status.gpkg", "sheets", "failed", "mosaic", "review-mosaic"}
+#: What a run folder may hold before its run.json: a shard started at the same moment plans
+#: its mosaics (and stages files) before it creates run.json.
+_BEFORE_RUN_JSON = {"mosaic"}
+#: What --restart removes.
+_RUN_FILES, _RUN_FOLDERS = (RUN_JSON, "status.gpkg", OUTPUTS_JSON), ("sheets", "failed", "mosaic", "review-mosaic")
 
 
 @dataclass
@@ -53,7 +56,11 @@ class SheetsResult:
     exit_code: int = 0
 
 
-def _check_run_folder(run: Path, restart: bool, merge_only: bool) -> Path:
+def _check_run_folder(run: Path, restart: bool, merge_only: bool, inputs: Inputs) -> Path:
+    """The run folder (created); ``restart`` empties it, only when it holds a run and none
+    of ``inputs`` lies in what it removes."""
+    from ..outputs import real_path
+
     run = run.expanduser().absolute()
     if run.exists() and not run.is_dir():
         raise UserError(f"{run}: --run must be a folder")
@@ -61,13 +68,18 @@ def _check_run_folder(run: Path, restart: bool, merge_only: bool) -> Path:
         raise UserError(f"{run}: parent folder {run.parent} does not exist")
     if merge_only and not (run / RUN_JSON).exists():
         raise UserError(f"{run}: no run here to merge (run the sheets first)")
-    if run.is_dir() and not (run / RUN_JSON).exists() and not restart and any(
-            p.name not in _OWN_NAMES and not p.name.startswith(PREFIX) for p in run.iterdir()):
+    if run.is_dir() and not (run / RUN_JSON).exists() and any(  # the sheet list may lie there (QGIS saves it)
+            p.name not in _BEFORE_RUN_JSON and not p.name.startswith(PREFIX) and inputs.find(p) is None
+            for p in run.iterdir()):
         raise UserError(f"{run}: folder is not empty and holds no sheets run (use an empty or new folder)")
     if restart:
-        for name in (RUN_JSON, "status.gpkg", OUTPUTS_JSON):
+        doomed = [real_path(run / name) for name in _RUN_FOLDERS]
+        hit = next((f for f in inputs.real.values() if any(d in real_path(f).parents for d in doomed)), None)
+        if hit is not None:
+            raise UserError(f"{run}: --restart would delete the input {hit} (keep inputs out of the run folder)")
+        for name in _RUN_FILES:
             (run / name).unlink(missing_ok=True)
-        for name in ("sheets", "failed", "mosaic", "review-mosaic"):
+        for name in _RUN_FOLDERS:
             shutil.rmtree(run / name, ignore_errors=True)
     run.mkdir(exist_ok=True)
     return run
@@ -273,7 +285,7 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
     from ..detect import _review_threshold
 
     review_threshold = _review_threshold(review_threshold)
-    runp = _check_run_folder(Path(run), restart, merge_only)
+    runp = _check_run_folder(Path(run), restart, merge_only, inputs)
     planning: list[dict] = []  # its log lines wait: a refused run says one line
     plan = make_plan(runp, specs, options, model=model, predictor=predictor, model_info=model_info,
                      events=Events(planning.append))
