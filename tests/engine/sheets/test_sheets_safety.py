@@ -98,7 +98,7 @@ def test_planted_symlinks_at_predictable_names_are_never_followed(scene, tmp_pat
     run_sheets(scene, run, **kw)
     victim.write_text("precious")
     pid = os.getpid()
-    planted = [run / f".status.{pid}.gpkg", run / f".{'run.json'}.{pid}", run / "sheets" / f".r0c0.tmp-{pid}-0",
+    planted = [run / f".status.{pid}.gpkg", run / f".run.json.{pid}", run / "sheets" / f".r0c0.tmp-{pid}-0",
                tmp_path / f".m.vrt.{pid}"]
     for p in planted:
         p.symlink_to(victim)
