@@ -37,7 +37,28 @@ def _ort():
     except ImportError as exc:
         raise UserError("ONNX models need onnxruntime, which is not installed here "
                         "(pip install onnxruntime, or onnxruntime-gpu / onnxruntime-directml)") from exc
+    _preload_cuda(onnxruntime)
     return onnxruntime
+
+
+_PRELOADED: list[bool] = []
+
+
+def _preload_cuda(ort) -> None:
+    """Load the CUDA/cuDNN libraries of NVIDIA's pip wheels (``onnxruntime-gpu[cuda,cudnn]``, what the
+    plugin's light "Set up engine" installs for an NVIDIA GPU): onnxruntime's CUDA provider finds
+    them only when preloaded. Once per process, only with a CUDA build; its messages (printed on
+    stdout, which carries the JSONL events) are dropped: without the libraries the CUDA provider
+    falls back to the CPU as before, and the providers in use are logged."""
+    import contextlib
+    import io
+
+    if _PRELOADED or not hasattr(ort, "preload_dlls") or CUDA not in ort.get_available_providers():
+        return
+    _PRELOADED.append(True)
+    # a missing/odd library folder raises: the CUDA provider then decides (and falls back) as before
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
+        ort.preload_dlls()
 
 
 def select_providers(device: str, available: list[str]) -> list[Any]:

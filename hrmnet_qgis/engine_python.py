@@ -2,9 +2,13 @@
 
 Order: the plugin setting ``hrmnet/engine_python`` (written by "Set up engine"), else
 the ``HRMNET_PYTHON`` environment variable, else the interpreter QGIS itself runs when
-that one can import torch; otherwise :class:`EngineSetupError` says how to set one up.
-The checks run the candidate interpreter in a subprocess: torch is never imported
-into QGIS.
+that one can import torch (or, for an ``.onnx`` model, onnxruntime); otherwise
+:class:`EngineSetupError` says how to set one up. The checks run the candidate interpreter
+in a subprocess: torch is never imported into QGIS.
+
+A light engine (onnxruntime, no torch: "Set up engine › Detection only") runs ``.onnx``
+models only; given a ``.safetensors``/``.pth`` model, :func:`engine_python` says in one line
+to export it or to set up the full engine (:func:`check_model`).
 """
 from __future__ import annotations
 
@@ -16,13 +20,28 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-__all__ = ["EngineSetupError", "HOW_TO", "resolve_python", "qgis_python_candidates", "can_import_torch", "engine_python"]
+__all__ = ["EngineSetupError", "HOW_TO", "LIGHT_ENGINE", "LIGHT_ENGINE_COMMAND", "resolve_python", "qgis_python_candidates", "can_import_torch",
+           "can_import_onnxruntime", "is_onnx", "usable_for", "check_model", "engine_python"]
 
 HOW_TO = (
     "No Python with the engine's requirements (torch) was found. Use Plugins > HRMNet change "
     "detection > Set up engine… to create one (a separate virtual environment; QGIS's own "
     "Python is not touched), or set the HRMNET_PYTHON environment variable to a Python "
     "that has the engine's requirements (see the README)."
+)
+
+#: A torch model given to the light engine (one line; ``{model}``, ``{onnx}``: paths).
+LIGHT_ENGINE = (
+    "{model}: the engine is the light one (onnxruntime, no torch), which runs .onnx models only: export this "
+    "model with python -m engine export {model} {onnx} where torch is installed, or set up the full engine "
+    "(Plugins > HRMNet change detection > Set up engine… > Detection and training)"
+)
+
+#: A command that always needs torch (training) given the light engine (one line; ``{command}``).
+LIGHT_ENGINE_COMMAND = (
+    "{command}: needs torch, and the engine is the light one (onnxruntime, no torch), which runs detection "
+    "with .onnx models only: set up the full engine (Plugins > HRMNet change detection > Set up engine… > "
+    "Detection and training)"
 )
 
 
@@ -54,13 +73,11 @@ def qgis_python_candidates() -> list[str]:
     return seen
 
 
-@lru_cache(maxsize=16)
-def can_import_torch(python: str) -> bool:
-    """True when ``python`` can import torch (checked once per interpreter, in a subprocess)."""
+def _can_import(python: str, modules: str) -> bool:
     try:
         # bandit B603: fixed list argv, no shell
         result = subprocess.run(  # nosec B603
-            [python, "-c", "import torch"],
+            [python, "-c", "import " + modules],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -70,6 +87,45 @@ def can_import_torch(python: str) -> bool:
     except (OSError, subprocess.SubprocessError):
         return False
     return result.returncode == 0
+
+
+@lru_cache(maxsize=16)
+def can_import_torch(python: str) -> bool:
+    """True when ``python`` can import torch (checked once per interpreter, in a subprocess)."""
+    return _can_import(python, "torch")
+
+
+@lru_cache(maxsize=16)
+def can_import_onnxruntime(python: str) -> bool:
+    """True when ``python`` can import onnxruntime and rasterio (the light engine; once per interpreter)."""
+    return _can_import(python, "onnxruntime, rasterio")
+
+
+def is_onnx(model: str) -> bool:
+    """Whether ``model`` names an exported ONNX model (by its extension, as the engine decides)."""
+    return str(model).lower().endswith(".onnx")
+
+
+def usable_for(model: str = "") -> Callable[[str], bool]:
+    """The check a candidate interpreter must pass for ``model``: torch, or for ``.onnx`` torch or onnxruntime."""
+    if model and is_onnx(model):
+        return lambda python: can_import_torch(python) or can_import_onnxruntime(python)
+    return can_import_torch
+
+
+def check_model(python: str, model: str, has_torch: Callable[[str], bool] = can_import_torch,
+                needs_torch: str = "") -> None:
+    """Raise :class:`EngineSetupError` when ``python`` has no torch and ``model`` is a torch checkpoint
+    (``.safetensors``/``.pth``: :data:`LIGHT_ENGINE`) or the command ``needs_torch`` names always
+    needs it (training: :data:`LIGHT_ENGINE_COMMAND`); nothing for ``.onnx`` or no model."""
+    if needs_torch:
+        if not has_torch(python):
+            raise EngineSetupError(LIGHT_ENGINE_COMMAND.format(command=needs_torch))
+        return
+    if not model or is_onnx(model) or has_torch(python):
+        return
+    onnx = str(Path(model).with_suffix(".onnx"))
+    raise EngineSetupError(LIGHT_ENGINE.format(model=model, onnx=onnx))
 
 
 def resolve_python(
@@ -107,8 +163,13 @@ def resolve_python(
     raise EngineSetupError(HOW_TO)
 
 
-def engine_python() -> str:
-    """The engine interpreter for this QGIS session (setting, HRMNET_PYTHON, QGIS's Python)."""
+def engine_python(model: str = "", needs_torch: str = "") -> str:
+    """The engine interpreter for this QGIS session (setting, HRMNET_PYTHON, QGIS's Python) that can
+    run ``model``, or the command ``needs_torch`` names (a light engine runs ``.onnx`` only: see
+    :func:`check_model`)."""
     from . import settings
 
-    return resolve_python(settings.get(settings.ENGINE_PYTHON), os.environ, qgis_python_candidates())
+    python = resolve_python(settings.get(settings.ENGINE_PYTHON), os.environ, qgis_python_candidates(),
+                            usable_for("" if needs_torch else model))
+    check_model(python, model, needs_torch=needs_torch)
+    return python

@@ -1,10 +1,12 @@
 """The plugin's settings (QgsSettings keys under ``hrmnet/``)."""
 from __future__ import annotations
 
-__all__ = ["ENGINE_PYTHON", "DEFAULT_MODEL", "get", "put"]
+__all__ = ["ENGINE_PYTHON", "ENGINE_KIND", "DEFAULT_MODEL", "get", "put"]
 
 #: Path of the Python interpreter that runs the engine (set by "Set up engine").
 ENGINE_PYTHON = "hrmnet/engine_python"
+#: What "Set up engine" installed there: "light" (onnxruntime, no torch) or "full" (empty: not known).
+ENGINE_KIND = "hrmnet/engine_kind"
 #: Checkpoint proposed as MODEL by the detection algorithm (set by the training dialog).
 DEFAULT_MODEL = "hrmnet/default_model"
 

@@ -17,6 +17,13 @@ build its driver supports, from PyTorch's own package index for that build
 torch). The choice and its download size are shown before installing and can be
 overridden.
 
+Two kinds of engine are offered (:data:`ENGINE_KINDS`): "Detection and training" (the above,
+with PyTorch) and "Detection only" (the light engine: engine/light-requirements.txt with the
+same pins, onnxruntime instead of torch; it runs detection with exported ``.onnx`` models).
+Its onnxruntime build is picked like PyTorch's (:func:`choose_onnxruntime`): onnxruntime-gpu
+for an NVIDIA GPU whose driver runs PyPI's build, onnxruntime-directml on Windows, else
+onnxruntime.
+
 Pip honours its own configuration and environment (``PIP_INDEX_URL``,
 ``PIP_FIND_LINKS``, proxies). When a find-links folder holds a torch wheel for this
 Python, that exact torch is pinned, so e.g. a CPU build on local disk is used
@@ -47,6 +54,13 @@ __all__ = [
     "SetupCancelled",
     "GpuInfo",
     "TorchBuild",
+    "OnnxRuntimeBuild",
+    "ENGINE_KINDS",
+    "FULL",
+    "LIGHT",
+    "choose_onnxruntime",
+    "onnxruntime_options",
+    "light_requirements_and_pins",
     "TORCH_CUDA_BUILDS",
     "default_env_dir",
     "venv_python",
@@ -59,6 +73,8 @@ __all__ = [
     "describe_engine_python",
     "doctor_summary",
     "run_doctor",
+    "InstallPlan",
+    "install_plan",
     "create_engine_env",
 ]
 
@@ -81,6 +97,19 @@ MIN_DRIVER_FOR_MAJOR = {13: (580,), 12: (525, 60, 13), 11: (450, 80, 2)}
 SIZE_CPU = "about 1.6 GB (measured, CPU build)"
 SIZE_CUDA = "several GB: about 3 GB to download and 5-6 GB on disk (PyTorch with NVIDIA's CUDA libraries)"
 SIZE_DEFAULT = "about 1.5 GB"
+#: The light engine (onnxruntime, no torch): measured with the CPU onnxruntime (Python 3.11, Linux).
+SIZE_LIGHT = "about 0.55 GB (measured; onnxruntime, no torch)"
+SIZE_LIGHT_DIRECTML = "about 0.55 GB (onnxruntime-directml's wheel is 24 MB, about the size of onnxruntime's)"
+SIZE_LIGHT_CUDA = ("the light set (about 0.55 GB measured) plus about 1.5 GB to download for onnxruntime-gpu with "
+                   "NVIDIA's CUDA 13 and cuDNN 9 libraries (PyPI's Linux wheel sizes; not measured installed)")
+#: The two kinds of engine "Set up engine" offers: (kind, what the user sees).
+FULL, LIGHT = "full", "light"
+ENGINE_KINDS: list[tuple[str, str]] = [
+    (LIGHT, "Detection only (light, ~0.55 GB measured: onnxruntime, no torch; .onnx models)"),
+    (FULL, "Detection and training (PyTorch, ~1.6 GB CPU / several GB CUDA)"),
+]
+#: PyPI's onnxruntime-gpu is built for CUDA 13 (its [cuda,cudnn] extras bring CUDA 13 and cuDNN 9).
+ONNX_GPU_CUDA = (13, 0)
 
 Log = Callable[[str], None]
 Progress = Callable[[float], None]
@@ -94,9 +123,9 @@ class SetupCancelled(Exception):
     """The set-up was cancelled; the half-made environment has been removed."""
 
 
-def default_env_dir(profile_dir: str) -> Path:
-    """The default environment folder inside a QGIS profile folder."""
-    return Path(profile_dir) / "hrmnet" / "engine-venv"
+def default_env_dir(profile_dir: str, kind: str = FULL) -> Path:
+    """The default environment folder inside a QGIS profile folder (``engine-venv``, light: ``engine-venv-light``)."""
+    return Path(profile_dir) / "hrmnet" / ("engine-venv-light" if kind == LIGHT else "engine-venv")
 
 
 def venv_python(folder: Path) -> Path:
@@ -144,6 +173,15 @@ def engine_requirements_and_pins(root: Optional[Path] = None) -> tuple[list[str]
         return engine_requirements.load(Path(root or engine_root()))
     except (OSError, ValueError, KeyError) as exc:
         raise SetupError(f"cannot read the engine's requirements: {exc}") from exc
+
+
+def light_requirements_and_pins(root: Optional[Path] = None) -> tuple[list[str], list[str]]:
+    """(requirements, constraints) of the light engine: engine/light-requirements.txt with the
+    full engine's pins, as the plugin carries them (see :func:`.engine_requirements.load_light`)."""
+    try:
+        return engine_requirements.load_light(Path(root or engine_root()))
+    except (OSError, ValueError, KeyError) as exc:
+        raise SetupError(f"cannot read the light engine's requirements: {exc}") from exc
 
 
 def requirements_for(py: tuple[int, int], find_links: Sequence[str],
@@ -303,6 +341,57 @@ def choose_torch_build(gpu: Optional[GpuInfo], note: str = "", platform: str = s
                       f"builds; install a newer NVIDIA driver and run Set up engine once more")
 
 
+@dataclass(frozen=True)
+class OnnxRuntimeBuild:
+    """The onnxruntime build of the light engine.
+
+    Attributes:
+        build: ``cpu``, ``cuda`` or ``directml``.
+        package: what pip installs instead of ``onnxruntime`` (e.g. ``onnxruntime-gpu[cuda,cudnn]``).
+        label: one line for the user.
+        size: what the set-up downloads with this build.
+        reason: why it was chosen.
+    """
+
+    build: str
+    package: str
+    label: str
+    size: str
+    reason: str = ""
+
+
+def onnxruntime_options(platform: str = sys.platform) -> list[OnnxRuntimeBuild]:
+    """Every onnxruntime build the user may pick: CPU, NVIDIA CUDA (not on macOS), DirectML (Windows)."""
+    options = [OnnxRuntimeBuild("cpu", "onnxruntime", "onnxruntime (CPU)", SIZE_LIGHT, "chosen by hand")]
+    if platform != "darwin":
+        options.append(OnnxRuntimeBuild("cuda", "onnxruntime-gpu[cuda,cudnn]", "onnxruntime-gpu (NVIDIA, CUDA 13)",
+                                        SIZE_LIGHT_CUDA, "chosen by hand"))
+    if platform.startswith("win"):
+        options.append(OnnxRuntimeBuild("directml", "onnxruntime-directml", "onnxruntime-directml (any DirectX 12 GPU)",
+                                        SIZE_LIGHT_DIRECTML, "chosen by hand"))
+    return options
+
+
+def choose_onnxruntime(gpu: Optional[GpuInfo], note: str = "", platform: str = sys.platform) -> OnnxRuntimeBuild:
+    """The light engine's onnxruntime (pure): onnxruntime-gpu for an NVIDIA GPU whose driver supports
+    CUDA 13 (PyPI's build), else onnxruntime-directml on Windows, else the CPU onnxruntime."""
+    by = {o.build: o for o in onnxruntime_options(platform)}
+    fallback = by.get("directml") or by["cpu"]
+    if gpu is not None:
+        cuda = driver_cuda(gpu)
+        if cuda is not None and cuda >= ONNX_GPU_CUDA:
+            return OnnxRuntimeBuild("cuda", by["cuda"].package, f"onnxruntime-gpu for {gpu.name}, driver {gpu.driver}",
+                                    SIZE_LIGHT_CUDA, f"the driver supports CUDA {cuda[0]}.{cuda[1]}")
+        have = f"CUDA {cuda[0]}.{cuda[1]}" if cuda else "an unknown CUDA version"
+        note = (f"{gpu.name}: driver {gpu.driver} ({have}) is too old for PyPI's onnxruntime-gpu (CUDA 13, driver "
+                "580 or newer); install a newer NVIDIA driver, or choose Detection and training (PyTorch's CUDA builds)")
+    elif not note:
+        note = "no NVIDIA GPU"
+    if fallback.build == "directml":
+        note = "Windows: DirectML runs on any DirectX 12 GPU" + (f" ({note})" if note else "")
+    return OnnxRuntimeBuild(fallback.build, fallback.package, fallback.label, fallback.size, note)
+
+
 def torch_build_options(gpu: Optional[GpuInfo] = None, platform: str = sys.platform) -> list[TorchBuild]:
     """Every build the user may pick instead of the automatic choice."""
     options = [TorchBuild("cpu", PYTORCH_INDEX.format(build="cpu"), "CPU build", SIZE_CPU, "chosen by hand")]
@@ -403,12 +492,18 @@ def describe_engine_python(setting: str, environ: Mapping[str, str], candidates:
 
 
 def doctor_summary(report: dict) -> str:
-    """One line from ``engine doctor --json``'s report: device, torch, CUDA, precision."""
+    """One line from ``engine doctor --json``'s report: device, torch, CUDA, precision (light engine:
+    device, onnxruntime and its providers, precision)."""
     device = report.get("device") or "?"
     if report.get("device_name") and str(device).startswith("cuda"):
         device = f"{device} ({report['device_name']})"
-    cuda = f"CUDA {report['cuda']}" if report.get("cuda") else "no CUDA (CPU build)"
-    line = f"device {device}, torch {report.get('torch', '?')}, {cuda}, precision {report.get('precision', '?')}"
+    if report.get("engine_kind") == "light":  # onnxruntime, no torch
+        providers = ", ".join(report.get("providers") or []) or "?"
+        line = (f"light engine (no torch: .onnx models only), device {device}, onnxruntime "
+                f"{report.get('onnxruntime', '?')} ({providers}), precision {report.get('precision', '?')}")
+    else:
+        cuda = f"CUDA {report['cuda']}" if report.get("cuda") else "no CUDA (CPU build)"
+        line = f"device {device}, torch {report.get('torch', '?')}, {cuda}, precision {report.get('precision', '?')}"
     failed = [c["name"] + ": " + str(c.get("value", "")) for c in report.get("checks", []) if not c.get("ok")]
     return line + ("; FAILED " + "; ".join(failed) if failed else "")
 
@@ -430,6 +525,56 @@ def run_doctor(python: Path, log: Log = print, is_cancelled: Callable[[], bool] 
     raise SetupError(f"{python} -m engine doctor: no report ({(lines or ['no output'])[-1][:160]})")
 
 
+@dataclass(frozen=True)
+class InstallPlan:
+    """What ``pip install`` gets for one kind of engine, and how the result is checked.
+
+    Attributes:
+        requirements: the requirement strings pip installs.
+        pins: the constraints (constraints.txt's pins).
+        pip_args: extra pip options (PyTorch's index for a CUDA build).
+        notes: lines logged before installing (the build chosen and why, the download size).
+        check: Python code run in the new environment: imports the set, prints the key version.
+    """
+
+    requirements: list[str]
+    pins: list[str]
+    pip_args: list[str]
+    notes: list[str]
+    check: str
+
+
+def _check_code(requirements: Sequence[str], last: str) -> str:
+    modules = list(dict.fromkeys(engine_requirements.import_names(list(requirements))))
+    return "import " + ", ".join(modules) + "; " + last
+
+
+def install_plan(kind: str, py: tuple[int, int], find_links: Sequence[str], torch_build: Optional[TorchBuild] = None,
+                 onnx_build: Optional[OnnxRuntimeBuild] = None,
+                 gpu: Callable[[], tuple[Optional[GpuInfo], str]] = detect_gpu) -> InstallPlan:
+    """The install for ``kind`` (:data:`FULL` or :data:`LIGHT`) with Python ``py``; builds not given are
+    chosen for this computer (``gpu()``: the NVIDIA GPU and a note, see :func:`detect_gpu`)."""
+    if kind == LIGHT:
+        requirements, pins = light_requirements_and_pins()
+        onnx_build = onnx_build or choose_onnxruntime(*gpu())
+        reqs = engine_requirements.with_onnxruntime(requirements, onnx_build.package)
+        notes = [f"onnxruntime: {onnx_build.label}" + (f" ({onnx_build.reason})" if onnx_build.reason else ""),
+                 f"Installing the light engine's requirements (no torch); the first time this downloads "
+                 f"{onnx_build.size}"]
+        check = _check_code(reqs, "print('onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())")
+        return InstallPlan(reqs, pins, [], notes, check)
+    if kind != FULL:
+        raise SetupError(f"{kind}: unknown kind of engine (choose {FULL} or {LIGHT})")
+    requirements, pins = engine_requirements_and_pins()
+    if torch_build is None:
+        torch_build = choose_torch_build(*gpu(), local_wheel=find_torch_wheel(find_links, py))
+    reqs = requirements_for(py, find_links if torch_build.build == "local" else (), requirements)
+    notes = [f"PyTorch: {torch_build.label}" + (f" ({torch_build.reason})" if torch_build.reason else ""),
+             f"Installing the engine's requirements; the first time this downloads {torch_build.size}"]
+    return InstallPlan(reqs, pins, torch_build.pip_args(), notes,
+                       _check_code(requirements, "print('torch', torch.__version__)"))
+
+
 def create_engine_env(
     folder: Path,
     log: Log = print,
@@ -440,6 +585,8 @@ def create_engine_env(
     extra_pip_args: Sequence[str] = (),
     torch_build: Optional[TorchBuild] = None,
     on_report: Optional[Callable[[dict], None]] = None,
+    kind: str = FULL,
+    onnx_build: Optional[OnnxRuntimeBuild] = None,
 ) -> Path:
     """Create (or complete) the engine environment in ``folder``; return its interpreter.
 
@@ -457,6 +604,9 @@ def create_engine_env(
             computer's GPU and driver, see :func:`detect_gpu`).
         on_report: called with ``python -m engine doctor --json``'s report once installed
             (device, torch, CUDA, precision, ...).
+        kind: :data:`FULL` (PyTorch: detection and training) or :data:`LIGHT` (onnxruntime, no
+            torch: detection with ``.onnx`` models).
+        onnx_build: the light engine's onnxruntime build (default: :func:`choose_onnxruntime`).
 
     Raises:
         SetupError: a step failed (its last output line in the message); a folder this
@@ -487,21 +637,17 @@ def create_engine_env(
         version = _run([str(vpy), "-c", "import sys; print('%d %d' % sys.version_info[:2])"], log, is_cancelled,
                        env=env)[-1].split()
         py = (int(version[0]), int(version[1]))
-        requirements, pins = engine_requirements_and_pins()
-        if torch_build is None:
-            torch_build = choose_torch_build(*detect_gpu(), local_wheel=find_torch_wheel(find_links, py))
-        reqs = requirements_for(py, find_links if torch_build.build == "local" else (), requirements)
+        plan = install_plan(kind, py, find_links, torch_build, onnx_build)
         constraints = folder / "hrmnet-constraints.txt"
-        constraints.write_text("".join(p + "\n" for p in pins), encoding="utf-8")
-        log(f"PyTorch: {torch_build.label}" + (f" ({torch_build.reason})" if torch_build.reason else ""))
-        log(f"Installing the engine's requirements; the first time this downloads {torch_build.size}")
-        _run([str(vpy), "-m", "pip", "install", "--progress-bar", "off", *torch_build.pip_args(), *extra_pip_args,
-              "-c", str(constraints), *reqs], log, is_cancelled, on_line=_PipProgress(progress, 0.05, 0.9), env=env)
+        constraints.write_text("".join(p + "\n" for p in plan.pins), encoding="utf-8")
+        for line in plan.notes:
+            log(line)
+        _run([str(vpy), "-m", "pip", "install", "--progress-bar", "off", *plan.pip_args, *extra_pip_args,
+              "-c", str(constraints), *plan.requirements], log, is_cancelled,
+             on_line=_PipProgress(progress, 0.05, 0.9), env=env)
         progress(0.9)
         log("Checking the environment")
-        modules = engine_requirements.import_names(requirements)
-        _run([str(vpy), "-c", "import " + ", ".join(modules) + "; print('torch', torch.__version__)"], log,
-             is_cancelled, env=env)
+        _run([str(vpy), "-c", plan.check], log, is_cancelled, env=env)
         root = engine_root()
         _run([str(vpy), "-m", "engine", "--version"], log, is_cancelled, env=engine_env(base=env, root=root),
              cwd=root)

@@ -9,7 +9,9 @@ at most 25 MB): the file QGIS installs with "Install from ZIP".
 The engine's requirements and pins travel with it: ``engine_requirements.txt`` and
 ``engine_constraints.txt`` are generated from pyproject.toml's dependencies and
 constraints.txt (by ``hrmnet_qgis/engine_requirements.py``, which "Set up engine" also
-reads in the source tree), so the plugin installs exactly the project's set.
+reads in the source tree), so the plugin installs exactly the project's set; likewise
+``engine_light_requirements.txt`` from engine/light-requirements.txt (the light engine:
+onnxruntime, no torch).
 
 Usage: ``python tools/build_plugin.py [--build-dir DIR] [--dist-dir DIR]``.
 Exit 1 with one line on stderr when metadata.txt lacks a required field or the ZIP
@@ -90,10 +92,13 @@ def _engine_requirements(root: Path):
 
 
 def write_requirements(out: Path, root: Path = ROOT) -> list[Path]:
-    """Write the plugin's requirements and constraints files (from pyproject.toml and constraints.txt)."""
+    """Write the plugin's requirements and constraints files (from pyproject.toml, constraints.txt and
+    engine/light-requirements.txt)."""
     try:
-        files = _engine_requirements(root).render((root / "pyproject.toml").read_text(encoding="utf-8"),
-                                                  (root / "constraints.txt").read_text(encoding="utf-8"))
+        reqs = _engine_requirements(root)
+        files = reqs.render((root / "pyproject.toml").read_text(encoding="utf-8"),
+                            (root / "constraints.txt").read_text(encoding="utf-8"),
+                            (root / reqs.LIGHT_SOURCE).read_text(encoding="utf-8"))
     except (OSError, KeyError, ValueError) as exc:
         raise BuildError(f"{root}: cannot read the engine's requirements ({exc})") from exc
     written = []

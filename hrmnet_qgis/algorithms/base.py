@@ -206,6 +206,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     """Base class: one engine subcommand per algorithm."""
 
     COMMAND = ""
+    #: The engine command always needs torch (training): a light engine is refused before running.
+    NEEDS_TORCH = False
     #: Icon file in the plugin folder (``icons/…`` for the algorithms with their own).
     ICON = "icon.png"
 
@@ -238,13 +240,20 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             return ok, message
         try:
             self.engine_args(parameters, context)
-            # No engine: said once, before running (qgis_process printed a failure three times).
-            engine_python()
+            # No engine (or a light one for a torch model): said once, before running (qgis_process
+            # printed a failure three times).
+            engine_python(self._model_file(parameters, context), self.COMMAND if self.NEEDS_TORCH else "")
         except QgsProcessingException as exc:
             return False, str(exc)
         except EngineSetupError as exc:
             return False, str(exc)
         return True, ""
+
+    def _model_file(self, parameters: dict, context: QgsProcessingContext) -> str:
+        """The MODEL parameter's file ('' when the algorithm has none or it is empty)."""
+        if self.parameterDefinition("MODEL") is None:
+            return ""
+        return self.parameterAsFile(parameters, "MODEL", context) or ""
 
     def prepareAlgorithm(self, parameters: dict, context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> bool:
@@ -271,7 +280,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     ) -> EngineRun:
         """Run ``python -m engine COMMAND args`` with this feedback; errors as QgsProcessingException."""
         try:
-            python = engine_python()
+            python = engine_python(_option(args, "--model"), self.COMMAND if self.NEEDS_TORCH else "")
         except EngineSetupError as exc:
             raise QgsProcessingException(str(exc)) from exc
         reporter = FeedbackReporter(feedback, self.COMMAND)
@@ -323,6 +332,12 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             queued.setPostProcessor(loader)
             keep[path] = queued
         context.setLayersToLoadOnCompletion(keep)
+
+
+def _option(args: Sequence[str], name: str) -> str:
+    """The value after ``name`` in ``args`` ('' when absent)."""
+    args = [str(a) for a in args]
+    return args[args.index(name) + 1] if name in args[:-1] else ""
 
 
 def _quote(arg: str) -> str:

@@ -117,7 +117,7 @@ class DetectChanges(EngineAlgorithm):
                 else self.tr("Model checkpoint"),
                 behavior=QgsProcessingParameterFile.File,
                 defaultValue=default_model or None,
-                fileFilter=self.tr("HRMNet checkpoints (*.safetensors *.pth);;All files (*.*)"),
+                fileFilter=self.tr("HRMNet models (*.safetensors *.pth *.onnx);;All files (*.*)"),
             )
         )
         threshold = QgsProcessingParameterNumber(

@@ -61,7 +61,7 @@ class Evaluate(EngineAlgorithm):
                                                      behavior=QgsProcessingParameterFile.Folder))
         self.addParameter(QgsProcessingParameterEnum("SPLIT", self.tr("Split"), SPLITS, defaultValue=0))
         self.addParameter(QgsProcessingParameterFile("MODEL", self.tr("Model checkpoint"),
-                                                     fileFilter="HRMNet checkpoints (*.safetensors *.pth)"))
+                                                     fileFilter="HRMNet models (*.safetensors *.pth *.onnx)"))
         advanced = [
             QgsProcessingParameterEnum("DEVICE", self.tr("Device"), DEVICE_LABELS, defaultValue=0),
             QgsProcessingParameterEnum("PRECISION", self.tr("Precision"), PRECISION_LABELS, defaultValue=0),

@@ -54,6 +54,7 @@ from .base import (
     OutputLayer,
     StyleLoader,
     _KEEP_ALIVE,
+    _option,
     _quote,
     absolute,
     layer_name,
@@ -177,7 +178,7 @@ class DetectChangesSheets(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterFile(
             self.MODEL, self.tr("Model checkpoint"), behavior=QgsProcessingParameterFile.File,
             defaultValue=_default_model() or None,
-            fileFilter=self.tr("HRMNet checkpoints (*.safetensors *.pth);;All files (*.*)")))
+            fileFilter=self.tr("HRMNet models (*.safetensors *.pth *.onnx);;All files (*.*)")))
         self.addParameter(QgsProcessingParameterNumber(
             self.THRESHOLD, self.tr("Change probability threshold (empty: the model's)"),
             QgsProcessingParameterNumber.Double, defaultValue=None, optional=True, minValue=0.0, maxValue=1.0))
@@ -420,7 +421,7 @@ class DetectChangesSheets(EngineAlgorithm):
     def _run(self, args: list[str], feedback: Optional[QgsProcessingFeedback], cleanup: list[str]) -> EngineRun:
         """The engine run; exit status 3 (some sheets failed) is a result, a cancel keeps the run folder."""
         try:
-            python = engine_python()
+            python = engine_python(_option(args, "--model"))
         except EngineSetupError as exc:
             raise QgsProcessingException(str(exc)) from exc
         reporter = FeedbackReporter(feedback, self.COMMAND)

@@ -42,6 +42,7 @@ class Train(EngineAlgorithm):
     """Trains an HRMNet model on a dataset in the authors' layout."""
 
     COMMAND = "train"
+    NEEDS_TORCH = True
     ICON = "icons/train.svg"
 
     def name(self) -> str:

@@ -1,8 +1,10 @@
 """The "Set up engine" dialog: create the engine's virtual environment as a QgsTask.
 
-It shows the Python the engine really runs with, the PyTorch build that will be installed
-(picked for this computer's GPU and driver; the user may choose another) with its download
-size, and a "Test engine" button that runs ``python -m engine doctor`` with that Python.
+It offers two kinds of engine: "Detection only" (light: onnxruntime, no torch, for exported
+``.onnx`` models) and "Detection and training" (PyTorch). It shows the Python the engine really
+runs with, the PyTorch or onnxruntime build that will be installed (picked for this computer's
+GPU and driver; the user may choose another) with its download size, and a "Test engine"
+button that runs ``python -m engine doctor`` with that Python.
 """
 from __future__ import annotations
 
@@ -29,11 +31,16 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .. import settings
-from ..engine_python import can_import_torch, engine_python, qgis_python_candidates
+from ..engine_python import can_import_onnxruntime, can_import_torch, engine_python, qgis_python_candidates
 from ..runner import run_engine
 from ..setup_engine import (
+    ENGINE_KINDS,
+    FULL,
+    LIGHT,
+    OnnxRuntimeBuild,
     SetupCancelled,
     TorchBuild,
+    choose_onnxruntime,
     choose_torch_build,
     create_engine_env,
     default_env_dir,
@@ -41,6 +48,7 @@ from ..setup_engine import (
     detect_gpu,
     doctor_summary,
     find_torch_wheel,
+    onnxruntime_options,
     torch_build_options,
 )
 from .task import BackgroundTask
@@ -55,6 +63,7 @@ class SetupEngineDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("HRMNet: set up engine")
         self.task: Optional[BackgroundTask] = None
+        self.task_kind = FULL
         self.test_task: Optional[BackgroundTask] = None
         self.report: Optional[dict] = None
         self.folder = QgsFileWidget()
@@ -64,20 +73,30 @@ class SetupEngineDialog(QDialog):
         self.current.setWordWrap(True)
         self._show_current()
         intro = QLabel(
-            "Creates a separate Python environment for the engine and installs its requirements (PyTorch, "
-            "rasterio, GeoPandas, …) into it with pip, with the project's pinned versions. QGIS's own Python "
-            "is not changed. The first run downloads about 1.6 GB with the CPU build of PyTorch; the CUDA "
-            "builds for NVIDIA GPUs are several GB."
+            "Creates a separate Python environment for the engine and installs its requirements into it with "
+            "pip, with the project's pinned versions. QGIS's own Python is not changed. <i>Detection only</i> "
+            "installs onnxruntime instead of PyTorch (about 0.55 GB, measured) and runs exported .onnx models "
+            "(Detect changes, map sheets); <i>Detection and training</i> installs PyTorch (about 1.6 GB with "
+            "the CPU build, several GB with a CUDA build for NVIDIA GPUs) and runs every model and training."
         )
         intro.setWordWrap(True)
+        self.kind = QComboBox()
+        for kind, label in ENGINE_KINDS:
+            self.kind.addItem(label, kind)
+        self.kind.setCurrentIndex(self.kind.findData(FULL))
         self.build = QComboBox()
+        self.runtime = QComboBox()
         self.build_note = QLabel()
         self.build_note.setWordWrap(True)
         self._fill_builds()
         self.build.currentIndexChanged.connect(self._show_build)
+        self.runtime.currentIndexChanged.connect(self._show_build)
+        self.kind.currentIndexChanged.connect(self._kind_changed)
         form = QFormLayout()
+        form.addRow("Engine", self.kind)
         form.addRow("Environment folder", self.folder)
         form.addRow("PyTorch build", self.build)
+        form.addRow("onnxruntime build", self.runtime)
         form.addRow("", self.build_note)
         form.addRow("Engine Python now", self.current)
         self.progress = QProgressBar()
@@ -119,27 +138,54 @@ class SetupEngineDialog(QDialog):
                                                     qgis_python_candidates(), can_import_torch))
 
     def _fill_builds(self) -> None:
-        """The automatic choice for this computer first, then every build by hand."""
+        """The automatic choice for this computer first, then every build by hand (PyTorch and onnxruntime)."""
         gpu, note = detect_gpu()
         local = find_torch_wheel(os.environ.get("PIP_FIND_LINKS", "").split(), sys.version_info[:2])
         auto = choose_torch_build(gpu, note, local_wheel=local)
         self.build.addItem(f"Automatic: {auto.label}", auto)
         for option in torch_build_options(gpu):
             self.build.addItem(option.label, option)
+        runtime = choose_onnxruntime(gpu, note)
+        self.runtime.addItem(f"Automatic: {runtime.label}", runtime)
+        for option in onnxruntime_options():
+            self.runtime.addItem(option.label, option)
+        self._show_build()
+
+    def chosen_kind(self) -> str:
+        """:data:`~hrmnet_qgis.setup_engine.LIGHT` or :data:`~hrmnet_qgis.setup_engine.FULL`."""
+        return self.kind.currentData() or FULL
+
+    def _kind_changed(self) -> None:
+        """Show the builds of the chosen kind; a default folder follows the kind (a chosen one stays)."""
+        profile = QgsApplication.qgisSettingsDirPath()
+        defaults = {str(default_env_dir(profile, k)) for k, _ in ENGINE_KINDS}
+        if self.folder.filePath() in defaults:
+            self.folder.setFilePath(str(default_env_dir(profile, self.chosen_kind())))
         self._show_build()
 
     def _show_build(self) -> None:
-        choice: TorchBuild = self.build.currentData()
+        light = self.chosen_kind() == LIGHT
+        self.build.setEnabled(not light)
+        self.runtime.setEnabled(light)
+        choice = self.runtime.currentData() if light else self.build.currentData()
+        if choice is None:
+            return
         text = f"Download: {choice.size}."
         if choice.reason and choice.reason != "chosen by hand":
             text += f" Why: {choice.reason}."
-        if choice.index_url:
+        if getattr(choice, "index_url", None):
             text += f" From {choice.index_url}."
+        if light:
+            text += f" Installs {choice.package} (no torch): detection with .onnx models only."
         self.build_note.setText(text)
 
     def chosen_build(self) -> Optional[TorchBuild]:
         """The build picked in the list (None: automatic, decided again where the environment is made)."""
         return None if self.build.currentIndex() == 0 else self.build.currentData()
+
+    def chosen_runtime(self) -> Optional[OnnxRuntimeBuild]:
+        """The onnxruntime build picked for the light engine (None: automatic)."""
+        return None if self.runtime.currentIndex() == 0 else self.runtime.currentData()
 
     def _append(self, line: str) -> None:
         self.log.appendPlainText(line)
@@ -159,7 +205,7 @@ class SetupEngineDialog(QDialog):
         self.log_path = folder.parent / f"{folder.name}-setup.log"
         self._append(f"--- {datetime.now().isoformat(timespec='seconds')} set up {folder}")
 
-        build = self.chosen_build()
+        build, kind, runtime = self.chosen_build(), self.chosen_kind(), self.chosen_runtime()
         self.report = None
 
         def work(task: BackgroundTask) -> str:
@@ -170,9 +216,12 @@ class SetupEngineDialog(QDialog):
                 is_cancelled=task.isCanceled,
                 torch_build=build,
                 on_report=lambda report: task.report({"event": "report", "report": report}),
+                kind=kind,
+                onnx_build=runtime,
             ))
 
         self.task = BackgroundTask("HRMNet: set up engine", work, cancelled_types=(SetupCancelled,))
+        self.task_kind = kind
         self.task.reported.connect(self._on_event)
         self.task.ended.connect(self._on_ended)
         self.start_button.setEnabled(False)
@@ -235,6 +284,7 @@ class SetupEngineDialog(QDialog):
         path, _ = QFileDialog.getOpenFileName(self, "Python interpreter with the engine's requirements")
         if path:
             settings.put(settings.ENGINE_PYTHON, path)
+            settings.put(settings.ENGINE_KIND, "")  # not known: the engine says what it lacks
             self._show_current()
 
     def _on_event(self, event: dict) -> None:
@@ -254,6 +304,9 @@ class SetupEngineDialog(QDialog):
         self.cancel_button.setEnabled(False)
         if kind == "ok":
             settings.put(settings.ENGINE_PYTHON, str(value))
+            settings.put(settings.ENGINE_KIND, getattr(self, "task_kind", FULL))
+            can_import_torch.cache_clear()  # the interpreter may have been probed before it had its packages
+            can_import_onnxruntime.cache_clear()
             self.progress.setValue(100)
             summary = f" It will use: {doctor_summary(self.report)}." if self.report else ""
             self.status.setText(f"Ready: the engine runs with {value}.{summary}")

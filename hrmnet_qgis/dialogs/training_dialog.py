@@ -165,7 +165,7 @@ class TrainingDialog(QDialog):
             self.status.setText("Choose a dataset folder and an output folder.")
             return False
         try:
-            python = engine_python()
+            python = engine_python(needs_torch="train")
         except EngineSetupError as exc:
             self.status.setText(str(exc))
             return False

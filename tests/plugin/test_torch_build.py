@@ -180,6 +180,10 @@ def test_the_built_plugin_carries_the_same_requirements_and_pins(tmp_path):
 
     folder, zip_path = build_plugin.build(tmp_path / "build", tmp_path / "dist")
     assert engine_requirements.load(folder) == engine_requirements.load(ROOT)
+    # The light engine's set: engine/light-requirements.txt, generated into the plugin like the full list.
+    assert (folder / engine_requirements.LIGHT_REQUIREMENTS_FILE).is_file()
+    assert engine_requirements.load_light(folder) == engine_requirements.load_light(ROOT)
     with zipfile.ZipFile(zip_path) as zf:
         names = zf.namelist()
     assert "hrmnet_qgis/engine_requirements.txt" in names and "hrmnet_qgis/engine_constraints.txt" in names
+    assert "hrmnet_qgis/engine_light_requirements.txt" in names
