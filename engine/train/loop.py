@@ -487,6 +487,26 @@ def training_runtime(device: str = "auto", precision: str = "auto", world: int =
 
 def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
     out = Path(cfg.out)
+    cfg, saved = _resolve_run(cfg, out, events, dist)
+    rt = _set_up_runtime(cfg, dist)
+    data = _scan_data(Path(cfg.data), cfg.crop, events, dist)
+    model = _init_model(cfg, saved, rt, events, dist)
+    optimizer, scheduler, scaler = make_optimizer(model, cfg.lr, cfg.steps, rt)
+    run = _resume_state(saved, model, optimizer, scheduler, scaler, cfg.steps) if saved else _RunState()
+    trainer = _Trainer(cfg, out, events, dist, rt, data, model, _wrap_ddp(model, rt, dist), optimizer, scheduler,
+                       scaler, run, _make_loaders(cfg, data, run.step, rt, dist))
+    trainer.open_run()
+    trainer.step_loop()
+    return trainer.finish()
+
+
+# --------------------------------------------------------------------------- _train's steps
+
+
+def _resolve_run(cfg: TrainConfig, out: Path, events: Events, dist: _Dist) -> tuple[TrainConfig, Optional[dict]]:
+    """Check the run folder, read the saved state on ``--resume``, fill and check the options.
+
+    Returns (the resolved config, the saved state or None)."""
     _check_out(out, cfg.resume, cfg.overwrite)
     saved = None
     if cfg.resume:
@@ -497,13 +517,31 @@ def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
     cfg = _resolve(cfg, saved["config"] if saved else None, events)
     _check_config(cfg, dist.world)
     _check_run_files(out, cfg)
-    data = Path(cfg.data)
+    return cfg, saved
+
+
+def _set_up_runtime(cfg: TrainConfig, dist: _Dist) -> Runtime:
+    """The training runtime; CPU threads shared between processes, cuDNN autotuning on CUDA."""
     rt = training_runtime(cfg.device, cfg.precision, dist.world, dist.local)
     if rt.device.type == "cpu" and dist.world > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world))
     if rt.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: pick the fastest kernels once
+    return rt
 
+
+@dataclass
+class _Data:
+    """The dataset of a run: its folder, train and val samples, and the crop edge (pixels) used."""
+
+    path: Path
+    train: list
+    val: list
+    crop: int
+
+
+def _scan_data(data: Path, crop_asked: int, events: Events, dist: _Dist) -> _Data:
+    """Scan the splits; warn (rank 0) of odd labels, no validation split, a crop cut to the tiles."""
     train_samples = scan_split(data, "train")
     val_samples = scan_split(data, "val") if (data / "val").exists() else []
     if dist.main:
@@ -513,14 +551,17 @@ def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
         if not val_samples:
             events.warn(f"{data / 'val'}: no validation split: no model selection (best = last weights)")
     min_side = min(min(s.size) for s in train_samples)
-    crop = min(cfg.crop, min_side)
-    if crop < cfg.crop and dist.main:
-        events.warn(f"--crop {cfg.crop}: larger than the smallest training tile; training on {crop} px crops")
-    if len({s.size for s in train_samples}) > 1 and min_side < cfg.crop:
+    crop = min(crop_asked, min_side)
+    if crop < crop_asked and dist.main:
+        events.warn(f"--crop {crop_asked}: larger than the smallest training tile; training on {crop} px crops")
+    if len({s.size for s in train_samples}) > 1 and min_side < crop_asked:
         # Tiles smaller than the crop along a side would give batches of mixed sizes.
         crop = min_side
+    return _Data(data, train_samples, val_samples, crop)
 
-    # Model, optimizer, schedule.
+
+def _init_model(cfg: TrainConfig, saved: Optional[dict], rt: Runtime, events: Events, dist: _Dist) -> torch.nn.Module:
+    """HRMNet seeded by ``cfg.seed``, from ``--init`` or ``--backbone`` on a new run, on the runtime."""
     torch.manual_seed(cfg.seed)
     from ..model import HRMNet
 
@@ -530,167 +571,268 @@ def _train(cfg: TrainConfig, events: Events, dist: _Dist) -> dict:
         model.load_state_dict(state, strict=True)
     if cfg.backbone and not saved:
         _load_backbone(model, _backbone_file(cfg.backbone, events, dist))
-    model = rt.prepare(model).train()
-    optimizer, scheduler, scaler = make_optimizer(model, cfg.lr, cfg.steps, rt)
-    run = _RunState()
-    if saved:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        if saved.get("scaler"):
-            scaler.load_state_dict(saved["scaler"])
-        for group in optimizer.param_groups:  # --steps may have changed the schedule
-            group["lr"] = group["initial_lr"] * lr_factor(saved["run"]["step"], cfg.steps)
-        torch.set_rng_state(saved["rng_torch"])
-        run = _RunState(**saved["run"])
-    ddp: torch.nn.Module = model
-    if dist.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
+    return rt.prepare(model).train()
 
-        ddp = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
 
+def _resume_state(saved: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
+                  steps: int) -> _RunState:
+    """Load a saved state into the model, optimizer, schedule, scaler and torch's RNG; the run's progress."""
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    if saved.get("scaler"):
+        scaler.load_state_dict(saved["scaler"])
+    for group in optimizer.param_groups:  # --steps may have changed the schedule
+        group["lr"] = group["initial_lr"] * lr_factor(saved["run"]["step"], steps)
+    torch.set_rng_state(saved["rng_torch"])
+    return _RunState(**saved["run"])
+
+
+def _wrap_ddp(model: torch.nn.Module, rt: Runtime, dist: _Dist) -> torch.nn.Module:
+    """``model`` under DistributedDataParallel with more than one process, else itself."""
+    if dist.world <= 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+
+
+@dataclass
+class _Loaders:
+    """DataLoader worker processes per training process, the training and the validation loaders."""
+
+    workers: int
+    train: DataLoader
+    val: Optional[DataLoader]
+
+
+def _make_loaders(cfg: TrainConfig, data: _Data, start_step: int, rt: Runtime, dist: _Dist) -> _Loaders:
+    """This process's slice of every global batch from ``start_step`` (see :class:`StepSampler`)
+    and of the validation split."""
     workers = cfg.workers if cfg.workers is not None else (4 if rt.device.type == "cuda" else 0)
     per_rank = cfg.batch_size // dist.world
-    sampler = StepSampler(len(train_samples), cfg.batch_size, cfg.steps, run.step, cfg.seed, dist.rank, dist.world)
-    loader = DataLoader(ChangeDataset(train_samples, TrainAugment(crop)), batch_size=per_rank, sampler=sampler,
+    sampler = StepSampler(len(data.train), cfg.batch_size, cfg.steps, start_step, cfg.seed, dist.rank, dist.world)
+    loader = DataLoader(ChangeDataset(data.train, TrainAugment(data.crop)), batch_size=per_rank, sampler=sampler,
                         num_workers=workers, pin_memory=rt.device.type == "cuda")
-    val_loader = eval_loader(val_samples[dist.rank::dist.world], per_rank, workers,
-                             pin_memory=rt.device.type == "cuda") if val_samples else None
+    val_loader = eval_loader(data.val[dist.rank::dist.world], per_rank, workers,
+                             pin_memory=rt.device.type == "cuda") if data.val else None
+    return _Loaders(workers, loader, val_loader)
 
-    out_files = {name.split(".")[0]: str(out / name) for name in RUN_FILES}
-    common = {
-        "data": str(data), "steps": cfg.steps, "batch_size": cfg.batch_size, "crop": crop, "lr": cfg.lr,
-        "seed": cfg.seed, "world_size": dist.world, **rt.describe(),
-    }
-    if dist.main:
-        if not cfg.resume:
-            out.mkdir(parents=True, exist_ok=True)
-        _lock_run_folder(out, cfg)
-        if not cfg.resume:
-            for name in RUN_FILES:
-                (out / name).unlink(missing_ok=True)
-        events.start(command="train", out=str(out), start_step=run.step, train_tiles=len(train_samples),
-                     val_tiles=len(val_samples), workers=workers, **common)
-        if cfg.resume:
-            events.log(f"resuming {out} at step {run.step} of {cfg.steps}")
-        elif not cfg.init and not cfg.backbone:
-            events.warn(NO_PRETRAINED_WARNING)
-    gsd = _dataset_gsd(data)
 
-    def info(metrics: dict, step: int) -> ModelInfo:
-        tile = max(32, crop // 32 * 32)  # detection tiles are multiples of 32 (check_info)
-        return ModelInfo(tile_size=tile, overlap=min(128, tile // 4), gsd=gsd, training={
-            **common, "command": cfg.command, "init": cfg.init, "backbone": cfg.backbone,
-            "step": step, "seconds": round(run.seconds, 1), "best_step": run.best_step,
-            "val": metrics, "best_val": run.best_metrics, "train_tiles": len(train_samples),
-            "val_tiles": len(val_samples), "val_review": val_review[0],
-        })
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over the processes in place (torch.distributed); returns it."""
+    import torch.distributed as tdist
 
-    def save_state() -> None:
-        state = {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "rng_torch": torch.get_rng_state(),
-            "config": {k: getattr(cfg, k) for k in RECIPE}, "run": asdict(run),
+    tdist.all_reduce(t)
+    return t
+
+
+@dataclass
+class _Trainer:
+    """One run once set up; its methods are the rest of :func:`_train`: take the run folder,
+    the step loop, validation with model selection, saving, and the final statistics."""
+
+    cfg: TrainConfig
+    out: Path
+    events: Events
+    dist: _Dist
+    rt: Runtime
+    data: _Data
+    model: torch.nn.Module
+    ddp: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    run: _RunState
+    loaders: _Loaders
+    gsd: Optional[float] = None
+    val_review: Optional[dict] = None  # how well the hard-region score points at the errors (see review_metrics)
+
+    def __post_init__(self) -> None:
+        cfg = self.cfg
+        self.out_files = {name.split(".")[0]: str(self.out / name) for name in RUN_FILES}
+        self.common = {
+            "data": str(self.data.path), "steps": cfg.steps, "batch_size": cfg.batch_size, "crop": self.data.crop,
+            "lr": cfg.lr, "seed": cfg.seed, "world_size": self.dist.world, **self.rt.describe(),
         }
-        _replace(out / "state.pt", lambda tmp: torch.save(state, tmp))
 
-    val_review: list = [None]  # how well the hard-region score points at the errors (see review_metrics)
+    # ---- the run folder
 
-    def validate() -> None:
-        from .review_metrics import ReviewStats
+    def open_run(self) -> None:
+        """Rank 0 takes the run folder (emptied of run files on a new run) and emits ``start``."""
+        cfg, out, events = self.cfg, self.out, self.events
+        if self.dist.main:
+            if not cfg.resume:
+                out.mkdir(parents=True, exist_ok=True)
+            _lock_run_folder(out, cfg)
+            if not cfg.resume:
+                for name in RUN_FILES:
+                    (out / name).unlink(missing_ok=True)
+            events.start(command="train", out=str(out), start_step=self.run.step, train_tiles=len(self.data.train),
+                         val_tiles=len(self.data.val), workers=self.loaders.workers, **self.common)
+            if cfg.resume:
+                events.log(f"resuming {out} at step {self.run.step} of {cfg.steps}")
+            elif not cfg.init and not cfg.backbone:
+                events.warn(NO_PRETRAINED_WARNING)
+        self.gsd = _dataset_gsd(self.data.path)
 
-        metrics: dict = {}
-        if val_loader is not None:
-            review = ReviewStats()
-            conf = confusion_over(model, val_loader, rt, review=review)
-            val_review[0] = review.result()
-            if dist.world > 1:
-                import torch.distributed as tdist
+    # ---- the step loop
 
-                t = torch.tensor([conf.tp, conf.fp, conf.fn, conf.tn], dtype=torch.float64, device=rt.device)
-                tdist.all_reduce(t)
-                conf = Confusion(*(int(v) for v in t.tolist()))
-            metrics = {k: round(v, 6) for k, v in conf.scores().items()}
-            for i, key in enumerate(VAL_KEYS[:5]):
-                run.history[-1][3 + i] = metrics[key]
-        if not dist.main:
+    def step_loop(self) -> None:
+        """Optimizer steps up to ``cfg.steps``, validating every ``val_every`` and at the end.
+
+        A cancel (signal or the caller's) saves a resumable state and raises :class:`Cancelled`."""
+        cfg, run = self.cfg, self.run
+        log_every = max(1, min(50, cfg.steps // 20))
+        ema = None
+        t_last = time.perf_counter()
+        batches = iter(self.loaders.train)
+        with _StopFlag() as stop:
+            try:
+                while run.step < cfg.steps:
+                    self._check_cancel(stop)
+                    x, y, _ = next(batches)
+                    loss_f, lr_used = self._optimizer_step(x, y)
+                    now = time.perf_counter()
+                    dt, t_last = now - t_last, now
+                    run.seconds += dt
+                    run.step_seconds += dt
+                    ema = dt if ema is None else 0.9 * ema + 0.1 * dt
+                    self._report_step(loss_f, lr_used, ema, log_every)
+                    if (cfg.val_every and run.step % cfg.val_every == 0) or run.step == cfg.steps:
+                        self.validate()
+                        now = time.perf_counter()
+                        run.seconds += now - t_last
+                        t_last = now
+            except (Cancelled, KeyboardInterrupt):
+                self._save_stopped()
+                raise Cancelled("cancelled") from None
+
+    def _check_cancel(self, stop: _StopFlag) -> None:
+        """Raise :class:`Cancelled` when a signal came or the caller cancels (any process, under torchrun)."""
+        cancelled = stop.set
+        try:
+            self.events.check_cancel()
+        except Cancelled:
+            cancelled = True
+        if self.dist.world > 1:
+            cancelled = bool(_all_reduce(torch.tensor([float(cancelled)], device=self.rt.device)).item() > 0)
+        if cancelled:
+            raise Cancelled("cancelled")
+
+    def _optimizer_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """One step on a batch; (the loss averaged over the processes, the learning rate used).
+
+        Raises UserError when the loss is not finite."""
+        loss, lr_used = train_step(self.ddp, x, y, self.optimizer, self.scheduler, self.scaler, self.rt)
+        loss_value = loss.detach()
+        if self.dist.world > 1:
+            loss_value = _all_reduce(loss_value) / self.dist.world
+        loss_f = float(loss_value)
+        if not math.isfinite(loss_f):
+            raise UserError(f"training diverged at step {self.run.step + 1} (loss {loss_f}); try a lower --lr")
+        self.run.step += 1
+        return loss_f, lr_used
+
+    def _report_step(self, loss_f: float, lr_used: float, ema: float, log_every: int) -> None:
+        """A history row, the ``progress`` event and, every ``log_every`` steps, a log line."""
+        run, steps = self.run, self.cfg.steps
+        run.history.append([run.step, loss_f, lr_used] + [math.nan] * 5)
+        self.events.emit("progress", done=run.step, total=steps, stage="train", loss=round(loss_f, 5),
+                         lr=lr_used, seconds_per_step=round(ema, 3))
+        if run.step % log_every == 0 or run.step == 1:
+            self.events.log(f"step {run.step}/{steps} loss {loss_f:.4f} lr {lr_used:.3g} {ema:.2f} s/step")
+
+    def _save_stopped(self) -> None:
+        """On a cancel, rank 0 writes the metrics and the resumable state."""
+        if self.dist.main:
+            _write_csv(self.out / "metrics.csv", self.run.history)
+            self.save_state()
+            self.events.log(f"stopped at step {self.run.step} of {self.cfg.steps}; continue with --resume")
+
+    # ---- validation and model selection
+
+    def validate(self) -> None:
+        """Score the validation split; rank 0 selects the best model and saves the run."""
+        metrics = self._val_metrics()
+        if not self.dist.main:
             return
-        improved = val_loader is None or metrics["f1"] > run.best_f1
+        run = self.run
+        improved = self.loaders.val is None or metrics["f1"] > run.best_f1
         if improved:
             run.best_f1, run.best_step, run.best_metrics = metrics.get("f1", -1.0), run.step, metrics
         run.last_metrics = metrics
         if metrics:
-            events.emit("log", level="info", step=run.step, val=metrics,
-                        message=f"val step {run.step}: " + " ".join(f"{k} {metrics[k]:.4f}" for k in VAL_KEYS)
-                        + (" (best)" if improved else f" (best f1 {run.best_f1:.4f} at step {run.best_step})"))
+            self.events.emit("log", level="info", step=run.step, val=metrics,
+                             message=f"val step {run.step}: " + " ".join(f"{k} {metrics[k]:.4f}" for k in VAL_KEYS)
+                             + (" (best)" if improved else f" (best f1 {run.best_f1:.4f} at step {run.best_step})"))
+        self._save(metrics, improved)
+
+    def _val_metrics(self) -> dict:
+        """Validation scores over every process (rounded), also put in the last history row;
+        {} without a validation split. Sets :attr:`val_review`."""
+        from .review_metrics import ReviewStats
+
+        if self.loaders.val is None:
+            return {}
+        review = ReviewStats()
+        conf = confusion_over(self.model, self.loaders.val, self.rt, review=review)
+        self.val_review = review.result()
+        if self.dist.world > 1:
+            t = torch.tensor([conf.tp, conf.fp, conf.fn, conf.tn], dtype=torch.float64, device=self.rt.device)
+            conf = Confusion(*(int(v) for v in _all_reduce(t).tolist()))
+        metrics = {k: round(v, 6) for k, v in conf.scores().items()}
+        for i, key in enumerate(VAL_KEYS[:5]):
+            self.run.history[-1][3 + i] = metrics[key]
+        return metrics
+
+    # ---- saving
+
+    def _save(self, metrics: dict, improved: bool) -> None:
+        """best (when improved) and last weights, metrics.csv, curves.png and the resumable state."""
+        out, run = self.out, self.run
+        info = self.info(metrics, run.step)
         if improved:
-            _replace(out / "best.safetensors", lambda tmp: save_checkpoint(tmp, model, info(metrics, run.step)))
-        _replace(out / "last.safetensors", lambda tmp: save_checkpoint(tmp, model, info(metrics, run.step)))
+            _replace(out / "best.safetensors", lambda tmp: save_checkpoint(tmp, self.model, info))
+        _replace(out / "last.safetensors", lambda tmp: save_checkpoint(tmp, self.model, info))
         _write_csv(out / "metrics.csv", run.history)
         _write_curves(out / "curves.png", run.history, run.best_step)
-        save_state()
+        self.save_state()
 
-    log_every = max(1, min(50, cfg.steps // 20))
-    ema = None
-    t_last = time.perf_counter()
-    batches = iter(loader)
-    with _StopFlag() as stop:
-        try:
-            while run.step < cfg.steps:
-                cancelled = stop.set
-                try:
-                    events.check_cancel()
-                except Cancelled:
-                    cancelled = True
-                if dist.world > 1:
-                    import torch.distributed as tdist
+    def info(self, metrics: dict, step: int) -> ModelInfo:
+        """The checkpoint metadata: detection tiling from the crop, GSD, the training summary."""
+        run, cfg = self.run, self.cfg
+        tile = max(32, self.data.crop // 32 * 32)  # detection tiles are multiples of 32 (check_info)
+        return ModelInfo(tile_size=tile, overlap=min(128, tile // 4), gsd=self.gsd, training={
+            **self.common, "command": cfg.command, "init": cfg.init, "backbone": cfg.backbone,
+            "step": step, "seconds": round(run.seconds, 1), "best_step": run.best_step,
+            "val": metrics, "best_val": run.best_metrics, "train_tiles": len(self.data.train),
+            "val_tiles": len(self.data.val), "val_review": self.val_review,
+        })
 
-                    flag = torch.tensor([float(cancelled)], device=rt.device)
-                    tdist.all_reduce(flag)
-                    cancelled = bool(flag.item() > 0)
-                if cancelled:
-                    raise Cancelled("cancelled")
-                x, y, _ = next(batches)
-                loss, lr_used = train_step(ddp, x, y, optimizer, scheduler, scaler, rt)
-                loss_value = loss.detach()
-                if dist.world > 1:
-                    import torch.distributed as tdist
+    def save_state(self) -> None:
+        """``state.pt``: everything :func:`_resume_state` needs to continue exactly."""
+        state = {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {}, "rng_torch": torch.get_rng_state(),
+            "config": {k: getattr(self.cfg, k) for k in RECIPE}, "run": asdict(self.run),
+        }
+        _replace(self.out / "state.pt", lambda tmp: torch.save(state, tmp))
 
-                    tdist.all_reduce(loss_value)
-                    loss_value = loss_value / dist.world
-                loss_f = float(loss_value)
-                if not math.isfinite(loss_f):
-                    raise UserError(f"training diverged at step {run.step + 1} (loss {loss_f}); try a lower --lr")
-                run.step += 1
-                now = time.perf_counter()
-                dt, t_last = now - t_last, now
-                run.seconds += dt
-                run.step_seconds += dt
-                ema = dt if ema is None else 0.9 * ema + 0.1 * dt
-                run.history.append([run.step, loss_f, lr_used] + [math.nan] * 5)
-                events.emit("progress", done=run.step, total=cfg.steps, stage="train", loss=round(loss_f, 5),
-                            lr=lr_used, seconds_per_step=round(ema, 3))
-                if run.step % log_every == 0 or run.step == 1:
-                    events.log(f"step {run.step}/{cfg.steps} loss {loss_f:.4f} lr {lr_used:.3g} {ema:.2f} s/step")
-                if (cfg.val_every and run.step % cfg.val_every == 0) or run.step == cfg.steps:
-                    validate()
-                    now = time.perf_counter()
-                    run.seconds += now - t_last
-                    t_last = now
-        except (Cancelled, KeyboardInterrupt):
-            if dist.main:
-                _write_csv(out / "metrics.csv", run.history)
-                save_state()
-                events.log(f"stopped at step {run.step} of {cfg.steps}; continue with --resume")
-            raise Cancelled("cancelled") from None
+    # ---- done
 
-    stats = {
-        "steps": run.step, "seconds": round(run.seconds, 1),
-        "seconds_per_step": round(run.step_seconds / max(1, len(run.history)), 3),
-        "samples_per_second": round(cfg.batch_size * len(run.history) / max(run.step_seconds, 1e-9), 3),
-        "best_step": run.best_step, "best_val": run.best_metrics, "last_val": run.last_metrics,
-        **common,
-    }
-    if dist.main:
-        events.done(outputs={k: v for k, v in out_files.items() if Path(v).exists()}, stats=stats)
-    return {"outputs": out_files, "stats": stats}
+    def finish(self) -> dict:
+        """The run's statistics; rank 0 emits ``done`` with the run files that exist."""
+        run, cfg = self.run, self.cfg
+        stats = {
+            "steps": run.step, "seconds": round(run.seconds, 1),
+            "seconds_per_step": round(run.step_seconds / max(1, len(run.history)), 3),
+            "samples_per_second": round(cfg.batch_size * len(run.history) / max(run.step_seconds, 1e-9), 3),
+            "best_step": run.best_step, "best_val": run.best_metrics, "last_val": run.last_metrics,
+            **self.common,
+        }
+        if self.dist.main:
+            self.events.done(outputs={k: v for k, v in self.out_files.items() if Path(v).exists()}, stats=stats)
+        return {"outputs": self.out_files, "stats": stats}
