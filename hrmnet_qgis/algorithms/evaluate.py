@@ -40,6 +40,7 @@ class Evaluate(EngineAlgorithm):
     """Scores a checkpoint on one split of a dataset."""
 
     COMMAND = "evaluate"
+    NEEDS_TORCH = True  # evaluate runs on torch, also for an .onnx model
 
     def name(self) -> str:
         return "evaluate"

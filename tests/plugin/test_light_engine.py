@@ -245,3 +245,15 @@ def test_dialog_offers_detection_only_with_its_measured_size(qgis_app, monkeypat
     assert dialog.chosen_runtime().package == "onnxruntime-gpu[cuda,cudnn]" and "1.5 GB" in dialog.build_note.text()
     dialog.close()
     assert sys.platform != "win32" or dialog.runtime.count() == 4
+
+
+@needs_light_venv
+def test_evaluate_needs_the_full_engine_even_for_an_onnx_model(qgis_app, monkeypatch, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    monkeypatch.setenv("HRMNET_PYTHON", str(LIGHT_VENV_PYTHON))
+    (tmp_path / "data").mkdir()
+    with pytest.raises(QgsProcessingException) as exc:
+        processing.run("hrmnet:evaluate", {"DATA": str(tmp_path / "data"), "SPLIT": 0, "MODEL": str(ONNX_DEMO)})
+    assert str(exc.value).count("evaluate: needs torch") == 1 and "set up the full engine" in str(exc.value)
