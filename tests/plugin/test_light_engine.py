@@ -257,3 +257,26 @@ def test_evaluate_needs_the_full_engine_even_for_an_onnx_model(qgis_app, monkeyp
     with pytest.raises(QgsProcessingException) as exc:
         processing.run("hrmnet:evaluate", {"DATA": str(tmp_path / "data"), "SPLIT": 0, "MODEL": str(ONNX_DEMO)})
     assert str(exc.value).count("evaluate: needs torch") == 1 and "set up the full engine" in str(exc.value)
+
+
+def test_a_finished_light_setup_is_remembered_and_the_demo_default_follows(qgis_app, monkeypatch, tmp_path):
+    from qgis.core import QgsApplication
+
+    from hrmnet_qgis import settings
+    from hrmnet_qgis.dialogs import SetupEngineDialog
+    from hrmnet_qgis.setup_engine import LIGHT
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
+    python = _stand_in_venv(tmp_path / "light")
+    dialog = SetupEngineDialog()
+    try:
+        dialog.task_kind = LIGHT
+        dialog._on_ended("ok", str(python))  # what the finished set-up task reports
+        assert settings.get(settings.ENGINE_KIND) == "light" and settings.get(settings.ENGINE_PYTHON) == str(python)
+        alg = QgsApplication.processingRegistry().createAlgorithmById("hrmnet:detectchanges")
+        assert alg.parameterDefinition("MODEL").defaultValue() == str(ONNX_DEMO)
+    finally:
+        settings.put(settings.ENGINE_KIND, "")
+        settings.put(settings.ENGINE_PYTHON, "")
+        dialog.close()
+        QgsApplication.processingRegistry().providerById("hrmnet").refreshAlgorithms()
