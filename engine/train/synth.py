@@ -30,7 +30,7 @@ import os
 from statistics import NormalDist
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, Optional, Union
+from typing import Callable, NamedTuple, Optional, Union
 
 import numpy as np
 from PIL import Image
@@ -255,10 +255,43 @@ def make_scene(
     """
     if size < 32:
         raise ValueError("size must be at least 32 px")
+    # Every step draws from the one generator in this order: reordering them changes every scene.
     rng = np.random.default_rng(seed)
     h = w = int(size)
+    palette = _make_palette(rng)
+    dates = [_make_date(rng, palette.grass, palette.lawn, nuisance) for _ in range(2)]
+    ground = _make_ground(rng, h, w, palette)
+    streets = _make_streets(rng, h, w, ground, palette)
+    buildings, n_fields = _lay_out_buildings(rng, streets, h, w)
+    buildings = _inside_image(buildings, h, w)
+    label = _choose_changes(rng, buildings, change_fraction, h, w)
+    trees = _plant_trees(rng, h, w, buildings, streets.road, n_fields, label)
+    cars = [_park_cars(rng, h, w, streets) for _ in range(2)]  # different on each date
+    patches = _soil_patches(rng, h, w, nuisance)
+    world = _World(h, w, palette, ground, streets, buildings, trees, cars, patches)
+    before, after = [_render(world, d, date, rng) for d, date in enumerate(dates)]
+    after = _misregister(rng, after, misregistration)
+    return Scene(_to_uint8(before), _to_uint8(after), (label * 255).astype(np.uint8))
 
-    # --- palette of the scene ---------------------------------------------------------
+
+# --------------------------------------------------------------------------- make_scene's steps
+
+
+@dataclass
+class _Palette:
+    """The scene's base colours (3,) float32 RGB 0..255."""
+
+    grass: np.ndarray
+    dry: np.ndarray
+    soil: np.ndarray
+    lawn: np.ndarray
+    asphalt: np.ndarray
+    sidewalk: np.ndarray
+    concrete: np.ndarray
+
+
+def _make_palette(rng: np.random.Generator) -> _Palette:
+    """Each base colour drawn around a typical value (grass, soil, roads...)."""
     grass = np.array([116, 124, 80], np.float32) * rng.uniform(0.9, 1.1, 3)
     dry = np.array([152, 140, 102], np.float32) * rng.uniform(0.9, 1.1, 3)
     soil = np.array([150, 124, 98], np.float32) * rng.uniform(0.85, 1.1, 3)
@@ -266,22 +299,65 @@ def make_scene(
     asphalt = np.array([118, 118, 120], np.float32) * rng.uniform(0.75, 1.15)
     sidewalk = np.array([188, 186, 180], np.float32) * rng.uniform(0.9, 1.05)
     concrete = np.array([196, 194, 188], np.float32) * rng.uniform(0.85, 1.05)
-    dates = [_make_date(rng, grass, lawn, nuisance), _make_date(rng, grass, lawn, nuisance)]
+    return _Palette(grass, dry, soil, lawn, asphalt, sidewalk, concrete)
 
-    # --- ground texture (shared by both dates) --------------------------------------------
+
+@dataclass
+class _Ground:
+    """Ground texture shared by both dates: image = w_grass * grass(date) + fixed.
+
+    ``w_grass`` (H, W) and ``fixed`` (3, H, W) float32; ``tex`` (H, W) brightness variation
+    and ``grain`` (H, W) fine grain (grass blades, roof texture), unit std."""
+
+    w_grass: np.ndarray
+    fixed: np.ndarray
+    tex: np.ndarray
+    grain: np.ndarray
+
+
+def _make_ground(rng: np.random.Generator, h: int, w: int, palette: _Palette) -> _Ground:
+    """Dry grass, green grass and bare soil mixed by low-frequency noise; the grass colour
+    depends on the season, so it stays a separate weight."""
     mix = _fractal(rng, h, w, cell=rng.uniform(60, 160), octaves=3)
     grass_w = np.clip(0.5 + 0.35 * mix, 0, 1)
     soil_w = np.clip(_fractal(rng, h, w, cell=rng.uniform(40, 120), octaves=2) - 0.9, 0, 1) * 0.8
-    tex = _fractal(rng, h, w, cell=24, octaves=3)  # ground brightness variation
-    grain = _noise(rng, h, w, 1.2)  # fine grain (grass blades, roof texture)
-    # ground = (w_grass * grass(date) + fixed) * brightness; grass colour depends on the season
+    tex = _fractal(rng, h, w, cell=24, octaves=3)
+    grain = _noise(rng, h, w, 1.2)
     brightness = 1 + 0.09 * tex + 0.05 * grain
     w_grass = grass_w * (1 - soil_w) * brightness
-    fixed = ((1 - grass_w) * (1 - soil_w) * brightness)[None] * dry[:, None, None] \
-        + (soil_w * brightness)[None] * soil[:, None, None]
-    del mix, grass_w, soil_w, brightness
+    fixed = ((1 - grass_w) * (1 - soil_w) * brightness)[None] * palette.dry[:, None, None] \
+        + (soil_w * brightness)[None] * palette.soil[:, None, None]
+    return _Ground(w_grass, fixed, tex, grain)
 
-    # --- street grid -----------------------------------------------------------------------
+
+@dataclass
+class _Streets:
+    """A street grid at angle ``theta``: streets along axis a every ``spacing_b`` px (across
+    lots), cross streets every ``spacing_a`` px, offsets ``a0``/``b0``; widths in px.
+
+    ``road`` (H, W) asphalt coverage; the streets as one premultiplied layer: image =
+    image * (1 - ``alpha``) + ``colour`` (3, H, W)."""
+
+    theta: float
+    ct: float
+    st: float
+    spacing_a: float
+    spacing_b: float
+    road_w: float
+    walk_w: float
+    a0: float
+    b0: float
+    road: np.ndarray
+    alpha: np.ndarray
+    colour: np.ndarray
+
+    def xy(self, a: float, b: float) -> tuple[float, float]:
+        """Pixel (x, y) of the street-frame point (a, b)."""
+        return a * self.ct - b * self.st, a * self.st + b * self.ct
+
+
+def _make_streets(rng: np.random.Generator, h: int, w: int, ground: _Ground, palette: _Palette) -> _Streets:
+    """Asphalt and sidewalks of a street grid at a random orientation."""
     theta = rng.uniform(0, math.pi)
     ct, st = math.cos(theta), math.sin(theta)
     spacing_b = rng.uniform(70, 120)  # between parallel streets (across lots)
@@ -299,97 +375,150 @@ def make_scene(
     road = np.clip(road_w / 2 - dist_road + 0.5, 0, 1)
     walk = np.clip(road_w / 2 + 1 + walk_w - dist_road + 0.5, 0, 1) * np.clip(dist_road - road_w / 2 - 1 + 0.5, 0, 1)
     del a_map, b_map, dist_a, dist_b, dist_road
-    # streets as one layer: image = image * (1 - street_alpha) + street_colour (premultiplied)
-    street_alpha = np.clip(road + walk, 0, 1)
-    street_colour = (walk * (1 + 0.03 * grain))[None] * sidewalk[:, None, None] \
-        + (road * (1 + 0.04 * tex + 0.03 * grain))[None] * asphalt[:, None, None]
+    alpha = np.clip(road + walk, 0, 1)
+    grain, tex = ground.grain, ground.tex
+    colour = (walk * (1 + 0.03 * grain))[None] * palette.sidewalk[:, None, None] \
+        + (road * (1 + 0.04 * tex + 0.03 * grain))[None] * palette.asphalt[:, None, None]
+    return _Streets(theta, ct, st, spacing_a, spacing_b, road_w, walk_w, a0, b0, road, alpha, colour)
 
-    # --- lots and buildings --------------------------------------------------------------------
+
+def _block_indices(s: _Streets, h: int, w: int) -> tuple[range, range]:
+    """(k, j) ranges of the street blocks covering the image (k across lots, j along)."""
     corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], np.float32)
-    a_c = corners[:, 0] * ct + corners[:, 1] * st
-    b_c = -corners[:, 0] * st + corners[:, 1] * ct
-    k_range = range(int(math.floor((b_c.min() - b0) / spacing_b)) - 1, int(math.ceil((b_c.max() - b0) / spacing_b)) + 1)
-    j_range = range(int(math.floor((a_c.min() - a0) / spacing_a)) - 1, int(math.ceil((a_c.max() - a0) / spacing_a)) + 1)
-    lot_depth = spacing_b / 2 - road_w / 2 - 1 - walk_w
-    buildings: list[_Building] = []
-    field_blocks: list[tuple[float, float, float, float]] = []  # (a_lo, a_hi, b_lo, b_hi)
+    a_c = corners[:, 0] * s.ct + corners[:, 1] * s.st
+    b_c = -corners[:, 0] * s.st + corners[:, 1] * s.ct
+    k_range = range(int(math.floor((b_c.min() - s.b0) / s.spacing_b)) - 1,
+                    int(math.ceil((b_c.max() - s.b0) / s.spacing_b)) + 1)
+    j_range = range(int(math.floor((a_c.min() - s.a0) / s.spacing_a)) - 1,
+                    int(math.ceil((a_c.max() - s.a0) / s.spacing_a)) + 1)
+    return k_range, j_range
+
+
+def _districts(rng: np.random.Generator) -> Callable[[float, float], bool]:
+    """``rural(x, y)``: whether a block there is left as a field. Fields gather in districts:
+    a smooth random function of position, thresholded (a share of 5-45 % of the blocks)."""
     p_field = rng.uniform(0.05, 0.45)  # share of blocks left as fields (rural .. dense suburb)
-    # fields gather in districts: a smooth random function of position, thresholded
     waves = [(rng.normal(0, 2 * math.pi / 700, 2), rng.uniform(0, 2 * math.pi)) for _ in range(6)]
     cut = NormalDist().inv_cdf(p_field) * math.sqrt(len(waves) / 2)
 
     def rural(x: float, y: float) -> bool:
         return sum(math.cos(k[0] * x + k[1] * y + ph) for k, ph in waves) + rng.normal(0, 0.4) < cut
+
+    return rural
+
+
+def _lay_out_buildings(rng: np.random.Generator, s: _Streets, h: int, w: int) -> tuple[list[_Building], int]:
+    """Every block between streets: a field, or lots with houses on both sides.
+
+    Returns (the buildings, the number of field blocks)."""
+    k_range, j_range = _block_indices(s, h, w)
+    lot_depth = s.spacing_b / 2 - s.road_w / 2 - 1 - s.walk_w
+    buildings: list[_Building] = []
+    n_fields = 0
+    rural = _districts(rng)
     p_vacant = rng.uniform(0.05, 0.25)  # share of empty lots in a built block
     for k in k_range:
         for j in j_range:
-            a_lo = a0 + j * spacing_a + road_w / 2 + walk_w + 2
-            a_hi = a0 + (j + 1) * spacing_a - road_w / 2 - walk_w - 2
-            b_street = b0 + k * spacing_b
-            am, bm = (a_lo + a_hi) / 2, b_street + spacing_b / 2
-            if rural(am * ct - bm * st, am * st + bm * ct):
-                field_blocks.append((a_lo, a_hi, b_street, b_street + spacing_b))
+            a_lo = s.a0 + j * s.spacing_a + s.road_w / 2 + s.walk_w + 2
+            a_hi = s.a0 + (j + 1) * s.spacing_a - s.road_w / 2 - s.walk_w - 2
+            b_street = s.b0 + k * s.spacing_b
+            if rural(*s.xy((a_lo + a_hi) / 2, b_street + s.spacing_b / 2)):
+                n_fields += 1
                 continue
-            # one block = the lots on both sides of the gap between streets k and k+1
-            style_roofs = rng.choice(len(_ROOF_PALETTE), size=3)
-            for side, street in ((+1, b_street), (-1, b_street + spacing_b)):
-                lot_w = rng.uniform(18, 44)
-                n_lots = int((a_hi - a_lo) // lot_w)
-                if n_lots < 1:
-                    continue
-                lot_w = (a_hi - a_lo) / n_lots
-                bl_frac = rng.uniform(0.5, 0.8)
-                for i in range(n_lots):
-                    if rng.random() < p_vacant:
-                        continue
-                    a_mid = a_lo + (i + 0.5) * lot_w
-                    length = float(np.clip(lot_w * bl_frac * rng.uniform(0.9, 1.1), 8, 40))
-                    depth = float(np.clip(rng.uniform(0.45, 0.75) * lot_depth, 8, 40))
-                    setback = rng.uniform(2, max(2.5, lot_depth - depth - 3))
-                    b_mid = street + side * (road_w / 2 + 1 + walk_w + setback + depth / 2)
-                    lot_b = street + side * (road_w / 2 + 1 + walk_w + lot_depth / 2)
-                    angle = theta + rng.normal(0, 0.03)
-                    x = a_mid * ct - b_mid * st
-                    y = a_mid * st + b_mid * ct
-                    if not (-60 < x < w + 60 and -60 < y < h + 60):
-                        continue
-                    wing = None
-                    if rng.random() < 0.25:
-                        wl = length * rng.uniform(0.35, 0.6)
-                        wd = depth * rng.uniform(0.3, 0.6)
-                        du = rng.choice([-1, 1]) * (length / 2 - wl / 2)
-                        wing = (float(du), float(side * (depth / 2 + wd / 2 - 0.5)), float(wl), float(wd))
-                    roof = rng.choice(["gable", "hip", "flat"], p=[0.55, 0.3, 0.15])
-                    if roof == "flat":
-                        colour = _FLAT_PALETTE[rng.integers(len(_FLAT_PALETTE))]
-                    elif rng.random() < 0.7:
-                        colour = _ROOF_PALETTE[rng.choice(style_roofs)]
-                    else:
-                        colour = _ROOF_PALETTE[rng.integers(len(_ROOF_PALETTE))]
-                    colour = np.clip(colour + rng.normal(0, 6, 3), 20, 240).astype(np.float32)
-                    shape = _Rect(x, y, length, depth, angle, wing)
-                    lx, ly = a_mid * ct - lot_b * st, a_mid * st + lot_b * ct
-                    lot = _Rect(lx, ly, lot_w - 1.5, lot_depth, theta)
-                    drive = None
-                    if rng.random() < 0.8 and setback > 3:
-                        dw = rng.uniform(5, 7)
-                        du = rng.choice([-1, 1]) * (lot_w / 2 - dw / 2 - 1)
-                        db_lo = road_w / 2 + 1 + walk_w - 1
-                        db_hi = road_w / 2 + 1 + walk_w + setback + 1
-                        dbm = street + side * (db_lo + db_hi) / 2
-                        dam = a_mid + du
-                        drive = _Rect(dam * ct - dbm * st, dam * st + dbm * ct, dw, db_hi - db_lo, theta)
-                    buildings.append(_Building(shape, colour, str(roof), float(rng.uniform(6, 13)),
-                                               [True, True], lot, drive))
+            buildings += _build_block(rng, s, a_lo, a_hi, b_street, lot_depth, p_vacant, h, w)
+    return buildings, n_fields
 
-    # footprints inside the image
+
+def _build_block(rng: np.random.Generator, s: _Streets, a_lo: float, a_hi: float, b_street: float,
+                 lot_depth: float, p_vacant: float, h: int, w: int) -> list[_Building]:
+    """The lots on both sides of the gap between two parallel streets (a block shares a
+    few roof colours); some lots stay vacant."""
+    buildings = []
+    style_roofs = rng.choice(len(_ROOF_PALETTE), size=3)
+    for side, street in ((+1, b_street), (-1, b_street + s.spacing_b)):
+        lot_w = rng.uniform(18, 44)
+        n_lots = int((a_hi - a_lo) // lot_w)
+        if n_lots < 1:
+            continue
+        lot_w = (a_hi - a_lo) / n_lots
+        bl_frac = rng.uniform(0.5, 0.8)
+        for i in range(n_lots):
+            if rng.random() < p_vacant:
+                continue
+            bld = _make_building(rng, s, street, side, a_lo + (i + 0.5) * lot_w, lot_w, bl_frac, lot_depth,
+                                 style_roofs, h, w)
+            if bld is not None:
+                buildings.append(bld)
+    return buildings
+
+
+def _make_building(rng: np.random.Generator, s: _Streets, street: float, side: int, a_mid: float, lot_w: float,
+                   bl_frac: float, lot_depth: float, style_roofs: np.ndarray, h: int, w: int) -> Optional[_Building]:
+    """A house on the lot centred at ``a_mid`` along the street, facing it from ``side``:
+    footprint (maybe an L), roof, lot and driveway. None when far off the image."""
+    length = float(np.clip(lot_w * bl_frac * rng.uniform(0.9, 1.1), 8, 40))
+    depth = float(np.clip(rng.uniform(0.45, 0.75) * lot_depth, 8, 40))
+    setback = rng.uniform(2, max(2.5, lot_depth - depth - 3))
+    b_mid = street + side * (s.road_w / 2 + 1 + s.walk_w + setback + depth / 2)
+    lot_b = street + side * (s.road_w / 2 + 1 + s.walk_w + lot_depth / 2)
+    angle = s.theta + rng.normal(0, 0.03)
+    x, y = s.xy(a_mid, b_mid)
+    if not (-60 < x < w + 60 and -60 < y < h + 60):
+        return None
+    wing = None
+    if rng.random() < 0.25:
+        wl = length * rng.uniform(0.35, 0.6)
+        wd = depth * rng.uniform(0.3, 0.6)
+        du = rng.choice([-1, 1]) * (length / 2 - wl / 2)
+        wing = (float(du), float(side * (depth / 2 + wd / 2 - 0.5)), float(wl), float(wd))
+    roof, colour = _pick_roof(rng, style_roofs)
+    shape = _Rect(x, y, length, depth, angle, wing)
+    lx, ly = s.xy(a_mid, lot_b)
+    lot = _Rect(lx, ly, lot_w - 1.5, lot_depth, s.theta)
+    drive = _make_driveway(rng, s, street, side, a_mid, lot_w, setback)
+    return _Building(shape, colour, str(roof), float(rng.uniform(6, 13)), [True, True], lot, drive)
+
+
+def _pick_roof(rng: np.random.Generator, style_roofs: np.ndarray) -> tuple[str, np.ndarray]:
+    """(roof kind, colour (3,) float32): flat roofs light; most others in the block's style."""
+    roof = rng.choice(["gable", "hip", "flat"], p=[0.55, 0.3, 0.15])
+    if roof == "flat":
+        colour = _FLAT_PALETTE[rng.integers(len(_FLAT_PALETTE))]
+    elif rng.random() < 0.7:
+        colour = _ROOF_PALETTE[rng.choice(style_roofs)]
+    else:
+        colour = _ROOF_PALETTE[rng.integers(len(_ROOF_PALETTE))]
+    return roof, np.clip(colour + rng.normal(0, 6, 3), 20, 240).astype(np.float32)
+
+
+def _make_driveway(rng: np.random.Generator, s: _Streets, street: float, side: int, a_mid: float, lot_w: float,
+                   setback: float) -> Optional[_Rect]:
+    """A driveway from the sidewalk to the house at one side of the lot (most lots), or None."""
+    if not (rng.random() < 0.8 and setback > 3):
+        return None
+    dw = rng.uniform(5, 7)
+    du = rng.choice([-1, 1]) * (lot_w / 2 - dw / 2 - 1)
+    db_lo = s.road_w / 2 + 1 + s.walk_w - 1
+    db_hi = s.road_w / 2 + 1 + s.walk_w + setback + 1
+    dbm = street + side * (db_lo + db_hi) / 2
+    dam = a_mid + du
+    x, y = s.xy(dam, dbm)
+    return _Rect(x, y, dw, db_hi - db_lo, s.theta)
+
+
+def _inside_image(buildings: list[_Building], h: int, w: int) -> list[_Building]:
+    """The buildings whose footprint reaches the image, with their coverage cached and area counted."""
     for bld in buildings:
         cov = bld.shape.coverage(h, w)
         bld.cache = cov
         bld.area = 0 if cov is None else int((cov[2] >= 0.5).sum())
-    buildings = [b for b in buildings if b.cache is not None]
+    return [b for b in buildings if b.cache is not None]
 
-    # --- changes (the labels) ------------------------------------------------------------------
+
+def _choose_changes(rng: np.random.Generator, buildings: list[_Building], change_fraction: tuple[float, float],
+                    h: int, w: int) -> np.ndarray:
+    """Mark buildings new or vanished until the target changed area is reached: one or two
+    clusters of new development, then scattered single changes. Returns the label (H, W) bool."""
     lo, hi = change_fraction
     target = rng.uniform(lo, hi) * h * w if hi > 0 else 0.0
     changed = 0.0
@@ -400,15 +529,7 @@ def make_scene(
             free = [b for b in inside if b.exists == [True, True]]
             if not free:
                 break
-            seed_b = free[rng.integers(len(free))]
-            d = [math.hypot(b.shape.cx - seed_b.shape.cx, b.shape.cy - seed_b.shape.cy) + rng.uniform(0, 25)
-                 for b in free]
-            goal = target * 0.8 * (c + 1) / n_clusters
-            for idx in np.argsort(d):
-                if changed >= goal:
-                    break
-                free[idx].exists = [False, True]  # new development
-                changed += free[idx].area
+            changed = _develop_cluster(rng, free, target * 0.8 * (c + 1) / n_clusters, changed)
         free = [b for b in inside if b.exists == [True, True]]
         rng.shuffle(free)
         for b in free:
@@ -416,29 +537,39 @@ def make_scene(
                 break
             b.exists = [False, True] if rng.random() < 0.4 else [True, False]
             changed += b.area
-    # lots of new development show field before; vanished buildings leave bare soil
     label = np.zeros((h, w), bool)
     for b in buildings:
         if b.exists[0] != b.exists[1]:
             rows, cols, cov = b.cache[:3]
             label[rows, cols] |= cov >= 0.5
+    return label
 
-    # --- trees -----------------------------------------------------------------------------------
+
+def _develop_cluster(rng: np.random.Generator, free: list[_Building], goal: float, changed: float) -> float:
+    """Make the unchanged buildings nearest a random one new until ``goal`` changed pixels;
+    returns the changed pixel count."""
+    seed_b = free[rng.integers(len(free))]
+    d = [math.hypot(b.shape.cx - seed_b.shape.cx, b.shape.cy - seed_b.shape.cy) + rng.uniform(0, 25)
+         for b in free]
+    for idx in np.argsort(d):
+        if changed >= goal:
+            break
+        free[idx].exists = [False, True]  # new development
+        changed += free[idx].area
+    return changed
+
+
+def _plant_trees(rng: np.random.Generator, h: int, w: int, buildings: list[_Building], road: np.ndarray,
+                 n_fields: int, label: np.ndarray) -> list[_Tree]:
+    """Trees scattered and in woods, off buildings and roads; about half of those near new
+    development are cleared in the after image."""
     footprint = np.zeros((h, w), np.float32)
     for b in buildings:
         rows, cols, cov = b.cache[:3]
         np.maximum(footprint[rows, cols], cov, out=footprint[rows, cols])
     blocked = ndimage.maximum_filter(np.maximum(footprint, road), size=3)
     trees: list[_Tree] = []
-    n_candidates = int(h * w / 900 * rng.uniform(0.6, 1.4))
-    cand = rng.uniform(0, 1, (n_candidates, 2)) * [w, h]
-    # clusters (woods) in a few places
-    n_woods = 1 + len(field_blocks) // 2
-    for _ in range(n_woods):
-        centre = rng.uniform(0, 1, 2) * [w, h]
-        spread = rng.uniform(15, 60)
-        cand = np.concatenate([cand, centre + rng.normal(0, spread, (int(rng.uniform(10, 60)), 2))])
-    for x, y in cand:
+    for x, y in _tree_candidates(rng, h, w, 1 + n_fields // 2):
         r = rng.uniform(3, 10)
         if not (0 <= x < w and 0 <= y < h):
             continue
@@ -448,133 +579,207 @@ def make_scene(
             continue
         colour = np.array([58, 80, 44], np.float32) * rng.uniform(0.8, 1.2, 3)
         trees.append(_Tree(float(x), float(y), float(r), float(r * rng.uniform(1.4, 2.2)), colour))
-    # trees cleared for the new development
-    if label.any():
+    if label.any():  # trees cleared for the new development
         near_label = ndimage.binary_dilation(label[::4, ::4], iterations=6)
         for t in trees:
             if near_label[min(int(t.cy) // 4, near_label.shape[0] - 1), min(int(t.cx) // 4, near_label.shape[1] - 1)]:
                 if rng.random() < 0.5:
                     t.exists = [True, False]
+    return trees
 
-    # --- cars (different on each date) ------------------------------------------------------------
-    cars: list[list[tuple[_Rect, np.ndarray]]] = [[], []]
-    for d in range(2):
-        n_cars = int(h * w / 512 ** 2 * rng.uniform(5, 25))
-        for _ in range(n_cars):
-            x, y = rng.uniform(0, w), rng.uniform(0, h)
-            if road[int(y), int(x)] < 1:
-                continue
-            # align with the nearest street direction
-            along = theta if rng.random() < 0.5 else theta + math.pi / 2
-            colour = _CAR_PALETTE[rng.integers(len(_CAR_PALETTE))] * rng.uniform(0.9, 1.1)
-            cars[d].append((_Rect(float(x), float(y), 8.5, 4.0, along), colour.astype(np.float32)))
 
-    # a cleared patch of soil in the after image (not labelled)
+def _tree_candidates(rng: np.random.Generator, h: int, w: int, n_woods: int) -> np.ndarray:
+    """(N, 2) candidate tree centres (x, y): uniform, plus clusters (woods) in a few places."""
+    n_candidates = int(h * w / 900 * rng.uniform(0.6, 1.4))
+    cand = rng.uniform(0, 1, (n_candidates, 2)) * [w, h]
+    for _ in range(n_woods):
+        centre = rng.uniform(0, 1, 2) * [w, h]
+        spread = rng.uniform(15, 60)
+        cand = np.concatenate([cand, centre + rng.normal(0, spread, (int(rng.uniform(10, 60)), 2))])
+    return cand
+
+
+def _park_cars(rng: np.random.Generator, h: int, w: int, s: _Streets) -> list[tuple[_Rect, np.ndarray]]:
+    """Cars of one date: (rectangle, colour (3,) float32), on the asphalt along a street."""
+    cars = []
+    n_cars = int(h * w / 512 ** 2 * rng.uniform(5, 25))
+    for _ in range(n_cars):
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        if s.road[int(y), int(x)] < 1:
+            continue
+        along = s.theta if rng.random() < 0.5 else s.theta + math.pi / 2  # the nearest street's direction
+        colour = _CAR_PALETTE[rng.integers(len(_CAR_PALETTE))] * rng.uniform(0.9, 1.1)
+        cars.append((_Rect(float(x), float(y), 8.5, 4.0, along), colour.astype(np.float32)))
+    return cars
+
+
+def _soil_patches(rng: np.random.Generator, h: int, w: int, nuisance: float) -> list[_Rect]:
+    """Cleared patches of soil in the after image (not labelled): none, one or two."""
     patches: list[_Rect] = []
     if rng.random() < 0.6 * nuisance:
         for _ in range(rng.integers(1, 3)):
             patches.append(_Rect(rng.uniform(0, w), rng.uniform(0, h), rng.uniform(20, 70), rng.uniform(20, 60),
                                  rng.uniform(0, math.pi)))
+    return patches
 
-    # --- render each date ----------------------------------------------------------------------------
-    images = []
-    for d, date in enumerate(dates):
-        img = w_grass[None] * date.grass[:, None, None]
-        img += fixed
-        if d == 1:
-            for p in patches:
-                cov = p.coverage(h, w)
-                if cov is not None:
-                    rows, cols, c = cov[:3]
-                    _paint(img, rows, cols, soil[:, None, None] * (1 + 0.08 * grain[rows, cols])[None] * 0.95, c * 0.9)
-        heights = np.zeros((h, w), np.float32)
-        # lots: lawn where the house stands on this date; bare soil where it was demolished
-        for b in buildings:
-            if b.exists[d]:
-                cov = b.lot.coverage(h, w, pad=1)
-                if cov is not None:
-                    rows, cols, c = cov[:3]
-                    _paint(img, rows, cols, date.lawn[:, None, None] * (1 + 0.05 * tex[rows, cols] + 0.03 * grain[rows, cols])[None], c * 0.85)
-            elif b.exists[1 - d] and d == 1:
-                cov = b.shape.coverage(h, w, pad=4)
-                if cov is not None:
-                    rows, cols, c, u, v = cov
-                    c2 = _box(u, v, b.shape.length + 6, b.shape.depth + 6)
-                    _paint(img, rows, cols, soil[:, None, None] * (1 + 0.1 * grain[rows, cols])[None], c2 * 0.9)
-        img *= 1 - street_alpha[None]
-        img += street_colour
-        for b in buildings:
-            if b.exists[d] and b.drive is not None:
-                cov = b.drive.coverage(h, w)
-                if cov is not None:
-                    rows, cols, c = cov[:3]
-                    _paint(img, rows, cols, concrete, c)
-        for rect, colour in cars[d]:
-            cov = rect.coverage(h, w)
+
+@dataclass
+class _World:
+    """Everything on the ground, for :func:`_render`: ``cars`` per date, ``patches`` after only."""
+
+    h: int
+    w: int
+    palette: _Palette
+    ground: _Ground
+    streets: _Streets
+    buildings: list
+    trees: list
+    cars: list
+    patches: list
+
+
+def _render(world: _World, d: int, date: _Date, rng: np.random.Generator) -> np.ndarray:
+    """The image (3, H, W) float32 0..255 of date ``d`` (0 before, 1 after), through its camera."""
+    img = _paint_ground(world, d, date)
+    heights = np.zeros((world.h, world.w), np.float32)  # px above ground, for the shadows
+    _paint_lots(img, world, d, date)
+    img *= 1 - world.streets.alpha[None]
+    img += world.streets.colour
+    _paint_driveways(img, world, d)
+    _paint_cars(img, heights, world, d)
+    _paint_roofs(img, heights, world, d, date)
+    _paint_trees(img, heights, world, d, date)
+    _cast_shadows(img, heights, date)
+    return _photometric(img, date, rng)
+
+
+def _paint_ground(world: _World, d: int, date: _Date) -> np.ndarray:
+    """The ground in the date's season; on the after date, the cleared soil patches."""
+    img = world.ground.w_grass[None] * date.grass[:, None, None]
+    img += world.ground.fixed
+    if d == 1:
+        grain = world.ground.grain
+        for p in world.patches:
+            cov = p.coverage(world.h, world.w)
+            if cov is not None:
+                rows, cols, c = cov[:3]
+                _paint(img, rows, cols, world.palette.soil[:, None, None] * (1 + 0.08 * grain[rows, cols])[None] * 0.95,
+                       c * 0.9)
+    return img
+
+
+def _paint_lots(img: np.ndarray, world: _World, d: int, date: _Date) -> None:
+    """Lawn where the house stands on this date; bare soil where it was demolished (after)."""
+    h, w, tex, grain, soil = world.h, world.w, world.ground.tex, world.ground.grain, world.palette.soil
+    for b in world.buildings:
+        if b.exists[d]:
+            cov = b.lot.coverage(h, w, pad=1)
+            if cov is not None:
+                rows, cols, c = cov[:3]
+                _paint(img, rows, cols,
+                       date.lawn[:, None, None] * (1 + 0.05 * tex[rows, cols] + 0.03 * grain[rows, cols])[None],
+                       c * 0.85)
+        elif b.exists[1 - d] and d == 1:
+            cov = b.shape.coverage(h, w, pad=4)
             if cov is not None:
                 rows, cols, c, u, v = cov
-                shade = 1 + 0.25 * (np.abs(u) < 2.2)  # windscreen/roof contrast
-                _paint(img, rows, cols, colour[:, None, None] / shade[None], c)
-                np.maximum(heights[rows, cols], 3.0 * (c > 0.5), out=heights[rows, cols])
-        # roofs
-        sx, sy = date.sun
-        for b in buildings:
-            if not b.exists[d]:
-                continue
-            rows, cols, c, u, v = b.cache
-            s = b.shape
-            ca, sa = math.cos(s.angle), math.sin(s.angle)
-            # the sun's direction in the local frame (towards the light = -shadow direction)
-            lu, lv = -(sx * ca + sy * sa), -(-sx * sa + sy * ca)
-            if b.roof == "flat":
-                inner = _box(u, v, s.length - 3, s.depth - 3)
-                if s.wing is not None:
-                    du, dv, wl, wd = s.wing
-                    inner = np.maximum(inner, _box(u - du, v - dv, wl - 3, wd - 3))
-                shade = 0.85 + 0.15 * inner + 0.03 * grain[rows, cols]
-            else:
-                if b.roof == "hip":
-                    across_u = np.abs(u) - max(s.length - s.depth, 0) / 2 > np.abs(v)
-                    nu = np.where(across_u, np.sign(u), 0.0)
-                    nv = np.where(across_u, 0.0, np.sign(v))
-                elif s.length >= s.depth:
-                    nu, nv = 0.0, np.sign(v)
-                else:
-                    nu, nv = np.sign(u), 0.0
-                if s.wing is not None:
-                    du, dv, wl, wd = s.wing
-                    in_wing = _box(u - du, v - dv, wl, wd) > _box(u, v, s.length, s.depth)
-                    nu = np.where(in_wing, np.sign(u - du), nu)
-                    nv = np.where(in_wing, 0.0, nv)
-                shade = 1 + 0.22 * (nu * lu + nv * lv) + 0.04 * grain[rows, cols]
-            _paint(img, rows, cols, b.colour[:, None, None] * shade[None], c)
-            np.maximum(heights[rows, cols], b.height * (c > 0.5), out=heights[rows, cols])
-        # trees
-        for t in trees:
-            if not t.exists[d]:
-                continue
-            r = t.radius
-            r0, r1 = max(int(t.cy - r - 2), 0), min(int(t.cy + r + 3), h)
-            c0, c1 = max(int(t.cx - r - 2), 0), min(int(t.cx + r + 3), w)
-            ys = np.arange(r0, r1, dtype=np.float32)[:, None] + 0.5 - t.cy
-            xs = np.arange(c0, c1, dtype=np.float32)[None, :] + 0.5 - t.cx
-            dist = np.sqrt(xs ** 2 + ys ** 2)
-            g = grain[r0:r1, c0:c1]
-            cov = np.clip(r - dist + 0.8 * g + 0.5, 0, 1)
-            lit = 1 + 0.3 * (-(xs * sx + ys * sy) / r) + 0.12 * g
-            _paint(img, slice(r0, r1), slice(c0, c1), (t.colour * date.foliage)[:, None, None] * lit[None], cov)
-            dome = t.height * np.sqrt(np.clip(1 - (dist / r) ** 2, 0, 1)) * (cov > 0.5)
-            np.maximum(heights[r0:r1, c0:c1], dome, out=heights[r0:r1, c0:c1])
-        # shadows, bluish
-        shadow = _shadow(heights, date) * date.shadow_strength
-        img *= 1 - shadow[None] * np.array([1.0, 0.97, 0.85], np.float32)[:, None, None]
-        images.append(_photometric(img, date, rng))
+                c2 = _box(u, v, b.shape.length + 6, b.shape.depth + 6)
+                _paint(img, rows, cols, soil[:, None, None] * (1 + 0.1 * grain[rows, cols])[None], c2 * 0.9)
 
-    # misregistration of the whole after image
+
+def _paint_driveways(img: np.ndarray, world: _World, d: int) -> None:
+    """Concrete driveways of the houses standing on this date."""
+    for b in world.buildings:
+        if b.exists[d] and b.drive is not None:
+            cov = b.drive.coverage(world.h, world.w)
+            if cov is not None:
+                rows, cols, c = cov[:3]
+                _paint(img, rows, cols, world.palette.concrete, c)
+
+
+def _paint_cars(img: np.ndarray, heights: np.ndarray, world: _World, d: int) -> None:
+    """The date's cars (darker windscreen and roof band), 3 px high."""
+    for rect, colour in world.cars[d]:
+        cov = rect.coverage(world.h, world.w)
+        if cov is not None:
+            rows, cols, c, u, v = cov
+            shade = 1 + 0.25 * (np.abs(u) < 2.2)  # windscreen/roof contrast
+            _paint(img, rows, cols, colour[:, None, None] / shade[None], c)
+            np.maximum(heights[rows, cols], 3.0 * (c > 0.5), out=heights[rows, cols])
+
+
+def _paint_roofs(img: np.ndarray, heights: np.ndarray, world: _World, d: int, date: _Date) -> None:
+    """The roofs of the buildings standing on this date, shaded by the date's sun."""
+    for b in world.buildings:
+        if not b.exists[d]:
+            continue
+        rows, cols, c, u, v = b.cache
+        shade = _roof_shade(b, u, v, date.sun, world.ground.grain[rows, cols])
+        _paint(img, rows, cols, b.colour[:, None, None] * shade[None], c)
+        np.maximum(heights[rows, cols], b.height * (c > 0.5), out=heights[rows, cols])
+
+
+def _roof_shade(b: _Building, u: np.ndarray, v: np.ndarray, sun: tuple[float, float], grain: np.ndarray) -> np.ndarray:
+    """Brightness factor (h, w) of a roof at local coordinates (u, v): a flat roof's darker
+    rim, or each pitched face lit by how much it faces the sun."""
+    s = b.shape
+    sx, sy = sun
+    ca, sa = math.cos(s.angle), math.sin(s.angle)
+    # the sun's direction in the local frame (towards the light = -shadow direction)
+    lu, lv = -(sx * ca + sy * sa), -(-sx * sa + sy * ca)
+    if b.roof == "flat":
+        inner = _box(u, v, s.length - 3, s.depth - 3)
+        if s.wing is not None:
+            du, dv, wl, wd = s.wing
+            inner = np.maximum(inner, _box(u - du, v - dv, wl - 3, wd - 3))
+        return 0.85 + 0.15 * inner + 0.03 * grain
+    if b.roof == "hip":
+        across_u = np.abs(u) - max(s.length - s.depth, 0) / 2 > np.abs(v)
+        nu = np.where(across_u, np.sign(u), 0.0)
+        nv = np.where(across_u, 0.0, np.sign(v))
+    elif s.length >= s.depth:
+        nu, nv = 0.0, np.sign(v)
+    else:
+        nu, nv = np.sign(u), 0.0
+    if s.wing is not None:
+        du, dv, wl, wd = s.wing
+        in_wing = _box(u - du, v - dv, wl, wd) > _box(u, v, s.length, s.depth)
+        nu = np.where(in_wing, np.sign(u - du), nu)
+        nv = np.where(in_wing, 0.0, nv)
+    return 1 + 0.22 * (nu * lu + nv * lv) + 0.04 * grain
+
+
+def _paint_trees(img: np.ndarray, heights: np.ndarray, world: _World, d: int, date: _Date) -> None:
+    """Textured crowns in the date's foliage, lit from the sun's side, dome-shaped heights."""
+    h, w, grain = world.h, world.w, world.ground.grain
+    sx, sy = date.sun
+    for t in world.trees:
+        if not t.exists[d]:
+            continue
+        r = t.radius
+        r0, r1 = max(int(t.cy - r - 2), 0), min(int(t.cy + r + 3), h)
+        c0, c1 = max(int(t.cx - r - 2), 0), min(int(t.cx + r + 3), w)
+        ys = np.arange(r0, r1, dtype=np.float32)[:, None] + 0.5 - t.cy
+        xs = np.arange(c0, c1, dtype=np.float32)[None, :] + 0.5 - t.cx
+        dist = np.sqrt(xs ** 2 + ys ** 2)
+        g = grain[r0:r1, c0:c1]
+        cov = np.clip(r - dist + 0.8 * g + 0.5, 0, 1)
+        lit = 1 + 0.3 * (-(xs * sx + ys * sy) / r) + 0.12 * g
+        _paint(img, slice(r0, r1), slice(c0, c1), (t.colour * date.foliage)[:, None, None] * lit[None], cov)
+        dome = t.height * np.sqrt(np.clip(1 - (dist / r) ** 2, 0, 1)) * (cov > 0.5)
+        np.maximum(heights[r0:r1, c0:c1], dome, out=heights[r0:r1, c0:c1])
+
+
+def _cast_shadows(img: np.ndarray, heights: np.ndarray, date: _Date) -> None:
+    """Darken ``img`` in the shadows of ``heights`` under the date's sun (bluish)."""
+    shadow = _shadow(heights, date) * date.shadow_strength
+    img *= 1 - shadow[None] * np.array([1.0, 0.97, 0.85], np.float32)[:, None, None]
+
+
+def _misregister(rng: np.random.Generator, img: np.ndarray, misregistration: float) -> np.ndarray:
+    """The whole after image shifted by up to ``misregistration`` px along each axis."""
     shift = rng.uniform(-misregistration, misregistration, 2) if misregistration > 0 else (0.0, 0.0)
-    after = _subpixel_shift(images[1], float(shift[0]), float(shift[1]))
-    before = images[0]
-    return Scene(_to_uint8(before), _to_uint8(after), (label * 255).astype(np.uint8))
+    return _subpixel_shift(img, float(shift[0]), float(shift[1]))
 
 
 def _photometric(img: np.ndarray, date: _Date, rng: np.random.Generator) -> np.ndarray:
