@@ -55,6 +55,7 @@ class FeedbackReporter:
     def __init__(self, feedback: Optional[QgsProcessingFeedback], command: str = "") -> None:
         self.feedback = feedback
         self.progress = StageProgress(STAGES.get(command))
+        self.error = ""
 
     def __call__(self, event: dict) -> None:
         fb = self.feedback
@@ -79,11 +80,14 @@ class FeedbackReporter:
             stats = event.get("stats") or {}
             if stats:
                 fb.pushInfo("Engine finished: " + ", ".join(f"{k}={_short(v)}" for k, v in stats.items()))
-        elif kind == "error":
-            fb.reportError(str(event.get("message", "")), fatalError=False)
+        elif kind == "error":  # QGIS shows it once, from the QgsProcessingException raised after the run
+            self.error = str(event.get("message", "")).strip()
 
     def stderr(self, line: str) -> None:
-        if self.feedback is not None and line.strip():
+        """The engine's stderr as console text, less the CLI's ``error: …`` copy of its error
+        event (the two streams are read in parallel, so the event may come second)."""
+        text = line.strip()
+        if self.feedback is not None and text and not text.startswith("error: "):
             self.feedback.pushConsoleInfo(line)
 
 

@@ -30,6 +30,9 @@ os.chmod(_RUNTIME, 0o700)
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["XDG_RUNTIME_DIR"] = _RUNTIME
 os.environ["QGIS_CUSTOM_CONFIG_PATH"] = tempfile.mkdtemp(prefix="hrmnet-qgis-profile-")
+# QGIS computes statistics of the rasters it loads and GDAL keeps them in FILE.aux.xml beside
+# the file: not beside the bundled demo rasters (inherited by qgis_process subprocesses too).
+os.environ["GDAL_PAM_ENABLED"] = "NO"
 # The engine's interpreter: this one (the project's venv has the engine's requirements).
 os.environ.setdefault("HRMNET_PYTHON", sys.executable)
 for p in (str(ROOT), QGIS_PLUGINS):

@@ -80,6 +80,31 @@ def test_engine_error_becomes_a_processing_error_with_its_message(qgis_app, scen
     assert os.listdir(tmp_path) == []
 
 
+def test_the_engine_error_is_not_repeated_in_the_log(qgis_app, scenes, far_raster, model_path, threshold,
+                                                     tmp_path):
+    """The error event and the CLI's ``error:`` line on stderr are one message: QGIS shows it
+    from the exception; the log does not repeat it."""
+    import processing
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    class Log(QgsProcessingFeedback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines: list[str] = []
+
+        def reportError(self, error, fatalError=False):  # noqa: N802, N803
+            self.lines.append(error)
+
+        def pushConsoleInfo(self, info):  # noqa: N802
+            self.lines.append(info)
+
+    log = Log()
+    params = detect_params(scenes[0], model_path, threshold, tmp_path, AFTER=str(far_raster))
+    with pytest.raises(QgsProcessingException) as exc:
+        processing.run("hrmnet:detectchanges", params, feedback=log)
+    assert not [line for line in log.lines if str(exc.value).strip() in line]
+
+
 def test_missing_model_is_a_clear_error(qgis_app, scenes, tmp_path):
     import processing
     from qgis.core import QgsProcessingException
