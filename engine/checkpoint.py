@@ -294,18 +294,25 @@ def _short(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelInfo]:
-    """Read a checkpoint (ours or the authors') into an fp32 state_dict and its info.
-
-    Raises :class:`UserError` for a missing, corrupt, unsafe or non-HRMNet file.
-    """
+def check_model_file(path: str | os.PathLike, kind: str) -> Path:
+    """``path`` as a :class:`Path`; :class:`UserError` when it is missing, not a file or
+    empty (``kind``: what it should be, for the message: "a checkpoint", "an ONNX model")."""
     p = Path(path)
     if not p.exists():
         raise UserError(f"{p}: model file not found")
     if not p.is_file():
         raise UserError(f"{p}: not a file")
     if os.path.getsize(p) == 0:
-        raise UserError(f"{p}: empty file, not a checkpoint")
+        raise UserError(f"{p}: empty file, not {kind}")
+    return p
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelInfo]:
+    """Read a checkpoint (ours or the authors') into an fp32 state_dict and its info.
+
+    Raises :class:`UserError` for a missing, corrupt, unsafe or non-HRMNet file.
+    """
+    p = check_model_file(path, "a checkpoint")
     state, info = _load_safetensors(p) if _is_safetensors(p) else _load_pth(p)
     check_state_dict(state, str(p))
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}

@@ -103,14 +103,9 @@ def _session(path: Path, providers: list[Any], optimize: bool = True):
 
 
 def _check_file(path: str | os.PathLike) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: model file not found")
-    if not p.is_file():
-        raise UserError(f"{p}: not a file")
-    if os.path.getsize(p) == 0:
-        raise UserError(f"{p}: empty file, not an ONNX model")
-    return p
+    from .checkpoint import check_model_file
+
+    return check_model_file(path, "an ONNX model")
 
 
 def _info_from_session(session, path: Path):

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ..checkpoint import ModelInfo, load_checkpoint, save_checkpoint
+from ..checkpoint import ModelInfo, _short, load_checkpoint, save_checkpoint
 from ..errors import Cancelled, UserError
 from ..events import Events
 from ..runtime import Runtime, select_runtime
@@ -277,7 +277,7 @@ def _load_backbone(model: torch.nn.Module, path: Optional[str]) -> None:
         else:
             state = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"{p}: cannot read backbone weights ({str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__})") from exc
+        raise UserError(f"{p}: cannot read backbone weights ({_short(exc)})") from exc
     if isinstance(state, dict):
         for key in ("state_dict", "model"):
             if isinstance(state.get(key), dict):

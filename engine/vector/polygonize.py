@@ -169,19 +169,27 @@ def _read_strip(mask_path: PathLike, prob_path: Optional[PathLike], window,
     import rasterio
 
     try:
-        with _open(mask_path) as ds:
-            raw, nodata = ds.read(1, window=window), ds.nodata
-        prob = None
-        if prob_path is not None:
-            with _open(prob_path) as ds:
-                prob = decode_prob(ds.read(1, window=window), ds.nodata)
-        review = None
-        if review_path is not None:
-            with _open(review_path) as ds:
-                review = decode_prob(ds.read(1, window=window), ds.nodata)
+        change = _read_mask(mask_path, window)
+        prob = _read_prob(prob_path, window)
+        review = _read_prob(review_path, window)
     except rasterio.errors.RasterioIOError as exc:
         names = display(mask_path) if prob_path is None else f"{display(mask_path)} or {display(prob_path)}"
         reason = (str(exc.__cause__ or exc).strip().splitlines() or ["I/O error"])[0]
         raise UserError(f"{names}: read failed at rows {window.row_off}..{window.row_off + window.height} "
                         f"({reason})") from None
-    return decode_mask(raw, nodata), prob, review
+    return change, prob, review
+
+
+def _read_mask(path: PathLike, window) -> np.ndarray:
+    """bool (h, w) change mask of ``window`` (nodata = no change); the file is open for this read only."""
+    with _open(path) as ds:
+        return decode_mask(ds.read(1, window=window), ds.nodata)
+
+
+def _read_prob(path: Optional[PathLike], window) -> Optional[np.ndarray]:
+    """float32 (h, w) probabilities or review scores of ``window``, NaN where unknown; None
+    without a path. The file is open for this read only."""
+    if path is None:
+        return None
+    with _open(path) as ds:
+        return decode_prob(ds.read(1, window=window), ds.nodata)

@@ -24,8 +24,8 @@ import numpy as np
 
 from ..events import Events
 from ..outputs import display
-from .polygonize import _check_prob_dtype, _check_same_grid, _open, _strip_rows
-from .stream import Polygonizer, decode_mask, decode_prob
+from .polygonize import _check_prob_dtype, _check_same_grid, _open, _read_mask, _read_prob, _strip_rows
+from .stream import Polygonizer
 
 __all__ = ["review_areas_to_file", "candidate_strip", "TOUCHING"]
 
@@ -102,15 +102,10 @@ def review_areas_to_file(mask_path: PathLike, review_path: PathLike, out_path: P
             n = min(rows, height - r0)
             top = 1 if r0 > 0 else 0
             halo = Window(0, r0 - top, width, n + top + (1 if r0 + n < height else 0))
-            with _open(mask_path) as ds:
-                change = decode_mask(ds.read(1, window=halo), ds.nodata)
+            change = _read_mask(mask_path, halo)
             window = Window(0, r0, width, n)
-            with _open(review_path) as ds:
-                review = decode_prob(ds.read(1, window=window), ds.nodata)
-            prob = None
-            if prob_path is not None:
-                with _open(prob_path) as ds:
-                    prob = decode_prob(ds.read(1, window=window), ds.nodata)
+            review = _read_prob(review_path, window)
+            prob = _read_prob(prob_path, window)
             candidate, fed = candidate_strip(change, review, threshold, top, n)
             polygonizer.add(candidate, prob, fed)
             events.progress(k + 1, len(starts), stage="review areas")
