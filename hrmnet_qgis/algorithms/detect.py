@@ -11,7 +11,6 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingParameterBand,
     QgsProcessingParameterDefinition,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
@@ -22,19 +21,19 @@ from qgis.core import (
 
 from .. import settings
 from ..model_info import demo_model, is_demonstration, model_summary, read_model_info
-from .base import DEVICE_LABELS, DEVICES, PRECISION_LABELS, PRECISIONS, EngineAlgorithm, OutputLayer, absolute, layer_file
+from .base import EngineAlgorithm, OutputLayer, absolute, layer_file
+from .detect_options import (
+    VECTOR_EXTENSIONS,
+    check_vector_output,
+    given,
+    mapping_options,
+    mapping_parameters,
+    num,
+    tiling_options,
+    tiling_parameters,
+)
 
 __all__ = ["DetectChanges", "VECTOR_EXTENSIONS"]
-
-#: Vector formats the engine writes (chosen by extension).
-VECTOR_EXTENSIONS = ["gpkg", "shp", "fgb", "geojson"]
-
-
-def given(parameters: dict, name: str) -> bool:
-    """True when the user set the optional parameter ``name``."""
-    value = parameters.get(name)
-    return value is not None and not (isinstance(value, str) and value.strip() == "")
-
 
 class DetectChanges(EngineAlgorithm):
     """Change polygons (and optionally probability and mask rasters) from two dates."""
@@ -132,18 +131,8 @@ class DetectChanges(EngineAlgorithm):
         # In the dialog, the empty threshold, tile size and overlap fields show the chosen model's values.
         threshold.setMetadata({"widget_wrapper": {"class": "hrmnet_qgis.algorithms.model_defaults.ModelDefaultsWrapper"}})
         self.addParameter(threshold)
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.MIN_AREA, self.tr("Minimum polygon area (m²)"), QgsProcessingParameterNumber.Double,
-                defaultValue=0.0, minValue=0.0,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.SIMPLIFY, self.tr("Simplification tolerance (m, 0 = none)"), QgsProcessingParameterNumber.Double,
-                defaultValue=0.0, minValue=0.0,
-            )
-        )
+        for param in mapping_parameters(self.tr):
+            self.addParameter(param)
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Limit to extent"), optional=True))
 
         advanced = [
@@ -151,14 +140,7 @@ class DetectChanges(EngineAlgorithm):
                                        None, self.BEFORE, optional=True, allowMultiple=True),
             QgsProcessingParameterBand(self.BANDS_AFTER, self.tr("Bands of After: red, green, blue (empty: 1,2,3)"),
                                        None, self.AFTER, optional=True, allowMultiple=True),
-            QgsProcessingParameterNumber(self.TILE_SIZE, self.tr("Tile size (pixels, multiple of 32; empty: the model's)"),
-                                         QgsProcessingParameterNumber.Integer, None, True, 32, 8192),
-            QgsProcessingParameterNumber(self.OVERLAP, self.tr("Tile overlap (pixels; empty: the model's)"),
-                                         QgsProcessingParameterNumber.Integer, None, True, 0, 4096),
-            QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Tiles per batch (empty: automatic)"),
-                                         QgsProcessingParameterNumber.Integer, None, True, 1, 1024),
-            QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICE_LABELS, defaultValue=0),
-            QgsProcessingParameterEnum(self.PRECISION, self.tr("Precision"), PRECISION_LABELS, defaultValue=0),
+            *tiling_parameters(self.tr),
             QgsProcessingParameterNumber(self.REVIEW_THRESHOLD,
                                          self.tr("Review areas: score threshold (empty: the model's, 0.3)"),
                                          QgsProcessingParameterNumber.Double, None, True, 0.0, 1.0),
@@ -217,39 +199,27 @@ class DetectChanges(EngineAlgorithm):
                    self.OUTPUT_REVIEW_AREAS: "--out-review-areas"}
         for polygons in (outputs[self.OUTPUT_POLYGONS], outputs[self.OUTPUT_REVIEW_AREAS]):
             if polygons:
-                ext = polygons.rsplit(".", 1)[-1].lower() if "." in polygons else ""
-                if ext not in VECTOR_EXTENSIONS:
-                    raise QgsProcessingException(
-                        f"{polygons}: unsupported vector format (use one of .{', .'.join(VECTOR_EXTENSIONS)})"
-                    )
+                check_vector_output(polygons)
         for key, path in outputs.items():
             if path:
                 args += [options[key], path]
         if not any(outputs.values()):
             raise QgsProcessingException(self.tr("No output chosen: set change polygons, probability or mask"))
 
-        if given(parameters, self.THRESHOLD):
-            args += ["--threshold", _num(self.parameterAsDouble(parameters, self.THRESHOLD, context))]
+        args += mapping_options(self, parameters, context)
         if given(parameters, self.REVIEW_THRESHOLD):
-            args += ["--review-threshold", _num(self.parameterAsDouble(parameters, self.REVIEW_THRESHOLD, context))]
-        args += ["--min-area", _num(self.parameterAsDouble(parameters, self.MIN_AREA, context))]
-        args += ["--simplify", _num(self.parameterAsDouble(parameters, self.SIMPLIFY, context))]
+            args += ["--review-threshold", num(self.parameterAsDouble(parameters, self.REVIEW_THRESHOLD, context))]
         if given(parameters, self.EXTENT):
             rect = self.parameterAsExtent(parameters, self.EXTENT, context, before.crs())
             if not rect.isNull() and not rect.isEmpty():
-                args += ["--extent", ",".join(_num(v) for v in (rect.xMinimum(), rect.yMinimum(),
+                args += ["--extent", ",".join(num(v) for v in (rect.xMinimum(), rect.yMinimum(),
                                                                  rect.xMaximum(), rect.yMaximum()))]
         for name, option in ((self.BANDS_BEFORE, "--bands-before"), (self.BANDS_AFTER, "--bands-after")):
             if given(parameters, name):
                 bands = [b for b in self.parameterAsInts(parameters, name, context) if b > 0]
                 if bands:
                     args += [option, ",".join(str(b) for b in bands)]
-        for name, option in ((self.TILE_SIZE, "--tile-size"), (self.OVERLAP, "--overlap"),
-                             (self.BATCH_SIZE, "--batch-size")):
-            if given(parameters, name):
-                args += [option, str(self.parameterAsInt(parameters, name, context))]
-        args += ["--device", DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]]
-        args += ["--precision", PRECISIONS[self.parameterAsEnum(parameters, self.PRECISION, context)]]
+        args += tiling_options(self, parameters, context)
         # Processing has already asked the user about existing outputs.
         args.append("--overwrite")
         return args, {k: v for k, v in outputs.items() if v}
@@ -274,10 +244,6 @@ class DetectChanges(EngineAlgorithm):
             self.OUTPUT_REVIEW: outputs.get(self.OUTPUT_REVIEW),
             self.OUTPUT_REVIEW_AREAS: outputs.get(self.OUTPUT_REVIEW_AREAS),
         }
-
-
-def _num(value: float) -> str:
-    return repr(float(value))
 
 
 def _default_model() -> str:

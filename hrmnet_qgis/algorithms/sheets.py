@@ -27,7 +27,6 @@ from qgis.core import (
     QgsProcessingOutputVectorLayer,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
@@ -45,10 +44,6 @@ from qgis.core import (
 from ..engine_python import EngineSetupError, engine_python
 from ..runner import EngineCancelled, EngineError, EngineRun, run_engine
 from .base import (
-    DEVICE_LABELS,
-    DEVICES,
-    PRECISION_LABELS,
-    PRECISIONS,
     EngineAlgorithm,
     FeedbackReporter,
     OutputLayer,
@@ -60,7 +55,15 @@ from .base import (
     layer_name,
     queued_layers,
 )
-from .detect import VECTOR_EXTENSIONS, _default_model, _num, given
+from .detect import _default_model
+from .detect_options import (
+    check_vector_output,
+    given,
+    mapping_options,
+    mapping_parameters,
+    tiling_options,
+    tiling_parameters,
+)
 
 __all__ = ["DetectChangesSheets", "EXIT_SOME_FAILED", "selection_filter", "engine_source", "sheet_line"]
 
@@ -182,12 +185,8 @@ class DetectChangesSheets(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             self.THRESHOLD, self.tr("Change probability threshold (empty: the model's)"),
             QgsProcessingParameterNumber.Double, defaultValue=None, optional=True, minValue=0.0, maxValue=1.0))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.MIN_AREA, self.tr("Minimum polygon area (m²)"), QgsProcessingParameterNumber.Double,
-            defaultValue=0.0, minValue=0.0))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.SIMPLIFY, self.tr("Simplification tolerance (m, 0 = none)"), QgsProcessingParameterNumber.Double,
-            defaultValue=0.0, minValue=0.0))
+        for param in mapping_parameters(self.tr):
+            self.addParameter(param)
         self.addParameter(QgsProcessingParameterBoolean(
             self.SKIP_MISSING, self.tr("Skip sheets whose images are missing (else stop and list them)"),
             defaultValue=False))
@@ -222,14 +221,7 @@ class DetectChangesSheets(EngineAlgorithm):
                                          optional=True),
             QgsProcessingParameterString(self.BANDS_AFTER, self.tr("Bands of After: red, green, blue (empty: 1,2,3)"),
                                          optional=True),
-            QgsProcessingParameterNumber(self.TILE_SIZE, self.tr("Tile size (pixels, multiple of 32; empty: the model's)"),
-                                         QgsProcessingParameterNumber.Integer, None, True, 32, 8192),
-            QgsProcessingParameterNumber(self.OVERLAP, self.tr("Tile overlap (pixels; empty: the model's)"),
-                                         QgsProcessingParameterNumber.Integer, None, True, 0, 4096),
-            QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Tiles per batch (empty: automatic)"),
-                                         QgsProcessingParameterNumber.Integer, None, True, 1, 1024),
-            QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICE_LABELS, defaultValue=0),
-            QgsProcessingParameterEnum(self.PRECISION, self.tr("Precision"), PRECISION_LABELS, defaultValue=0),
+            *tiling_parameters(self.tr),
         ]
 
     # -- parameters → engine options -------------------------------------------------------
@@ -245,10 +237,7 @@ class DetectChangesSheets(EngineAlgorithm):
         if not model:
             raise QgsProcessingException(self.tr("MODEL: no model checkpoint given"))
         polygons = absolute(self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context))
-        ext = polygons.rsplit(".", 1)[-1].lower() if "." in polygons else ""
-        if ext not in VECTOR_EXTENSIONS:
-            raise QgsProcessingException(
-                f"{polygons}: unsupported vector format (use one of .{', .'.join(VECTOR_EXTENSIONS)})")
+        check_vector_output(polygons)
         args = ["--sheets", sheets, "--run", run, "--model", model, "--out-vector", polygons]
         outputs = {self.OUTPUT_POLYGONS: polygons, self.RUN_FOLDER: run}
         review = absolute(self.parameterAsOutputLayer(parameters, self.OUTPUT_REVIEW, context))
@@ -258,9 +247,7 @@ class DetectChangesSheets(EngineAlgorithm):
             outputs[self.OUTPUT_REVIEW] = review
         areas = absolute(self.parameterAsOutputLayer(parameters, self.OUTPUT_REVIEW_AREAS, context))
         if areas:
-            if (areas.rsplit(".", 1)[-1].lower() if "." in areas else "") not in VECTOR_EXTENSIONS:
-                raise QgsProcessingException(
-                    f"{areas}: unsupported vector format (use one of .{', .'.join(VECTOR_EXTENSIONS)})")
+            check_vector_output(areas)
             args += ["--out-review-areas", areas]
             outputs[self.OUTPUT_REVIEW_AREAS] = areas
         args += self._sheet_options(parameters, context) + self._detect_options(parameters, context)
@@ -335,21 +322,11 @@ class DetectChangesSheets(EngineAlgorithm):
         return args
 
     def _detect_options(self, parameters: dict, context: QgsProcessingContext) -> list[str]:
-        args = []
-        if given(parameters, self.THRESHOLD):
-            args += ["--threshold", _num(self.parameterAsDouble(parameters, self.THRESHOLD, context))]
-        args += ["--min-area", _num(self.parameterAsDouble(parameters, self.MIN_AREA, context))]
-        args += ["--simplify", _num(self.parameterAsDouble(parameters, self.SIMPLIFY, context))]
+        args = mapping_options(self, parameters, context)
         for name, option in ((self.BANDS_BEFORE, "--bands-before"), (self.BANDS_AFTER, "--bands-after")):
             if given(parameters, name):
                 args += [option, self.parameterAsString(parameters, name, context).replace(" ", "")]
-        for name, option in ((self.TILE_SIZE, "--tile-size"), (self.OVERLAP, "--overlap"),
-                             (self.BATCH_SIZE, "--batch-size")):
-            if given(parameters, name):
-                args += [option, str(self.parameterAsInt(parameters, name, context))]
-        args += ["--device", DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]]
-        args += ["--precision", PRECISIONS[self.parameterAsEnum(parameters, self.PRECISION, context)]]
-        return args
+        return args + tiling_options(self, parameters, context)
 
     def _cluster_options(self, parameters: dict, context: QgsProcessingContext) -> list[str]:
         scheduler = self.parameterAsString(parameters, self.SCHEDULER, context).strip() \
