@@ -708,6 +708,7 @@ class _Staged:
                 from .vector.io import remove_vector
 
                 remove_vector(vec)
+        _remove(None)  # this run's staging folders, also when it failed before making a temporary
 
 
 def _run_into_staged(pair: RasterPair, plan: AreaPlan, engine: Engine, staged: _Staged, before: str, after: str,

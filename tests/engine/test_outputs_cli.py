@@ -71,6 +71,22 @@ def test_detect_never_replaces_its_model(scene, checkpoints, tmp_path):
     assert model.read_bytes() == kept and list(out.iterdir()) == []
 
 
+def test_a_model_that_fails_to_load_leaves_no_staging_in_a_long_lived_process(scene, tmp_path):
+    """detect() from Python, called again and again (a notebook, a service): a failure before
+    any temporary exists ends the run's staging too."""
+    from engine import outputs
+    from engine.detect import detect
+    from engine.errors import UserError
+
+    before, after, out, _ = scene
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"junk")
+    for _ in range(2):
+        with pytest.raises(UserError, match="junk.safetensors"):
+            detect(before, after, model=junk, out_vector=out / "c.gpkg", out_probability=out / "p.tif")
+        assert list(out.iterdir()) == [] and not getattr(outputs._RUN, "stagings", None)
+
+
 def test_detect_never_writes_through_planted_symlinks(scene, checkpoints):
     """Someone who can write to the output folder plants symlinks at the temporary names
     of the next PIDs (the old naming) and at the output itself."""
