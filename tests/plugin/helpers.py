@@ -1,7 +1,21 @@
 """Shared helpers of the plugin tests (QGIS only; never the engine's libraries)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
+
+
+def wait_until(predicate, timeout_s: float = 600.0) -> bool:
+    """Process Qt events until ``predicate()`` holds or ``timeout_s`` passed; its last value."""
+    from qgis.PyQt.QtCore import QCoreApplication
+
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        QCoreApplication.processEvents()
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
 
 
 def detect_params(scene, model_path, threshold: float, out_dir: Path, **extra) -> dict:

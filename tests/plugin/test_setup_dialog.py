@@ -2,23 +2,13 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
+from .helpers import wait_until
+
 pytestmark = pytest.mark.qgis
 
-
-def wait_until(predicate, timeout_s: float = 300.0) -> bool:
-    from qgis.PyQt.QtCore import QCoreApplication
-
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        QCoreApplication.processEvents()
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def test_dialog_shows_the_python_used_the_build_and_tests_the_engine(qgis_app, tmp_path, monkeypatch):

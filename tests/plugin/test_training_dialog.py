@@ -1,23 +1,13 @@
 """The training dialog offscreen: Start, Stop (resumable), Start again, curves, use the best model."""
 from __future__ import annotations
 
-import time
 
 import pytest
 
+from .helpers import wait_until
+
 pytestmark = pytest.mark.qgis
 
-
-def wait_until(predicate, timeout_s: float = 600.0) -> bool:
-    from qgis.PyQt.QtCore import QCoreApplication
-
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        QCoreApplication.processEvents()
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def test_dialog_trains_stops_resumes_and_offers_the_best_model(qgis_app, dataset, tmp_path):
