@@ -66,7 +66,8 @@ class ModelInfo:
         training: summary of the training run (data, steps, metrics, ...).
         engine_version: engine version that wrote the file.
         review_threshold: hard-region (review) score above which a region holding no
-            change is a "look here" area (0..1 exclusive; 0.3 measured on the demo pair).
+            change is a "look here" area (0..1 exclusive; ``train`` measures it on the
+            validation split, :mod:`engine.train.review_threshold`; 0.3 otherwise).
     """
 
     format_version: int = FORMAT_VERSION

@@ -12,8 +12,9 @@ One run lives in a folder ``RUN``:
 
 Recipe: loss :func:`engine.model.hrmnet_loss`; AdamW (lr 5e-4, betas 0.9/0.999, weight
 decay 1e-2); poly schedule with warm-up (:mod:`.schedule`); the four augmentations
-(:mod:`.augment`); model selection by validation F1. Mixed precision on CUDA (bf16, or
-fp16 with a grad scaler); fp32 on CPU unless bf16 is asked.
+(:mod:`.augment`); model selection by validation F1, and in the same validation pass the
+"look here" ``review_threshold`` each saved checkpoint stores (:mod:`.review_threshold`).
+Mixed precision on CUDA (bf16, or fp16 with a grad scaler); fp32 on CPU unless bf16 is asked.
 
 Sample order is a pure function of (seed, step): the k-th sample of the run is tile
 ``perm_e[k mod n]`` of the epoch's seeded permutation, augmented with a generator seeded
@@ -648,6 +649,7 @@ class _Trainer:
     loaders: _Loaders
     gsd: Optional[float] = None
     val_review: Optional[dict] = None  # how well the hard-region score points at the errors (see review_metrics)
+    review_threshold: Optional[dict] = None  # the "look here" threshold measured on validation (see review_threshold)
 
     def __post_init__(self) -> None:
         cfg = self.cfg
@@ -767,21 +769,40 @@ class _Trainer:
             self.events.emit("log", level="info", step=run.step, val=metrics,
                              message=f"val step {run.step}: " + " ".join(f"{k} {metrics[k]:.4f}" for k in VAL_KEYS)
                              + (" (best)" if improved else f" (best f1 {run.best_f1:.4f} at step {run.best_step})"))
+        if improved and self.review_threshold:
+            self._log_review_threshold()
         self._save(metrics, improved)
+
+    def _log_review_threshold(self) -> None:
+        """Log the measured "look here" threshold of the model just validated."""
+        rt = self.review_threshold
+        row = next((r for r in rt["table"] if r["threshold"] == rt["value"]), None)
+        if rt["measured"] and row is not None:
+            detail = (f"{row['hits']} of {row['areas']} areas hold missed change, {row['missed_caught']} of "
+                      f"{row['missed_changes']} missed changes caught, F1 {row['f1']}")
+        else:
+            detail = "the default: no threshold caught a missed change on validation"
+        self.events.log(f"review threshold {rt['value']} ({detail})")
 
     def _val_metrics(self) -> dict:
         """Validation scores over every process (rounded), also put in the last history row;
         {} without a validation split. Sets :attr:`val_review`."""
         from .review_metrics import ReviewStats
+        from .review_threshold import Tee, ThresholdStats
 
         if self.loaders.val is None:
             return {}
-        review = ReviewStats()
-        conf = confusion_over(self.model, self.loaders.val, self.rt, review=review)
+        review, thresholds = ReviewStats(), ThresholdStats()
+        conf = confusion_over(self.model, self.loaders.val, self.rt, review=Tee(review, thresholds))
         self.val_review = review.result()
         if self.dist.world > 1:
             t = torch.tensor([conf.tp, conf.fp, conf.fn, conf.tn], dtype=torch.float64, device=self.rt.device)
             conf = Confusion(*(int(v) for v in _all_reduce(t).tolist()))
+            counts = torch.tensor([thresholds.missed, *thresholds.counts.ravel().tolist()], dtype=torch.float64,
+                                  device=self.rt.device)
+            counts = [int(v) for v in _all_reduce(counts).tolist()]
+            thresholds.missed, thresholds.counts[:] = counts[0], np.reshape(counts[1:], thresholds.counts.shape)
+        self.review_threshold = thresholds.result(default=ModelInfo.review_threshold)
         metrics = {k: round(v, 6) for k, v in conf.scores().items()}
         for i, key in enumerate(VAL_KEYS[:5]):
             self.run.history[-1][3 + i] = metrics[key]
@@ -804,11 +825,13 @@ class _Trainer:
         """The checkpoint metadata: detection tiling from the crop, GSD, the training summary."""
         run, cfg = self.run, self.cfg
         tile = max(32, self.data.crop // 32 * 32)  # detection tiles are multiples of 32 (check_info)
-        return ModelInfo(tile_size=tile, overlap=min(128, tile // 4), gsd=self.gsd, training={
+        rt = self.review_threshold
+        return ModelInfo(tile_size=tile, overlap=min(128, tile // 4), gsd=self.gsd,
+                         review_threshold=rt["value"] if rt else ModelInfo.review_threshold, training={
             **self.common, "command": cfg.command, "init": cfg.init, "backbone": cfg.backbone,
             "step": step, "seconds": round(run.seconds, 1), "best_step": run.best_step,
             "val": metrics, "best_val": run.best_metrics, "train_tiles": len(self.data.train),
-            "val_tiles": len(self.data.val), "val_review": self.val_review,
+            "val_tiles": len(self.data.val), "val_review": self.val_review, "review_threshold": rt,
         })
 
     def save_state(self) -> None:
