@@ -10,6 +10,7 @@ JSON lines protocol (``--progress jsonl``), one object a line on stdout::
     {"event": "start", ...sizes, tiles, device, precision...}
     {"event": "log", "level": "info"|"warning", "message": "..."}
     {"event": "progress", "done": k, "total": n, "stage": "..."}   (+ "unit": "B" for a download)
+    (stages may interleave: ``sheets`` emits "sheets" and "tiles", each counting up on its own)
     {"event": "done", "outputs": {...}, "stats": {...}}
     {"event": "error", "message": "..."}
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Callable, Optional, TextIO
+from typing import Any, Callable, Optional, Sequence, TextIO
 
 from .errors import Cancelled
 
@@ -88,36 +89,63 @@ class JsonlSink:
 
 
 class BarSink:
-    """A tqdm progress bar on stderr; log lines printed above it."""
+    """A tqdm progress bar on stderr; log lines printed above it.
 
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
+    Args:
+        together: stages shown at the same time, one bar each in this order (the sheets
+            command: ``("sheets", "tiles")``); any other stage's bar is replaced by the next
+            stage's (or when its total changes).
+    """
+
+    def __init__(self, stream: TextIO = sys.stderr, together: Sequence[str] = ()) -> None:
         self.stream = stream
         self.bar = None
+        self.together = tuple(together)
+        self.bars: dict = {}  # stage of ``together`` -> its bar
 
     def __call__(self, event: dict) -> None:
         from tqdm import tqdm
 
         kind = event["event"]
         if kind == "progress":
-            if self.bar is None or self.bar.total != event["total"]:
-                self._close()
-                unit = event.get("unit", "it")  # "B": a download, shown in kB/MB
-                self.bar = tqdm(total=event["total"], desc=event.get("stage") or None, file=self.stream,
-                                dynamic_ncols=True, unit=unit, unit_scale=unit == "B", unit_divisor=1024)
-            self.bar.update(event["done"] - self.bar.n)
+            bar = self._bar_for(event)
+            bar.update(event["done"] - bar.n)
         elif kind == "log":
             prefix = "warning: " if event.get("level") == "warning" else ""
-            (tqdm.write if self.bar else print)(prefix + event["message"], file=self.stream)
+            (tqdm.write if (self.bar or self.bars) else print)(prefix + event["message"], file=self.stream)
         elif kind == "start":
             info = ", ".join(f"{k}={v}" for k, v in event.items() if k != "event" and not isinstance(v, (dict, list)))
             print(info, file=self.stream)
         elif kind in ("done", "error"):
             self._close()
 
+    def _bar_for(self, event: dict):
+        """The bar a progress event moves (a new one when its stage or total is new)."""
+        stage = event.get("stage") or ""
+        if stage in self.together:
+            bar = self.bars.get(stage)
+            if bar is None or bar.total != event["total"]:
+                if bar is not None:
+                    bar.close()
+                bar = self.bars[stage] = self._new(event, self.together.index(stage), stage.rstrip("s") or "it")
+            return bar
+        if self.bar is None or self.bar.total != event["total"]:
+            self._close()
+            self.bar = self._new(event)
+        return self.bar
+
+    def _new(self, event: dict, position: Optional[int] = None, unit: str = "it"):
+        from tqdm import tqdm
+
+        unit = event.get("unit", unit)  # "B": a download, shown in kB/MB
+        return tqdm(total=event["total"], desc=event.get("stage") or None, file=self.stream, position=position,
+                    dynamic_ncols=True, unit=unit, unit_scale=unit == "B", unit_divisor=1024)
+
     def _close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        for bar in reversed([self.bar, *self.bars.values()]):
+            if bar is not None:
+                bar.close()
+        self.bar, self.bars = None, {}
 
 
 class LogSink:
@@ -142,9 +170,10 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def make_events(mode: str, is_cancelled: Optional[Callable[[], bool]] = None) -> Events:
-    """Events for a CLI ``--progress`` mode: ``bar``, ``jsonl`` or ``none``."""
-    sinks = {"bar": BarSink, "jsonl": JsonlSink, "none": LogSink}
+def make_events(mode: str, is_cancelled: Optional[Callable[[], bool]] = None, bars: Sequence[str] = ()) -> Events:
+    """Events for a CLI ``--progress`` mode: ``bar``, ``jsonl`` or ``none``; ``bars``: stages
+    shown as bars at the same time (see :class:`BarSink`)."""
+    sinks = {"bar": lambda: BarSink(together=bars), "jsonl": JsonlSink, "none": LogSink}
     if mode not in sinks:
         raise ValueError(f"unknown progress mode {mode!r}")
     return Events(sinks[mode](), is_cancelled)

@@ -17,11 +17,14 @@ STAGES: dict[str, dict[str, float]] = {
     "train": {"train": 1.0},
     "evaluate": {"evaluate": 1.0},
     "prepare": {"tiles": 1.0},
+    # sheets counts "sheets" and "tiles" side by side: the bar follows the tiles (finer, and
+    # weighted by sheet size); the sheets are logged with their time left
+    "sheets": {"tiles": 1.0},
 }
 
 #: What a stage counts.
 UNITS = {"detect": "tiles", "vectorize": "strips", "train": "steps", "evaluate": "tiles", "tiles": "tiles",
-         "scenes": "scenes", "download": "bytes"}
+         "scenes": "scenes", "download": "bytes", "sheets": "sheets"}
 
 
 def format_duration(seconds: float) -> str:

@@ -73,8 +73,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="topology-preserving simplification tolerance (metres, 0 = none)")
     d.add_argument("--extent", metavar="XMIN,YMIN,XMAX,YMAX", help="process only this box (before's CRS)")
     p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar",
-                   help="bar: tqdm over sheets on stderr; jsonl: one JSON event a line on stdout (a 'sheet' "
-                        "event per sheet); none")
+                   help="bar: tqdm bars over sheets and tiles on stderr (tiles live with --workers 1, else "
+                        "per finished sheet); jsonl: one JSON event a line on stdout ('progress' with stage "
+                        "'sheets' and 'tiles', a 'sheet' event per sheet); none")
     _add_slurm(p)
     p.set_defaults(func=run, sheets_parser=p)
 
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard) if args.shard else None
     warnings.simplefilter("ignore", NotGeoreferencedWarning)
     _cancel_on_sigterm()
-    events = make_events(args.progress)
+    events = make_events(args.progress, bars=("sheets", "tiles"))
     result = run_sheets(
         args.sheets, args.run, model=args.model, out_vector=args.out_vector, out_probability=args.out_probability,
         out_mask=args.out_mask, out_review=args.out_review, out_review_areas=args.out_review_areas,

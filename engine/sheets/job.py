@@ -22,22 +22,39 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
 from ..errors import Cancelled, UserError
+from ..events import Events
 from ..outputs import staged_folder
 from .execute import worker_cached
 from .mosaic import blame_sheet
 from .plan import RunContext, SheetJob, fingerprint
 
-__all__ = ["run_sheet", "done_record", "area_grid", "finalize", "ModelLoadError"]
+__all__ = ["run_sheet", "done_record", "area_grid", "finalize", "ModelLoadError", "tile_events"]
 
 DONE = "done.json"
 STRIP_ROWS = 512
+
+_HERE = threading.local()  # .events: where sheets computed in this thread report their tiles
+
+
+@contextlib.contextmanager
+def tile_events(events: Events) -> Iterator[None]:
+    """Sheets computed in this thread meanwhile (an in-process run) report to ``events``:
+    ``progress`` with stage "detect" (tiles of the sheet done, its tiles) after each batch,
+    and they check its cancel between batches. Sheets on Dask workers (other processes or
+    threads) report nothing until they end."""
+    _HERE.events = events
+    try:
+        yield
+    finally:
+        _HERE.events = None
 
 
 def done_record(folder: Path, digest: str) -> Optional[dict]:
@@ -172,7 +189,8 @@ def _compute(job: SheetJob, tmp: Path) -> dict:
     window = Window(*job.window)
     review = tmp / "review.tif" if gives_review(engine.predictor) else None  # the hard-region score: polygons' review
     stats = run_window(pair, ctx.plan, engine, window, prob_path=tmp / "prob.tif", mask_path=tmp / "mask.tif",
-                       tags={"software": "hrmnet-engine", "sheet": job.id}, review_path=review)
+                       tags={"software": "hrmnet-engine", "sheet": job.id}, review_path=review,
+                       events=getattr(_HERE, "events", None))
     stats.update(_polygonize(job, tmp))
     stats.pop("seconds_tiles", None)
     return stats

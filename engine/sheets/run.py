@@ -30,7 +30,7 @@ from ..errors import Cancelled, UserError
 from ..events import Events
 from ..outputs import PREFIX, Inputs, Staging, remove_stale, staged_file
 from ..pipeline import validate_options
-from .job import ModelLoadError, done_record, run_sheet
+from .job import ModelLoadError, done_record, run_sheet, tile_events
 from .plan import Plan, make_plan
 
 __all__ = ["run_sheets", "SheetsResult", "EXIT_SOME_FAILED"]
@@ -365,12 +365,16 @@ def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, w
             results[job.id] = {**record, "reused": True}
         else:
             todo.append(job)
-    halo = sum(len(r) * len(c) for r, c in (plan.context.plan.grid.touching(_window(j)) for j in plan.jobs))
+    tiles = _tile_counts(plan)
     events.start(sheets=len(plan.jobs), todo=len(todo), done_before=len(jobs) - len(todo),
-                 failed_before_start=len(plan.failed), tiles_mosaic=len(plan.context.plan.grid), tiles_sheets=halo,
-                 run=str(run), hash=plan.context.hash, **plan.context.plan.describe())
+                 failed_before_start=len(plan.failed), tiles_mosaic=len(plan.context.plan.grid),
+                 tiles_sheets=sum(tiles.values()), run=str(run), hash=plan.context.hash,
+                 **plan.context.plan.describe())
     total, count = len(jobs), len(jobs) - len(todo)
     events.progress(count, total, "sheets")
+    waiting = {j.id for j in todo}
+    ticker = _TileProgress(events, sum(tiles[j.id] for j in jobs),
+                           sum(tiles[j.id] for j in jobs if j.id not in waiting))
 
     def on_result(job, result, error) -> None:
         nonlocal count
@@ -389,14 +393,60 @@ def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, w
         if result.get("status") == "failed":
             events.warn(f"sheet {job.id}: failed ({result.get('message')})")
         events.progress(count, total, "sheets")
+        ticker.sheet_done(tiles[job.id])
 
     if shard is not None or (workers is None and not gpus and not (scheduler or scheduler_file) and len(todo) <= 1):
         workers = 1 if not (scheduler or scheduler_file) else workers
     if gpus is None and plan.context.options.device == "cpu" and not (scheduler or scheduler_file):
         gpus = []  # --device cpu: no worker is pinned to a GPU
-    run_jobs(run_sheet, todo, workers=workers, gpus=gpus, scheduler=scheduler, scheduler_file=scheduler_file,
-             on_result=on_result, is_cancelled=lambda: _cancelled(events))
+    with tile_events(ticker.sheet_events()):  # in-process sheets: tiles as they go
+        run_jobs(run_sheet, todo, workers=workers, gpus=gpus, scheduler=scheduler, scheduler_file=scheduler_file,
+                 on_result=on_result, is_cancelled=lambda: _cancelled(events))
     remove_stale(sheets_dir)
+
+
+class _TileProgress:
+    """``progress`` events with stage "tiles" over the run's sheets (a halo tile counts once
+    per sheet it serves): each finished sheet adds its tiles (failed ones too, so the count
+    ends at the total); a sheet computed in this process adds its tiles as they go, a sheet
+    on a Dask worker when it ends. Never decreasing.
+
+    Args:
+        events: the run's events.
+        total: tiles of the sheets this run handles; done: those of sheets done before.
+    """
+
+    def __init__(self, events: Events, total: int, done: int) -> None:
+        self.events, self.total, self.done, self.shown = events, int(total), int(done), int(done)
+        events.progress(self.done, self.total, "tiles")
+
+    def sheet_done(self, tiles: int) -> None:
+        self.done += int(tiles)
+        self._show(self.done)
+
+    def sheet_events(self) -> Events:
+        """Events for the sheet being computed here (its ``detect`` progress: tiles done, its tiles)."""
+
+        def sink(event: dict) -> None:
+            if event["event"] == "progress":
+                self._show(self.done + min(int(event["done"]), int(event["total"])))
+
+        return Events(sink, lambda: _cancelled(self.events))
+
+    def _show(self, done: int) -> None:
+        done = min(done, self.total)
+        if done > self.shown:
+            self.shown = done
+            self.events.progress(done, self.total, "tiles")
+
+
+def _tile_counts(plan: Plan) -> dict[str, int]:
+    """Sheet id -> the tiles its job runs (those touching the sheet: its halo included)."""
+    counts = {}
+    for job in plan.jobs:
+        rows, cols = plan.context.plan.grid.touching(_window(job))
+        counts[job.id] = len(rows) * len(cols)
+    return counts
 
 
 def _cancelled(events: Events) -> bool:

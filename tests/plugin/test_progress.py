@@ -49,6 +49,24 @@ def test_a_stage_outside_the_commands_stages_is_logged_but_keeps_the_bar():
     assert progress.update("train", 60, 100)[0] == pytest.approx(60.0)
 
 
+def test_sheets_bar_follows_the_tiles_and_the_log_gives_sheets_done_and_time_left():
+    clock = Clock()
+    progress = StageProgress(STAGES["sheets"], clock=clock)
+    seen, lines = [], []
+    progress.update("sheets", 0, 4)
+    progress.update("tiles", 0, 16)
+    for sheet in range(4):  # the engine's order: a sheet's tiles, then the sheet
+        for tile in range(1, 5):
+            clock.now += 1.0
+            seen.append(progress.update("tiles", 4 * sheet + tile, 16)[0])
+        percent, line = progress.update("sheets", sheet + 1, 4)
+        seen.append(percent)
+        lines.append(line)
+    assert seen == sorted(seen) and seen[0] == pytest.approx(100 / 16) and seen[-1] == pytest.approx(100.0)
+    assert lines[0] == "sheets: 1/4 sheets (25 %), about 12 s left"
+    assert lines[-1] == "sheets: 4/4 sheets (100 %), 16 s"
+
+
 def test_without_stages_each_stage_fills_the_bar():
     progress = StageProgress(clock=Clock())
     assert progress.update("scenes", 1, 4)[0] == pytest.approx(25.0)

@@ -47,11 +47,14 @@ except UserError as exc:
 mode = os.environ.get("FAKE_MODE", "ok")
 run = Path(opt("--run"))
 emit(event="start", device="cpu", precision="fp32", sheets=len(specs))
+emit(event="progress", done=0, total=len(specs), stage="sheets")
+emit(event="progress", done=0, total=4 * len(specs), stage="tiles")
 for k, spec in enumerate(specs):
     (run / "sheets" / spec.id).mkdir(parents=True, exist_ok=True)
     (run / "sheets" / spec.id / "done.json").write_text("{}")
     emit(event="sheet", id=spec.id, status="done", seconds=0.25, polygons=1, message="")
     emit(event="progress", done=k + 1, total=len(specs), stage="sheets")
+    emit(event="progress", done=4 * (k + 1), total=4 * len(specs), stage="tiles")
     if mode == "slow":
         time.sleep(120)
 import geopandas as gpd
@@ -182,8 +185,12 @@ def test_selected_features_only_reach_the_engine_and_outputs_load_styled(qgis_ap
                      OUTPUT_POLYGONS=QgsProcessingOutputLayerDefinition(str(tmp_path / "changes.gpkg"),
                                                                         QgsProject.instance()))
     feedback = Feedback()
+    percents = []
+    feedback.progressChanged.connect(percents.append)
     results, ok = _alg().run(params, context, feedback)
     assert ok, feedback.errors
+    assert percents == sorted(percents) and percents[-1] == pytest.approx(100.0)  # one bar, over the tiles
+    assert any(line.startswith("sheets: 2/2 sheets (100 %)") for line in feedback.infos)
     args = fake_engine()
     assert args["--sheets"] == f"{tmp_path / 'grid.gpkg'}|layername=grid|subset=\"sheet\" IN ('S0', 'S2')"
     assert args["--id-field"] == "sheet" and args["--run"] == str(tmp_path / "run")

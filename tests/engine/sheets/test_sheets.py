@@ -58,6 +58,9 @@ def test_three_by_three_sheets_on_two_dask_workers_equal_detect_on_the_mosaic(sc
     assert sorted(e["id"] for e in sheet_events) == sorted(res.status)
     start = next(e for e in events if e["event"] == "start")
     assert start["tiles_sheets"] > start["tiles_mosaic"]  # the halo's extra tiles
+    tiles = [e["done"] for e in events if e["event"] == "progress" and e["stage"] == "tiles"]
+    assert tiles == sorted(set(tiles)) and tiles[-1] == start["tiles_sheets"]  # on Dask: per finished sheet
+    assert len(tiles) <= 10
     status = pyogrio.read_dataframe(run / "status.gpkg")
     assert set(status["status"]) == {"done"} and status["polygons"].sum() == len(merged)
     assert status.geometry.notna().all()
