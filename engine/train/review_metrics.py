@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["ReviewStats", "PIXEL_FRACTIONS", "POLYGON_FRACTION", "format_review"]
+__all__ = ["ReviewStats", "PIXEL_FRACTIONS", "POLYGON_FRACTION", "as_tiles", "format_review"]
 
 PIXEL_FRACTIONS = (0.01, 0.05)
 POLYGON_FRACTION = 0.10
@@ -39,12 +39,7 @@ class ReviewStats:
                valid: Optional[np.ndarray] = None) -> None:
         """Add tiles: ``pred``, ``label`` (N, H, W) or (H, W) bool, ``review`` same shape
         float 0..1 (NaN = unknown), ``valid`` bool (default: where review is finite)."""
-        pred, label = np.asarray(pred, bool), np.asarray(label, bool)
-        review = np.asarray(review, np.float32)
-        if pred.ndim == 2:
-            pred, label, review = pred[None], label[None], review[None]
-            valid = None if valid is None else np.asarray(valid)[None]
-        ok = np.isfinite(review) if valid is None else (np.asarray(valid, bool) & np.isfinite(review))
+        pred, label, review, ok = as_tiles(pred, label, review, valid)
         bins = np.clip((np.nan_to_num(review) * (BINS - 1)).astype(np.int64), 0, BINS - 1)
         self.all += np.bincount(bins[ok], minlength=BINS)
         self.wrong += np.bincount(bins[ok & (pred != label)], minlength=BINS)
@@ -104,6 +99,20 @@ class ReviewStats:
         return {"count": n, "false_positives": int(fp.sum()), "top_fraction": POLYGON_FRACTION,
                 "top_fp_share": _ratio(int(fp[top].sum()), int(top.sum())),
                 "rest_fp_share": _ratio(int(fp[~top].sum()), int((~top).sum()))}
+
+
+def as_tiles(pred: np.ndarray, label: np.ndarray, review: np.ndarray, valid: Optional[np.ndarray] = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(pred, label, review, ok)`` as (N, H, W) arrays: bool, bool, float32 and bool, where
+    ``ok`` is ``valid`` (default: everywhere) and a finite review score. (H, W) inputs become
+    one tile."""
+    pred, label = np.asarray(pred, bool), np.asarray(label, bool)
+    review = np.asarray(review, np.float32)
+    if pred.ndim == 2:
+        pred, label, review = pred[None], label[None], review[None]
+        valid = None if valid is None else np.asarray(valid)[None]
+    ok = np.isfinite(review) if valid is None else (np.asarray(valid, bool) & np.isfinite(review))
+    return pred, label, review, ok
 
 
 def _ratio(a: float, b: float) -> Optional[float]:

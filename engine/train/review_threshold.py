@@ -23,6 +23,8 @@ from typing import Optional
 
 import numpy as np
 
+from .review_metrics import as_tiles
+
 __all__ = ["GRID", "RULE", "ThresholdStats", "choose_threshold", "Tee"]
 
 #: Thresholds tried (review score, 0..1 exclusive).
@@ -47,12 +49,7 @@ class ThresholdStats:
                valid: Optional[np.ndarray] = None) -> None:
         """Add tiles: ``pred``, ``label`` (N, H, W) or (H, W) bool, ``review`` same shape float
         0..1 (NaN = unknown), ``valid`` bool (default: where review is finite)."""
-        pred, label = np.asarray(pred, bool), np.asarray(label, bool)
-        review = np.asarray(review, np.float32)
-        if pred.ndim == 2:
-            pred, label, review = pred[None], label[None], review[None]
-            valid = None if valid is None else np.asarray(valid)[None]
-        ok = np.isfinite(review) if valid is None else (np.asarray(valid, bool) & np.isfinite(review))
+        pred, label, review, ok = as_tiles(pred, label, review, valid)
         for p, y, r, v in zip(pred, label, review, ok):
             self._tile(p, y & v, np.where(v, r, -1.0))
 
