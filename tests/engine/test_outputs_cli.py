@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pyogrio
@@ -18,17 +17,9 @@ import pytest
 import rasterio
 
 from engine.outputs import PREFIX
+from tests.cli_errors import one_line_error
 from tests.engine.detect.conftest import ROOT, changed_pair, checkpoints, jsonl, run_cli  # noqa: F401 (fixture)
 from tests.engine.test_outputs import tiny_disk  # noqa: F401 (fixture)
-
-
-def _one_line(res, *fragments: str) -> str:
-    assert res.returncode == 2, (res.returncode, res.stderr)
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-    return lines[0]
 
 
 def _engine(*args) -> subprocess.CompletedProcess:
@@ -55,7 +46,7 @@ def test_detect_never_replaces_an_input_even_with_overwrite(scene, checkpoints, 
     kept = {p: p.read_bytes() for p in (before, after)}
     res = run_cli("--before", before, "--after", after, "--model", checkpoints["none"], "--out-mask", target,
                   "--overwrite", "--progress", "jsonl")
-    _one_line(res, str(target), "the mask output would replace the input")
+    one_line_error(res, str(target), "the mask output would replace the input")
     assert [e["event"] for e in jsonl(res.stdout)] == ["error"]  # refused before any work
     assert {p: p.read_bytes() for p in (before, after)} == kept and list(out.iterdir()) == []
 
@@ -67,7 +58,7 @@ def test_detect_never_replaces_its_model(scene, checkpoints, tmp_path):
     kept = model.read_bytes()
     res = run_cli("--before", before, "--after", after, "--model", model, "--out-probability", model,
                   "--overwrite", "--progress", "none")
-    _one_line(res, str(model), "would replace the input")
+    one_line_error(res, str(model), "would replace the input")
     assert model.read_bytes() == kept and list(out.iterdir()) == []
 
 
@@ -112,7 +103,7 @@ def test_detect_on_a_full_disk_is_one_line_naming_the_output_and_leaves_nothing(
     for flag, name in (("--out-mask", "m.tif"), ("--out-vector", "v.shp")):
         res = run_cli("--before", before, "--after", after, "--model", checkpoints["random"], flag, tiny_disk / name,
                       "--progress", "none")
-        assert _one_line(res) == f"error: {tiny_disk / name}: no space left on device"
+        assert one_line_error(res) == f"error: {tiny_disk / name}: no space left on device"
         assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler"]
 
 
@@ -153,7 +144,7 @@ def test_detect_refuses_control_characters_before_any_work(scene, checkpoints, n
     flag = "--out-vector" if name.endswith(".gpkg") else "--out-mask"
     res = run_cli("--before", before, "--after", after, "--model", checkpoints["none"], flag, out / name,
                   "--progress", "jsonl")
-    _one_line(res, "control characters")
+    one_line_error(res, "control characters")
     assert [e["event"] for e in jsonl(res.stdout)] == ["error"] and list(out.iterdir()) == []
 
 
@@ -220,7 +211,7 @@ def test_convert_never_replaces_its_input(scene, checkpoints, tmp_path):
     model = tmp_path / "data" / "model.safetensors"
     model.write_bytes(checkpoints["none"].read_bytes())
     res = _engine("convert", model, tmp_path / "link" / "model.safetensors", "--overwrite")
-    _one_line(res, "the converted output would replace the input")
+    one_line_error(res, "the converted output would replace the input")
     assert model.read_bytes() == checkpoints["none"].read_bytes()
 
 
@@ -228,7 +219,7 @@ def test_prepare_refuses_an_output_folder_holding_an_input_through_a_symlink(sce
     before, after, _, link = scene
     res = _engine("prepare", "--before", before, "--after", after, "--labels", before, "--out", link, "--overwrite",
                   "--progress", "none")
-    _one_line(res, str(link), "would replace the input")
+    one_line_error(res, str(link), "would replace the input")
     assert before.exists() and after.exists()
 
 
@@ -240,7 +231,7 @@ def test_train_refuses_a_run_folder_whose_files_would_replace_init(tmp_path):
     alias.symlink_to(run, target_is_directory=True)
     res = _engine("train", "--data", tmp_path / "data", "--out", run, "--init", alias / "last.safetensors",
                   "--overwrite", "--progress", "none")
-    _one_line(res, "would replace the input")
+    one_line_error(res, "would replace the input")
     assert (run / "last.safetensors").read_bytes() == b"weights to start from"
 
 
@@ -252,7 +243,7 @@ def test_evaluate_refuses_colour_maps_that_would_replace_png_labels(tmp_path, ch
     kept = {p: p.read_bytes() for p in labels.iterdir()}
     res = _engine("evaluate", "--data", data, "--split", "test", "--model", checkpoints["none"], "--out", labels,
                   "--progress", "jsonl")
-    _one_line(res, "the colour map output would replace the input")
+    one_line_error(res, "the colour map output would replace the input")
     assert [e["event"] for e in jsonl(res.stdout)] == ["error"]  # before the model loaded
     assert {p: p.read_bytes() for p in labels.iterdir()} == kept
 
@@ -279,5 +270,5 @@ def test_demo_refuses_outputs_that_would_replace_its_model(tmp_path, checkpoints
     model = out / "mask.tif"  # a checkpoint under an output's name
     model.write_bytes(checkpoints["none"].read_bytes())
     res = _engine("demo", "--out", tmp_path / "link-free" / ".." / "demo", "--model", model, "--progress", "none")
-    _one_line(res, "the mask output would replace the input")
+    one_line_error(res, "the mask output would replace the input")
     assert model.read_bytes() == checkpoints["none"].read_bytes() and sorted(p.name for p in out.iterdir()) == ["mask.tif"]

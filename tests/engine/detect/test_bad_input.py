@@ -5,18 +5,9 @@ from __future__ import annotations
 import torch
 
 from tests.rasters import textured, write_geotiff
+from tests.cli_errors import one_line_error
 
 from .conftest import ORIGIN, jsonl, run_cli
-
-
-def _fails(res, *fragments: str) -> str:
-    assert res.returncode == 2, (res.returncode, res.stderr)
-    assert "Traceback" not in res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1, res.stderr
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-    return lines[0]
 
 
 def _detect(before, after, model, out, *extra):
@@ -27,7 +18,7 @@ def _detect(before, after, model, out, *extra):
 def test_missing_file(setup, checkpoints):
     before, after, out = setup
     missing = before.parent / "missing.tif"
-    _fails(_detect(missing, after, checkpoints["none"], out), str(missing), "not found")
+    one_line_error(_detect(missing, after, checkpoints["none"], out), str(missing), "not found")
     assert not list(out.iterdir())
 
 
@@ -35,7 +26,7 @@ def test_not_a_raster(setup, checkpoints):
     before, after, out = setup
     junk = before.parent / "notes.tif"
     junk.write_text("these are not pixels\n")
-    _fails(_detect(before, junk, checkpoints["none"], out), str(junk), "not a raster")
+    one_line_error(_detect(before, junk, checkpoints["none"], out), str(junk), "not a raster")
     assert not list(out.iterdir())
 
 
@@ -43,21 +34,21 @@ def test_rasters_that_do_not_overlap(setup, checkpoints):
     before, _, out = setup
     far = write_geotiff(before.parent / "far.tif", textured(40, 50), origin=(ORIGIN[0] + 5000, ORIGIN[1]))
     res = _detect(before, far, checkpoints["none"], out, "--progress", "jsonl")
-    _fails(res, str(far), "does not overlap")
+    one_line_error(res, str(far), "does not overlap")
     assert jsonl(res.stdout)[-1]["event"] == "error"  # the plugin reads the error from the protocol
     assert not list(out.iterdir())
 
 
 def test_band_index_out_of_range(setup, checkpoints):
     before, after, out = setup
-    _fails(_detect(before, after, checkpoints["none"], out, "--bands-after", "1,2,4"), str(after), "band 4 out of range")
+    one_line_error(_detect(before, after, checkpoints["none"], out, "--bands-after", "1,2,4"), str(after), "band 4 out of range")
     assert not list(out.iterdir())
 
 
 def test_model_missing(setup):
     before, after, out = setup
     model = before.parent / "nomodel.safetensors"
-    _fails(_detect(before, after, model, out), str(model), "not found")
+    one_line_error(_detect(before, after, model, out), str(model), "not found")
     assert not list(out.iterdir())
 
 
@@ -66,7 +57,7 @@ def test_model_corrupt(setup, checkpoints):
     data = checkpoints["none"].read_bytes()
     bad = before.parent / "truncated.safetensors"
     bad.write_bytes(data[: len(data) // 2])
-    _fails(_detect(before, after, bad, out), str(bad), "corrupt")
+    one_line_error(_detect(before, after, bad, out), str(bad), "corrupt")
     assert not list(out.iterdir())
 
 
@@ -76,5 +67,5 @@ def test_model_of_another_architecture(setup):
     before, after, out = setup
     other = before.parent / "unet.safetensors"
     save_file({"conv.weight": torch.zeros(8, 3, 3, 3), "conv.bias": torch.zeros(8)}, str(other))
-    _fails(_detect(before, after, other, out), str(other), "not an HRMNet checkpoint")
+    one_line_error(_detect(before, after, other, out), str(other), "not an HRMNet checkpoint")
     assert not list(out.iterdir())

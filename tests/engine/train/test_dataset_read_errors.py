@@ -9,15 +9,8 @@ import rasterio
 from tests.engine.train.conftest import engine
 from tests.engine.train.test_evaluate import constant_model
 from tests.engine.train.tiny_dataset import make_dataset
+from tests.cli_errors import one_line_error
 from tests.rasters import damaged_geotiff
-
-
-def _one_line(p, *fragments: str) -> None:
-    assert p.returncode == 2, (p.returncode, p.stderr)
-    lines = [line for line in p.stderr.strip().splitlines() if not line.startswith("warning: ")]
-    assert "Traceback" not in p.stderr and len(lines) == 1, p.stderr
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
 
 
 def _damage(tile, how: str) -> None:
@@ -35,7 +28,7 @@ def test_evaluate_names_the_damaged_tile(tmp_path, workers, how):
     model = constant_model(tmp_path / "m.safetensors", -5.0)
     p = engine("evaluate", "--data", str(data), "--model", str(model), "--device", "cpu", "--workers", workers,
                "--progress", "none")
-    _one_line(p, str(bad), "cannot read", "truncated or damaged")
+    one_line_error(p, str(bad), "cannot read", "truncated or damaged", skip_warnings=True)
     assert "See previous exception" not in p.stderr
 
 
@@ -45,7 +38,7 @@ def test_evaluate_names_a_truncated_png(tmp_path):
     bad.write_bytes(bad.read_bytes()[:200])
     model = constant_model(tmp_path / "m.safetensors", -5.0)
     p = engine("evaluate", "--data", str(data), "--model", str(model), "--device", "cpu", "--progress", "none")
-    _one_line(p, str(bad))
+    one_line_error(p, str(bad), skip_warnings=True)
 
 
 def test_train_with_worker_processes_names_the_damaged_tile(tmp_path):
@@ -54,4 +47,4 @@ def test_train_with_worker_processes_names_the_damaged_tile(tmp_path):
     _damage(bad, "corrupt")
     p = engine("train", "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2", "--batch-size", "2",
                "--crop", "32", "--device", "cpu", "--workers", "1", "--progress", "none")
-    _one_line(p, str(bad), "cannot read")
+    one_line_error(p, str(bad), "cannot read", skip_warnings=True)

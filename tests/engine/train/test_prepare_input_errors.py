@@ -15,19 +15,10 @@ from shapely.affinity import translate
 from shapely.geometry import shape
 
 from engine.train.synth import write_scene_pair
+from tests.cli_errors import one_line_error
 from tests.rasters import damaged_geotiff
 
 from .conftest import engine
-
-
-def _one_line_error(res, *fragments: str) -> str:
-    assert res.returncode == 2, (res.returncode, res.stderr)
-    assert "Traceback" not in res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1, res.stderr
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-    return lines[0]
 
 
 def _vector_labels(label_tif: Path, out: Path, shift_x: float = 0.0) -> Path:
@@ -63,7 +54,7 @@ def test_damaged_late_tile_is_one_line_naming_file_and_window(tmp_path, scene, r
     bad = damaged_geotiff(tmp_path / f"{role}_{how}.tif", array, how=how, transform=transform)
     out = tmp_path / "ds"
     res = _prepare(scene, out, **{role: bad})
-    line = _one_line_error(res, str(bad), "cannot read", "truncated or damaged")
+    line = one_line_error(res, str(bad), "cannot read", "truncated or damaged")
     assert "cols 192-255, rows 192-255" in line  # the last tile of the sheet: it failed late
     assert any(e["event"] == "progress" and e["done"] > 0 for e in map(json.loads, res.stdout.splitlines()))
     _nothing_left(tmp_path, out)
@@ -72,7 +63,7 @@ def test_damaged_late_tile_is_one_line_naming_file_and_window(tmp_path, scene, r
 def test_vector_labels_that_touch_no_sheet_are_refused_with_both_extents(tmp_path, scene):
     far = _vector_labels(scene["label"], tmp_path / "far.gpkg", shift_x=50_000.0)
     out = tmp_path / "ds"
-    line = _one_line_error(_prepare(scene, out, label=far), str(far), "no label feature touches the sheet",
+    line = one_line_error(_prepare(scene, out, label=far), str(far), "no label feature touches the sheet",
                            "raster extent (400000, 5099872, 400128, 5100000)", "EPSG:32633")
     assert "labels extent (45" in line  # the labels' own extent, 50 km east
     _nothing_left(tmp_path, out)
@@ -116,5 +107,5 @@ def test_pairs_refused_when_no_sheet_has_a_label(tmp_path):
     table = _pairs(tmp_path, 3, misplaced={0, 1, 2})
     out = tmp_path / "ds"
     res = engine("prepare", "--pairs", str(table), "--out", str(out), "--tile-size", "64", "--progress", "none")
-    _one_line_error(res, "m0.gpkg", "no label feature touches the sheet", "raster extent")
+    one_line_error(res, "m0.gpkg", "no label feature touches the sheet", "raster extent")
     _nothing_left(tmp_path, out)
