@@ -274,77 +274,17 @@ def run_engine(
         EngineError: the engine exited non-zero (message = its one-line error).
     """
     argv = [str(python), "-m", "engine", command, *[str(a) for a in args], "--progress", "jsonl"]
-    root = Path(root or engine_root())
     guard = OutputGuard(list(cleanup))
-    kwargs: dict = {}
-    if os.name == "nt":
-        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)  # type: ignore[attr-defined]
-    try:
-        # bandit B603: list argv, no shell; python is the configured engine interpreter
-        proc = subprocess.Popen(  # nosec B603
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            bufsize=1,
-            env=engine_env(root=root),
-            cwd=str(root),  # `-m engine` looks in the working folder first
-            **kwargs,
-        )
-    except OSError as exc:
-        raise EngineError(f"{python}: cannot start the engine's Python ({exc.strerror or exc})") from exc
+    proc = _spawn(argv, python, Path(root or engine_root()))
     guard.pid = proc.pid
-
+    report = _Report(on_event, on_stderr)
     lines: "queue.Queue[tuple[str, Optional[str]]]" = queue.Queue()
-    readers = [
-        threading.Thread(target=_reader, args=(proc.stdout, "out", lines), daemon=True),
-        threading.Thread(target=_reader, args=(proc.stderr, "err", lines), daemon=True),
-    ]
+    readers = [threading.Thread(target=_reader, args=(stream, tag, lines), daemon=True)
+               for stream, tag in ((proc.stdout, "out"), (proc.stderr, "err"))]
     for t in readers:
         t.start()
-
-    start: dict = {}
-    done: dict = {}
-    extra: list = []
-    error_message: Optional[str] = None
-    stderr_tail: list[str] = []
-    open_streams = 2
-    cancelled = False
     try:
-        while open_streams:
-            if not cancelled and is_cancelled is not None and is_cancelled():
-                cancelled = True
-                _stop(proc, stop_grace_s)
-            try:
-                tag, line = lines.get(timeout=poll_s)
-            except queue.Empty:
-                continue
-            if line is None:
-                open_streams -= 1
-                continue
-            if tag == "err":
-                stderr_tail = (stderr_tail + [line])[-STDERR_TAIL:]
-                if on_stderr is not None:
-                    on_stderr(line)
-                continue
-            event = _parse(line)
-            if event is None:
-                event = {"event": "log", "level": "info", "message": line}
-            elif "event" not in event:
-                extra.append(event)
-                continue
-            kind = event.get("event")
-            if kind == "start":
-                start = event
-            elif kind == "done":
-                done = event
-            elif kind == "error":
-                error_message = str(event.get("message", "")).strip() or None
-            if on_event is not None:
-                on_event(event)
+        cancelled = _pump(proc, lines, report, is_cancelled, stop_grace_s, poll_s)
         rc = proc.wait()
     except BaseException:
         if proc.poll() is None:
@@ -363,8 +303,90 @@ def run_engine(
         raise EngineCancelled("cancelled; no output was written")
     if rc != 0 and rc not in partial_codes:
         guard.clean()
-        raise EngineError(_message_from(error_message, stderr_tail, rc), rc, stderr_tail)
-    return EngineRun(done=done, start=start, extra=extra, returncode=rc)
+        raise EngineError(_message_from(report.error_message, report.stderr_tail, rc), rc, report.stderr_tail)
+    return EngineRun(done=report.done, start=report.start, extra=report.extra, returncode=rc)
+
+
+def _spawn(argv: list[str], python: str, root: Path) -> subprocess.Popen:
+    """Start the engine with piped stdout/stderr in ``root`` (its own process group on Windows)."""
+    kwargs: dict = {}
+    if os.name == "nt":
+        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)  # type: ignore[attr-defined]
+    try:
+        # bandit B603: list argv, no shell; python is the configured engine interpreter
+        return subprocess.Popen(  # nosec B603
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            env=engine_env(root=root),
+            cwd=str(root),  # `-m engine` looks in the working folder first
+            **kwargs,
+        )
+    except OSError as exc:
+        raise EngineError(f"{python}: cannot start the engine's Python ({exc.strerror or exc})") from exc
+
+
+class _Report:
+    """What the engine said: the start and done events, non-event JSON, its error and the
+    tail of stderr; each line is also passed on to ``on_event`` / ``on_stderr``."""
+
+    def __init__(self, on_event: Optional[EventHandler], on_stderr: Optional[Callable[[str], None]]) -> None:
+        self.on_event, self.on_stderr = on_event, on_stderr
+        self.start: dict = {}
+        self.done: dict = {}
+        self.extra: list = []
+        self.error_message: Optional[str] = None
+        self.stderr_tail: list[str] = []
+
+    def stderr(self, line: str) -> None:
+        self.stderr_tail = (self.stderr_tail + [line])[-STDERR_TAIL:]
+        if self.on_stderr is not None:
+            self.on_stderr(line)
+
+    def stdout(self, line: str) -> None:
+        event = _parse(line)
+        if event is None:
+            event = {"event": "log", "level": "info", "message": line}
+        elif "event" not in event:
+            self.extra.append(event)
+            return
+        kind = event.get("event")
+        if kind == "start":
+            self.start = event
+        elif kind == "done":
+            self.done = event
+        elif kind == "error":
+            self.error_message = str(event.get("message", "")).strip() or None
+        if self.on_event is not None:
+            self.on_event(event)
+
+
+def _pump(proc: subprocess.Popen, lines: "queue.Queue[tuple[str, Optional[str]]]", report: _Report,
+          is_cancelled: Optional[Callable[[], bool]], stop_grace_s: float, poll_s: float) -> bool:
+    """Feed ``report`` the readers' lines (``("out"|"err", line)``, None when a stream ends)
+    until both streams end, stopping the engine when ``is_cancelled`` turns True; returns
+    whether it did."""
+    open_streams, cancelled = 2, False
+    while open_streams:
+        if not cancelled and is_cancelled is not None and is_cancelled():
+            cancelled = True
+            _stop(proc, stop_grace_s)
+        try:
+            tag, line = lines.get(timeout=poll_s)
+        except queue.Empty:
+            continue
+        if line is None:
+            open_streams -= 1
+        elif tag == "err":
+            report.stderr(line)
+        else:
+            report.stdout(line)
+    return cancelled
 
 
 def _parse(line: str) -> Optional[dict]:
