@@ -8,8 +8,9 @@ import stat
 import pytest
 import torch
 
+from tests.cli_errors import one_line_error
+
 from .conftest import run_cli
-from .test_bad_input import _fails
 
 
 def _args(before, after, model, *extra):
@@ -19,7 +20,7 @@ def _args(before, after, model, *extra):
 def test_output_folder_missing(setup, checkpoints):
     before, after, out = setup
     target = out / "nowhere" / "v.gpkg"
-    _fails(run_cli(*_args(before, after, checkpoints["none"], "--out-vector", target)), str(target), "does not exist")
+    one_line_error(run_cli(*_args(before, after, checkpoints["none"], "--out-vector", target)), str(target), "does not exist")
     assert not list(out.iterdir())
 
 
@@ -37,14 +38,14 @@ def test_output_folder_not_writable(setup, checkpoints, tmp_path):
         folder.mkdir()
         folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
     target = os.path.join(folder, "p.tif")
-    _fails(run_cli(*_args(before, after, checkpoints["none"], "--out-probability", target)), target, "not writable")
+    one_line_error(run_cli(*_args(before, after, checkpoints["none"], "--out-probability", target)), target, "not writable")
     assert not os.path.exists(target)
 
 
 def test_unsupported_vector_extension(setup, checkpoints):
     before, after, out = setup
     target = out / "changes.kml"
-    _fails(run_cli(*_args(before, after, checkpoints["none"], "--out-vector", target)), str(target), ".kml")
+    one_line_error(run_cli(*_args(before, after, checkpoints["none"], "--out-vector", target)), str(target), ".kml")
     assert not list(out.iterdir())
 
 
@@ -53,7 +54,7 @@ def test_bad_tiling(setup, checkpoints, tile, overlap, option):
     before, after, out = setup
     res = run_cli(*_args(before, after, checkpoints["none"], "--out-mask", out / "m.tif", "--tile-size", tile,
                          "--overlap", overlap))
-    _fails(res, option)
+    one_line_error(res, option)
     assert not list(out.iterdir())
 
 
@@ -61,5 +62,5 @@ def test_bad_tiling(setup, checkpoints, tile, overlap, option):
 def test_cuda_asked_for_but_absent(setup, checkpoints):
     before, after, out = setup
     res = run_cli(*_args(before, after, checkpoints["none"], "--out-mask", out / "m.tif", "--device", "cuda"))
-    _fails(res, "--device cuda", "CUDA is not available")
+    one_line_error(res, "--device cuda", "CUDA is not available")
     assert not list(out.iterdir())

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.cli_errors import one_line_error
+
 from .conftest import run_cli
-from .test_bad_input import _fails
 
 BAD = [
     (["--min-area", "nan"], "--min-area"),
@@ -38,5 +39,5 @@ def test_option_mistake_refused_before_model_and_pixels(tmp_path, extra, fragmen
     out = tmp_path / "out"
     out.mkdir()
     res = run_cli("--before", junk, "--after", junk, "--model", junk_model, "--out-vector", out / "v.gpkg", *extra)
-    _fails(res, fragment)
+    one_line_error(res, fragment)
     assert not list(out.iterdir())
