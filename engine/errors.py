@@ -1,7 +1,7 @@
 """Errors that reach the user as one line (no traceback)."""
 from __future__ import annotations
 
-__all__ = ["UserError", "Cancelled"]
+__all__ = ["UserError", "Cancelled", "first_line"]
 
 
 class UserError(Exception):
@@ -14,3 +14,9 @@ class UserError(Exception):
 
 class Cancelled(Exception):
     """The caller asked to stop (cancel check returned True); outputs are rolled back."""
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of ``exc``'s message (at most ``limit`` characters), or its type's
+    name when it has none: the "(why)" of a one-line :class:`UserError`."""
+    return str(exc).strip().splitlines()[0][:limit] if str(exc).strip() else type(exc).__name__

@@ -18,7 +18,8 @@ import numpy as np
 
 from .errors import UserError
 
-__all__ = ["OnnxPredictor", "load_onnx", "read_onnx_info", "read_onnx_metadata", "select_providers", "is_onnx"]
+__all__ = ["OnnxPredictor", "load_onnx", "read_onnx_info", "read_onnx_metadata", "select_providers", "is_onnx",
+           "import_onnxruntime"]
 
 DEVICES = "auto|cpu|cuda[:N]|tensorrt[:N]|directml[:N]"
 CPU, CUDA, TRT, DML = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider",
@@ -31,7 +32,8 @@ def is_onnx(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(".onnx")
 
 
-def _ort():
+def import_onnxruntime():
+    """The onnxruntime module (its CUDA libraries preloaded); UserError saying how to install it."""
     try:
         import onnxruntime
     except ImportError as exc:
@@ -87,7 +89,7 @@ def select_providers(device: str, available: list[str]) -> list[Any]:
 
 
 def _session(path: Path, providers: list[Any], optimize: bool = True):
-    ort = _ort()
+    ort = import_onnxruntime()
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if not optimize:
@@ -103,13 +105,13 @@ def _session(path: Path, providers: list[Any], optimize: bool = True):
 
 
 def _check_file(path: str | os.PathLike) -> Path:
-    from .checkpoint import check_model_file
+    from .model_info import check_model_file
 
     return check_model_file(path, "an ONNX model")
 
 
 def _info_from_session(session, path: Path):
-    from .checkpoint import ModelInfo
+    from .model_info import ModelInfo
 
     meta = dict(session.get_modelmeta().custom_metadata_map)
     if "architecture" not in meta or "onnx_export" not in meta:
@@ -133,7 +135,7 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict:
         "outputs": {o.name: o.shape for o in session.get_outputs()},
         "export": json.loads(meta["onnx_export"]),
         "other_metadata": extra,
-        "providers_available": _ort().get_available_providers(),
+        "providers_available": import_onnxruntime().get_available_providers(),
     }}
 
 
@@ -192,7 +194,7 @@ class OnnxPredictor:
             kind = {CUDA: "cuda", TRT: "cuda", DML: "directml"}.get(first, first)
             device = f"{kind}:{options.get('device_id', 0)}"
         return {"device": f"{device} (onnxruntime {first})", "precision": "fp32",
-                "runtime": f"onnxruntime {_ort().__version__}", "providers": self.providers}
+                "runtime": f"onnxruntime {import_onnxruntime().__version__}", "providers": self.providers}
 
 
 def load_onnx(path: str | os.PathLike, device: str = "auto", precision: str = "auto", review: bool = False):
@@ -206,7 +208,7 @@ def load_onnx(path: str | os.PathLike, device: str = "auto", precision: str = "a
     if precision not in ("auto", "fp32"):
         raise UserError(f"--precision {precision}: an ONNX model runs in fp32 (use auto or fp32)")
     p = _check_file(path)
-    providers = select_providers(device, _ort().get_available_providers())
+    providers = select_providers(device, import_onnxruntime().get_available_providers())
     session = _session(p, providers)
     info, _meta = _info_from_session(session, p)
     wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]

@@ -92,7 +92,7 @@ def real_path(path: PathLike) -> Path:
 def dataset_files(path: PathLike) -> list[Path]:
     """The files ``path`` consists of: a vector dataset's sidecars too (``x.shp`` ->
     ``x.shp x.shx x.dbf x.prj x.cpg``), otherwise ``[path]``."""
-    from .vector.io import SUPPORTED_VECTOR_EXTENSIONS, vector_sidecars
+    from .vector.formats import SUPPORTED_VECTOR_EXTENSIONS, vector_sidecars
 
     p = Path(path)
     return vector_sidecars(p) if p.suffix.lower() in SUPPORTED_VECTOR_EXTENSIONS else [p]

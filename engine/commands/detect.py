@@ -11,7 +11,8 @@ import argparse
 from ..errors import UserError
 
 
-def _bands(text: str) -> list[int]:
+def band_list(text: str) -> list[int]:
+    """argparse type of ``--bands-before``/``--bands-after``: "1,2,3" -> [1, 2, 3] (1 or 3 numbers)."""
     try:
         bands = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -21,7 +22,7 @@ def _bands(text: str) -> list[int]:
     return bands
 
 
-def _cancel_on_sigterm() -> None:
+def cancel_on_sigterm() -> None:
     """SIGTERM cancels like Ctrl-C: the pipeline removes its temporary files, exit 130."""
     import signal
     import threading
@@ -55,8 +56,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="uint8: p*254 with nodata 255 (default); float32: p with nodata -1 "
                           "(the review raster too)")
     out.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--bands-before", type=_bands, metavar="1,2,3", help="1-based bands of the before (1 or 3)")
-    p.add_argument("--bands-after", type=_bands, metavar="1,2,3", help="1-based bands of the after (1 or 3)")
+    p.add_argument("--bands-before", type=band_list, metavar="1,2,3", help="1-based bands of the before (1 or 3)")
+    p.add_argument("--bands-after", type=band_list, metavar="1,2,3", help="1-based bands of the after (1 or 3)")
     p.add_argument("--tile-size", type=int, metavar="PX", help="tile edge, a multiple of 32 (default: checkpoint, 512)")
     p.add_argument("--overlap", type=int, metavar="PX", help="tile overlap, < tile/2 (default: checkpoint, 128)")
     p.add_argument("--batch-size", type=int, metavar="N", help="tiles per forward pass (default: 8 on CUDA, 2 on CPU)")
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from rasterio.errors import NotGeoreferencedWarning
 
     warnings.simplefilter("ignore", NotGeoreferencedWarning)  # the pipeline warns once, in its own words
-    _cancel_on_sigterm()
+    cancel_on_sigterm()
     events = make_events(args.progress)
     detect(
         args.before,

@@ -65,9 +65,9 @@ def _torch() -> dict:
 
 def _onnx_device(device: str) -> dict:
     """The light engine's device: the onnxruntime providers ``--device`` picks (fp32)."""
-    from ..onnx_predictor import _ort, select_providers
+    from ..onnx_predictor import import_onnxruntime, select_providers
 
-    ort = _ort()
+    ort = import_onnxruntime()
     available = ort.get_available_providers()
     chosen = [p[0] if isinstance(p, tuple) else p for p in select_providers(device, available)]
     kind = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from .detect import _bands, _cancel_on_sigterm
+from .detect import band_list, cancel_on_sigterm
 
 
 def _gpus(text: str) -> list[int]:
@@ -57,8 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--merge-only", action="store_true", help="compute nothing; merge what the shards finished")
     ex.add_argument("--restart", action="store_true", help="discard the run folder's sheets and start over")
     d = p.add_argument_group("detection (as detect)")
-    d.add_argument("--bands-before", type=_bands, metavar="1,2,3", help="1-based bands of the before (1 or 3)")
-    d.add_argument("--bands-after", type=_bands, metavar="1,2,3", help="1-based bands of the after (1 or 3)")
+    d.add_argument("--bands-before", type=band_list, metavar="1,2,3", help="1-based bands of the before (1 or 3)")
+    d.add_argument("--bands-after", type=band_list, metavar="1,2,3", help="1-based bands of the after (1 or 3)")
     d.add_argument("--tile-size", type=int, metavar="PX", help="tile edge, a multiple of 32 (default: checkpoint)")
     d.add_argument("--overlap", type=int, metavar="PX", help="tile overlap, < tile/2 (default: checkpoint)")
     d.add_argument("--batch-size", type=int, metavar="N", help="tiles per forward pass (default: 8 on CUDA, 2 on CPU)")
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         return print_slurm_script(args, args.sheets_parser)
     shard = parse_shard(args.shard) if args.shard else None
     warnings.simplefilter("ignore", NotGeoreferencedWarning)
-    _cancel_on_sigterm()
+    cancel_on_sigterm()
     events = make_events(args.progress, bars=("sheets", "tiles"))
     result = run_sheets(
         args.sheets, args.run, model=args.model, out_vector=args.out_vector, out_probability=args.out_probability,

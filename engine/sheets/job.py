@@ -86,7 +86,7 @@ def finalize(grid, pixel_geoms: np.ndarray, min_area: float, simplify: float) ->
     """Pixel polygons of the area -> (kept mask, map polygons, area m²): min-area on the raw
     polygon, then simplify, then orientation; as :class:`~engine.vector.stream.Polygonizer`."""
     from ..vector.measure import canonical
-    from ..vector.stream import _orient
+    from ..vector.stream import orient_rings
 
     geoms = grid.to_map(pixel_geoms) if len(pixel_geoms) else pixel_geoms
     keep = np.ones(len(geoms), dtype=bool)
@@ -96,7 +96,7 @@ def finalize(grid, pixel_geoms: np.ndarray, min_area: float, simplify: float) ->
     if simplify > 0 and len(geoms):
         geoms = grid.simplify(canonical(geoms), simplify)
     if len(geoms):
-        geoms = _orient(geoms)
+        geoms = orient_rings(geoms)
     areas = grid.areas_m2(geoms) if len(geoms) else np.zeros(0)
     return keep, geoms, areas
 

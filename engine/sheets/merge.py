@@ -72,7 +72,7 @@ def merge_polygons(ctx: RunContext, done: Sequence[tuple[str, Path]]):
     import geopandas as gpd
     import pandas as pd
 
-    from ..vector.strips import _merge_pieces
+    from ..vector.strips import merge_pieces
 
     grid = area_grid(ctx)
     finals, borders, edges = [], [], []
@@ -99,7 +99,7 @@ def merge_polygons(ctx: RunContext, done: Sequence[tuple[str, Path]]):
         for members in _groups(len(border), links):
             sub = border.iloc[members]
             pieces = list(sub.geometry)
-            geoms.append(pieces[0] if len(pieces) == 1 else _merge_pieces(pieces))
+            geoms.append(pieces[0] if len(pieces) == 1 else merge_pieces(pieces))
             first = sub.sort_values(["first_row", "first_col"]).iloc[0]
             count = int(sub.prob_count.sum())
             rcount = int(sub.review_count.sum()) if "review_count" in sub else 0

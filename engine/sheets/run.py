@@ -336,9 +336,9 @@ def _check_model(model: str | os.PathLike) -> None:
         import torch
         from safetensors import safe_open
 
-        from ..checkpoint import _is_safetensors, check_state_dict
+        from ..checkpoint import check_state_dict, is_safetensors
 
-        if not _is_safetensors(p):
+        if not is_safetensors(p):
             return  # a .pth is read whole while planning (read_info)
         with safe_open(str(p), framework="pt") as f:
             shapes = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}

@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ..checkpoint import ModelInfo, _short, load_checkpoint, save_checkpoint
-from ..errors import Cancelled, UserError
+from ..checkpoint import ModelInfo, load_checkpoint, save_checkpoint
+from ..errors import Cancelled, UserError, first_line
 from ..events import Events
 from ..runtime import Runtime, select_runtime
 from .augment import TrainAugment
@@ -278,7 +278,7 @@ def _load_backbone(model: torch.nn.Module, path: Optional[str]) -> None:
         else:
             state = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"{p}: cannot read backbone weights ({_short(exc)})") from exc
+        raise UserError(f"{p}: cannot read backbone weights ({first_line(exc)})") from exc
     if isinstance(state, dict):
         for key in ("state_dict", "model"):
             if isinstance(state.get(key), dict):

@@ -150,11 +150,11 @@ def canonical(geoms: np.ndarray) -> np.ndarray:
     """Pixel-edge polygons without collinear vertices and normalised (start vertex, ring
     order): simplification then gives the same result however a polygon was assembled
     (in strips, in map sheets, or at once)."""
-    from .strips import _drop_collinear
+    from .strips import drop_collinear
 
     out = []
     for g in geoms:
-        rings = [_drop_collinear(np.asarray(g.exterior.coords))]
-        rings += [_drop_collinear(np.asarray(r.coords)) for r in g.interiors]
+        rings = [drop_collinear(np.asarray(g.exterior.coords))]
+        rings += [drop_collinear(np.asarray(r.coords)) for r in g.interiors]
         out.append(shapely.Polygon(rings[0], rings[1:]))
     return shapely.normalize(np.array(out, dtype=object))

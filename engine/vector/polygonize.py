@@ -45,6 +45,12 @@ __all__ = [
     "move_vector",
     "remove_vector",
     "temporary_vector_path",
+    "strip_rows",
+    "open_result_raster",
+    "check_same_grid",
+    "check_prob_dtype",
+    "read_mask",
+    "read_prob",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -88,18 +94,18 @@ def polygonize_to_file(mask_path: PathLike, prob_path: Optional[PathLike], out_p
 
     from rasterio.windows import Window
 
-    with _open(mask_path) as mask_ds:
+    with open_result_raster(mask_path) as mask_ds:
         width, height, transform, crs = mask_ds.width, mask_ds.height, mask_ds.transform, mask_ds.crs
         block_rows = mask_ds.block_shapes[0][0]
         if prob_path is not None:
-            with _open(prob_path) as prob_ds:
-                _check_same_grid(mask_ds, prob_ds, prob_path)
-                _check_prob_dtype(prob_ds, prob_path)
+            with open_result_raster(prob_path) as prob_ds:
+                check_same_grid(mask_ds, prob_ds, prob_path)
+                check_prob_dtype(prob_ds, prob_path)
         if review_path is not None:
-            with _open(review_path) as review_ds:
-                _check_same_grid(mask_ds, review_ds, review_path)
-                _check_prob_dtype(review_ds, review_path)
-    rows = _strip_rows(window_rows, width, block_rows)
+            with open_result_raster(review_path) as review_ds:
+                check_same_grid(mask_ds, review_ds, review_path)
+                check_prob_dtype(review_ds, review_path)
+    rows = strip_rows(window_rows, width, block_rows)
     windows = [Window(0, r0, width, min(rows, height - r0)) for r0 in range(0, height, rows)]
     total = len(windows)
     with Polygonizer(out_path, transform=transform, crs=crs, width=width, height=height,
@@ -121,7 +127,7 @@ def polygonize_to_file(mask_path: PathLike, prob_path: Optional[PathLike], out_p
         return polygonizer.close()
 
 
-def _strip_rows(window_rows: int, width: int, block_rows: int) -> int:
+def strip_rows(window_rows: int, width: int, block_rows: int) -> int:
     """Rows to read at a time: ``window_rows``, fewer for wide rasters (MAX_STRIP_PIXELS),
     but at least one block row of a tiled raster, so no tile is decompressed twice."""
     rows = max(1, min(int(window_rows), MAX_STRIP_PIXELS // max(1, width)))
@@ -130,7 +136,9 @@ def _strip_rows(window_rows: int, width: int, block_rows: int) -> int:
     return rows
 
 
-def _open(path: PathLike):
+def open_result_raster(path: PathLike):
+    """Open a mask, probability or review raster for reading; UserError (one line, the
+    user's name of the file) when it is missing or unreadable."""
     import rasterio
 
     if not Path(path).exists():
@@ -143,7 +151,8 @@ def _open(path: PathLike):
         raise UserError(f"{display(path)}: not a raster GDAL can read") from None
 
 
-def _check_same_grid(mask_ds, prob_ds, prob_path: PathLike) -> None:
+def check_same_grid(mask_ds, prob_ds, prob_path: PathLike) -> None:
+    """UserError unless ``prob_ds`` has the mask's size, transform and CRS."""
     if (prob_ds.width, prob_ds.height) != (mask_ds.width, mask_ds.height):
         raise UserError(f"{prob_path}: size {prob_ds.width}x{prob_ds.height} differs from the mask's "
                         f"{mask_ds.width}x{mask_ds.height}")
@@ -151,7 +160,8 @@ def _check_same_grid(mask_ds, prob_ds, prob_path: PathLike) -> None:
         raise UserError(f"{prob_path}: georeferencing differs from the mask's")
 
 
-def _check_prob_dtype(prob_ds, prob_path: PathLike) -> None:
+def check_prob_dtype(prob_ds, prob_path: PathLike) -> None:
+    """UserError unless ``prob_ds`` is uint8 (p*254, nodata 255) or float (0..1)."""
     dtype = np.dtype(prob_ds.dtypes[0])
     if dtype != np.uint8 and not np.issubdtype(dtype, np.floating):
         raise UserError(f"{prob_path}: probability raster must be uint8 (0-254, nodata 255) or float (0-1), "
@@ -169,9 +179,9 @@ def _read_strip(mask_path: PathLike, prob_path: Optional[PathLike], window,
     import rasterio
 
     try:
-        change = _read_mask(mask_path, window)
-        prob = _read_prob(prob_path, window)
-        review = _read_prob(review_path, window)
+        change = read_mask(mask_path, window)
+        prob = read_prob(prob_path, window)
+        review = read_prob(review_path, window)
     except rasterio.errors.RasterioIOError as exc:
         names = display(mask_path) if prob_path is None else f"{display(mask_path)} or {display(prob_path)}"
         reason = (str(exc.__cause__ or exc).strip().splitlines() or ["I/O error"])[0]
@@ -180,16 +190,16 @@ def _read_strip(mask_path: PathLike, prob_path: Optional[PathLike], window,
     return change, prob, review
 
 
-def _read_mask(path: PathLike, window) -> np.ndarray:
+def read_mask(path: PathLike, window) -> np.ndarray:
     """bool (h, w) change mask of ``window`` (nodata = no change); the file is open for this read only."""
-    with _open(path) as ds:
+    with open_result_raster(path) as ds:
         return decode_mask(ds.read(1, window=window), ds.nodata)
 
 
-def _read_prob(path: Optional[PathLike], window) -> Optional[np.ndarray]:
+def read_prob(path: Optional[PathLike], window) -> Optional[np.ndarray]:
     """float32 (h, w) probabilities or review scores of ``window``, NaN where unknown; None
     without a path. The file is open for this read only."""
     if path is None:
         return None
-    with _open(path) as ds:
+    with open_result_raster(path) as ds:
         return decode_prob(ds.read(1, window=window), ds.nodata)

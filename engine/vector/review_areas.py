@@ -24,7 +24,7 @@ import numpy as np
 
 from ..events import Events
 from ..outputs import display
-from .polygonize import _check_prob_dtype, _check_same_grid, _open, _read_mask, _read_prob, _strip_rows
+from .polygonize import check_prob_dtype, check_same_grid, open_result_raster, read_mask, read_prob, strip_rows
 from .stream import Polygonizer
 
 __all__ = ["review_areas_to_file", "candidate_strip", "TOUCHING"]
@@ -84,15 +84,15 @@ def review_areas_to_file(mask_path: PathLike, review_path: PathLike, out_path: P
     from rasterio.windows import Window
 
     events = events or Events()
-    with _open(mask_path) as mask_ds:
+    with open_result_raster(mask_path) as mask_ds:
         width, height, transform, crs = mask_ds.width, mask_ds.height, mask_ds.transform, mask_ds.crs
         block_rows = mask_ds.block_shapes[0][0]
         for other in (review_path, prob_path):
             if other is not None:
-                with _open(other) as ds:
-                    _check_same_grid(mask_ds, ds, other)
-                    _check_prob_dtype(ds, other)
-    rows = _strip_rows(window_rows, width, block_rows)
+                with open_result_raster(other) as ds:
+                    check_same_grid(mask_ds, ds, other)
+                    check_prob_dtype(ds, other)
+    rows = strip_rows(window_rows, width, block_rows)
     starts = list(range(0, height, rows))
     with Polygonizer(out_path, transform=transform, crs=crs, width=width, height=height, min_area_m2=min_area_m2,
                      has_prob=prob_path is not None, name=display(mask_path), has_review=True,
@@ -102,10 +102,10 @@ def review_areas_to_file(mask_path: PathLike, review_path: PathLike, out_path: P
             n = min(rows, height - r0)
             top = 1 if r0 > 0 else 0
             halo = Window(0, r0 - top, width, n + top + (1 if r0 + n < height else 0))
-            change = _read_mask(mask_path, halo)
+            change = read_mask(mask_path, halo)
             window = Window(0, r0, width, n)
-            review = _read_prob(review_path, window)
-            prob = _read_prob(prob_path, window)
+            review = read_prob(review_path, window)
+            prob = read_prob(prob_path, window)
             candidate, fed = candidate_strip(change, review, threshold, top, n)
             polygonizer.add(candidate, prob, fed)
             events.progress(k + 1, len(starts), stage="review areas")

@@ -24,7 +24,7 @@ from .io import FIELDS, VectorWriter
 from .measure import MapGrid, canonical
 from .strips import Component, StripMerger
 
-__all__ = ["Polygonizer", "check_options", "decode_mask", "decode_prob", "BATCH", "MAX_STRIP_PIXELS"]
+__all__ = ["Polygonizer", "check_options", "decode_mask", "decode_prob", "orient_rings", "BATCH", "MAX_STRIP_PIXELS"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -199,7 +199,7 @@ class Polygonizer:
                 return
         if self.simplify_m > 0:
             geoms = self.grid.simplify(canonical(geoms), self.simplify_m)
-        geoms = _orient(geoms)
+        geoms = orient_rings(geoms)
         areas = self.grid.areas_m2(geoms)
         n = len(comps)
         nan = float("nan")
@@ -217,7 +217,7 @@ class Polygonizer:
         self.total_area += float(areas.sum())
 
 
-def _orient(geoms: np.ndarray) -> np.ndarray:
+def orient_rings(geoms: np.ndarray) -> np.ndarray:
     """Exterior rings counter-clockwise, holes clockwise (the OGC/GeoJSON convention)."""
     if hasattr(shapely, "orient_polygons"):  # shapely >= 2.1
         return shapely.orient_polygons(geoms)

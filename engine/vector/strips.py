@@ -25,7 +25,7 @@ from affine import Affine
 from rasterio.features import shapes
 from scipy import ndimage
 
-__all__ = ["Component", "StripMerger", "polygonize_array"]
+__all__ = ["Component", "StripMerger", "polygonize_array", "merge_pieces", "drop_collinear"]
 
 
 @dataclass
@@ -92,14 +92,14 @@ class _Group:
         self.review_max = max(self.review_max, other.review_max)
 
     def finish(self) -> Component:
-        geom = self.pieces[0] if len(self.pieces) == 1 else _merge_pieces(self.pieces)
+        geom = self.pieces[0] if len(self.pieces) == 1 else merge_pieces(self.pieces)
         pmax = float(self.prob_max) if self.prob_count else float("nan")
         rmax = float(self.review_max) if self.review_count else float("nan")
         return Component(geom, int(self.pixels), float(self.prob_sum), int(self.prob_count), pmax, int(self.first),
                          float(self.review_sum), int(self.review_count), rmax)
 
 
-def _merge_pieces(pieces: list) -> shapely.Polygon:
+def merge_pieces(pieces: list) -> shapely.Polygon:
     """One polygon from pieces of one component cut at strip seams.
 
     A piece's holes lie strictly inside its strip (a hole touching a seam would not be
@@ -112,8 +112,8 @@ def _merge_pieces(pieces: list) -> shapely.Polygon:
     union = shapely.union_all(shells)
     if union.geom_type != "Polygon":  # cannot happen for pieces linked across seams
         return shapely.union_all(pieces)
-    rings = [_drop_collinear(np.asarray(union.exterior.coords))]
-    rings += [_drop_collinear(np.asarray(r.coords)) for r in union.interiors]
+    rings = [drop_collinear(np.asarray(union.exterior.coords))]
+    rings += [drop_collinear(np.asarray(r.coords)) for r in union.interiors]
     holes = [h for p in pieces for h in p.interiors]
     holes = [shapely.linearrings(r) for r in rings[1:]] + holes
     shell = shapely.linearrings(rings[0])
@@ -122,7 +122,7 @@ def _merge_pieces(pieces: list) -> shapely.Polygon:
     return shapely.polygons(shell, holes=np.array(holes, dtype=object))
 
 
-def _drop_collinear(ring: np.ndarray) -> np.ndarray:
+def drop_collinear(ring: np.ndarray) -> np.ndarray:
     """Closed ring (n+1, 2) without the vertices that lie on the line through their neighbours.
 
     Exact for pixel-corner coordinates (integers), which is what it is used on.

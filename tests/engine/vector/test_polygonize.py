@@ -371,10 +371,10 @@ def test_wide_rasters_get_fewer_rows_per_strip(tmp_path, monkeypatch):
 
 
 def test_strip_rows_rule():
-    from engine.vector.polygonize import MAX_STRIP_PIXELS, _strip_rows
+    from engine.vector.polygonize import MAX_STRIP_PIXELS, strip_rows
 
-    assert _strip_rows(1024, 4096, 512) == 1024  # as asked
-    assert _strip_rows(100, 4096, 512) == 100  # as asked, even inside a block row
-    assert _strip_rows(1024, 16384, 512) == 512  # capped at 256 rows, read one whole tile row
-    assert _strip_rows(1024, 16384, 1) == MAX_STRIP_PIXELS // 16384  # striped: the cap
-    assert _strip_rows(1024, 10 ** 6, 512) == MAX_STRIP_PIXELS // 10 ** 6  # a tile row too big
+    assert strip_rows(1024, 4096, 512) == 1024  # as asked
+    assert strip_rows(100, 4096, 512) == 100  # as asked, even inside a block row
+    assert strip_rows(1024, 16384, 512) == 512  # capped at 256 rows, read one whole tile row
+    assert strip_rows(1024, 16384, 1) == MAX_STRIP_PIXELS // 16384  # striped: the cap
+    assert strip_rows(1024, 10 ** 6, 512) == MAX_STRIP_PIXELS // 10 ** 6  # a tile row too big
