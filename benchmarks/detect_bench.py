@@ -160,7 +160,8 @@ def efficiency(device: str = "cpu", size: int = 896, tile: int = 512, overlap: i
     """End-to-end versus model-only on the same tiles (real HRMNet, random weights)."""
     import torch
 
-    from engine.detect import ModelPredictor, detect
+    from engine.core.predictors import ModelPredictor
+    from engine.detect import detect
     from engine.model import HRMNet
     from engine.raster.tiles import make_grid
     from engine.runtime import select_runtime

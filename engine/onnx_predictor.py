@@ -1,4 +1,4 @@
-"""HRMNet on onnxruntime: a :class:`~engine.detect.Predictor` for ``--model MODEL.onnx``.
+"""HRMNet on onnxruntime: a :class:`~engine.core.predictors.Predictor` for ``--model MODEL.onnx``.
 
 Needs only onnxruntime and numpy (no torch): the light engine. The model is a graph
 written by ``python -m engine export`` (see :mod:`engine.export`); its metadata gives

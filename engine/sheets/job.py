@@ -150,7 +150,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _engine(ctx: RunContext):
-    from ..pipeline import load_engine
+    from ..core.predictors import load_engine
 
     key = ("engine", ctx.model, ctx.options.device, ctx.options.precision,
            None if ctx.predictor is None else ctx.hash)
@@ -180,9 +180,9 @@ def _pair(ctx: RunContext):
 def _compute(job: SheetJob, tmp: Path) -> dict:
     from rasterio.windows import Window
 
-    from ..pipeline import run_window
+    from ..core.runner import run_window
 
-    from ..detect import gives_review
+    from ..core.predictors import gives_review
 
     ctx = job.context
     engine, pair = _engine(ctx), _pair(ctx)

@@ -17,7 +17,9 @@ from typing import Any, Optional, Sequence
 
 from ..errors import UserError
 from ..events import Events
-from ..pipeline import AreaPlan, DetectOptions, Engine, plan_area
+from ..core.options import DetectOptions
+from ..core.plan import AreaPlan, plan_area
+from ..core.predictors import Engine
 from .mosaic import SheetRaster, blame_sheet, probe_rasters, write_mosaic
 
 __all__ = ["RunContext", "SheetJob", "Plan", "make_plan", "folder_name"]

@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional, Sequence
 from ..errors import Cancelled, UserError
 from ..events import Events
 from ..outputs import PREFIX, Inputs, Staging, remove_stale, staged_file
-from ..pipeline import validate_options
+from ..core.options import validate_options
 from .job import ModelLoadError, done_record, run_sheet, tile_events
 from .plan import Plan, make_plan
 
@@ -252,7 +252,7 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
         merge_only: compute nothing; merge the sheets done so far (after shard runs).
         restart: discard the run folder's sheets and start over.
         overwrite: replace existing merged outputs (never discards finished sheets).
-        **detect_options: as :func:`engine.pipeline.validate_options` takes them.
+        **detect_options: as :func:`engine.core.options.validate_options` takes them.
 
     Returns:
         :class:`SheetsResult`; ``exit_code`` 3 when some sheet failed (the merged layer
@@ -268,7 +268,7 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
     events = events or Events(on_event, is_cancelled)
     options = validate_options(**detect_options)
     if predictor is None:
-        from ..pipeline import check_model_path
+        from ..core.predictors import check_model_path
 
         check_model_path(model)
     _check_execution(options, shard, merge_only, gpus, out_vector, out_probability, out_mask, out_review,
@@ -282,9 +282,9 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
     inputs = Inputs([p for s in specs for p in (s.before, s.after)] + [sheets, model])
     targets = {} if shard is not None else _check_outputs(out_vector, out_probability, out_mask, overwrite, inputs,
                                                           Path(run), out_review, out_review_areas)
-    from ..detect import _review_threshold
+    from ..core.options import parse_review_threshold
 
-    review_threshold = _review_threshold(review_threshold)
+    review_threshold = parse_review_threshold(review_threshold)
     runp = _check_run_folder(Path(run), restart, merge_only, inputs)
     planning: list[dict] = []  # its log lines wait: a refused run says one line
     plan = make_plan(runp, specs, options, model=model, predictor=predictor, model_info=model_info,

@@ -23,7 +23,7 @@ class OnnxModule:
     def __call__(self, x) -> tuple[Any, Any]:
         import torch
 
-        from ..detect import split_output
+        from ..core.predictors import split_output
 
         prob, review = split_output(self.predictor(x.detach().float().cpu().numpy()))
         return torch.from_numpy(prob)[:, None], None if review is None else torch.from_numpy(review)[:, None]

@@ -1,4 +1,5 @@
-"""Vectorization: the change mask raster → change polygons (seams merged, holes kept).
+"""Vectorize, the last stage of the flow: the change mask raster → change polygons (seams
+merged, holes kept).
 
 Public entry points: :func:`polygonize_to_file` (files in, file out),
 :class:`Polygonizer` (mask strips in memory in, file out) and the output-file helpers

@@ -151,7 +151,8 @@ def test_detect_refuses_control_characters_before_any_work(scene, checkpoints, n
 _STUCK = """
 import sys, time
 sys.path.insert(0, {root!r})
-from engine.detect import DifferencePredictor, detect
+from engine.core.predictors import DifferencePredictor
+from engine.detect import detect
 
 class Stuck(DifferencePredictor):
     def __call__(self, batch):
@@ -184,7 +185,8 @@ def test_a_run_killed_with_kill_9_leaves_temporaries_that_the_next_run_removes(s
 def test_two_runs_writing_the_same_outputs_do_not_both_succeed(scene, checkpoints, tmp_path):
     """Run A (here) is working when run B (the CLI) writes the same outputs: A must not
     silently replace B's result."""
-    from engine.detect import DifferencePredictor, detect
+    from engine.core.predictors import DifferencePredictor
+    from engine.detect import detect
     from engine.errors import UserError
 
     before, after, out, _ = scene
@@ -251,7 +253,8 @@ def test_evaluate_refuses_colour_maps_that_would_replace_png_labels(tmp_path, ch
 def test_warnings_and_errors_name_the_users_output_never_a_temporary(tmp_path):
     """Pixel-space rasters into GeoJSON: the vectorizer's warnings are about the user's
     output (the polygons come from a temporary mask and go to a temporary file)."""
-    from engine.detect import DifferencePredictor, detect
+    from engine.core.predictors import DifferencePredictor
+    from engine.detect import detect
     from tests.rasters import textured, write_geotiff
 
     before = write_geotiff(tmp_path / "b.tif", textured(40, 50), crs=None)

@@ -11,7 +11,8 @@ from pyproj import Geod, Transformer
 from rasterio.warp import Resampling, reproject
 from shapely.geometry import box
 
-from engine.detect import DifferencePredictor, detect
+from engine.core.predictors import DifferencePredictor
+from engine.detect import detect
 from engine.errors import Cancelled
 from tests.rasters import textured, write_geotiff
 

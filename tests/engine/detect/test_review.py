@@ -13,7 +13,8 @@ import rasterio
 from rasterio.features import rasterize
 
 from engine.checkpoint import MetadataError, ModelInfo, check_info
-from engine.detect import DifferencePredictor, detect
+from engine.core.predictors import DifferencePredictor
+from engine.detect import detect
 from engine.errors import UserError
 from tests.rasters import textured, write_geotiff
 

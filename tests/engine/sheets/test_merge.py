@@ -8,7 +8,8 @@ import pytest
 from affine import Affine
 from scipy import ndimage
 
-from engine.pipeline import AreaPlan, DetectOptions
+from engine.core.options import DetectOptions
+from engine.core.plan import AreaPlan
 from engine.sheets.job import _polygonize
 from engine.sheets.merge import link_pieces, merge_polygons
 from engine.sheets.plan import RunContext, SheetJob

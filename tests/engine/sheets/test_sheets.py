@@ -71,16 +71,16 @@ _KILLED_RUN = """
 import sys, time
 sys.path.insert(0, {root!r})
 from tests.engine.sheets.standins import BlurDifference
-import engine.pipeline
+import engine.core.runner
 from engine.sheets.run import run_sheets
 
-fast = engine.pipeline.run_window
+fast = engine.core.runner.run_window
 
 def slow(*args, **kw):  # the same model, slower: the kill lands mid-run
     time.sleep(0.5)
     return fast(*args, **kw)
 
-engine.pipeline.run_window = slow
+engine.core.runner.run_window = slow
 run_sheets({csv!r}, {run!r}, predictor=BlurDifference(), out_vector={out!r}, workers=1, tile_size=64, overlap=16)
 """
 

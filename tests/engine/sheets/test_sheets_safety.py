@@ -289,7 +289,7 @@ def test_a_checkpoint_that_is_not_hrmnet_fails_once_up_front(scene, tmp_path):
 
 
 def test_a_model_that_fails_to_load_in_the_worker_stops_the_run_at_the_first_sheet(scene, tmp_path, monkeypatch):
-    import engine.pipeline
+    import engine.core.predictors
 
     calls = []
 
@@ -297,7 +297,7 @@ def test_a_model_that_fails_to_load_in_the_worker_stops_the_run_at_the_first_she
         calls.append(1)
         raise UserError("m.safetensors: corrupt or truncated safetensors file (bad tensor data)")
 
-    monkeypatch.setattr(engine.pipeline, "load_engine", broken)
+    monkeypatch.setattr(engine.core.predictors, "load_engine", broken)
     with pytest.raises(UserError, match="m.safetensors: corrupt"):
         run_sheets(scene, tmp_path / "run", predictor=BlurDifference(gain=1.25), out_vector=tmp_path / "m.gpkg",
                    workers=1, **TILING)
