@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,19 +29,17 @@ from ..errors import Cancelled, UserError
 from ..events import Events
 from ..outputs import PREFIX, Inputs, Staging, remove_stale, staged_file
 from ..pipeline import validate_options
-from .job import ModelLoadError, done_record, run_sheet, tile_events
+from .job import ModelLoadError, done_record, run_sheet, tile_events, verify_sheet
+from .folder import RUN_JSON, make_manifest
 from .plan import Plan, make_plan
 
 __all__ = ["run_sheets", "SheetsResult", "EXIT_SOME_FAILED"]
 
 EXIT_SOME_FAILED = 3
-RUN_JSON = "run.json"
 OUTPUTS_JSON = "outputs.json"
 #: What a run folder may hold before its run.json: a shard started at the same moment plans
 #: its mosaics (and stages files) before it creates run.json.
 _BEFORE_RUN_JSON = {"mosaic"}
-#: What --restart removes.
-_RUN_FILES, _RUN_FOLDERS = (RUN_JSON, "status.gpkg", OUTPUTS_JSON), ("sheets", "failed", "mosaic", "review-mosaic")
 
 
 @dataclass
@@ -57,32 +54,38 @@ class SheetsResult:
 
 
 def _check_run_folder(run: Path, restart: bool, merge_only: bool, inputs: Inputs) -> Path:
-    """The run folder (created); ``restart`` empties it, only when it holds a run and none
-    of ``inputs`` lies in what it removes."""
-    from ..outputs import real_path
+    """The run folder (created, writable); ``restart`` removes what the run in it created
+    (its manifest, see :mod:`.folder`) and nothing else. A folder that is not a run (a
+    run.json that is not a sheets run's record, or other files without one) is refused."""
+    from .folder import read_run_record, restart as restart_run
 
     run = run.expanduser().absolute()
     if run.exists() and not run.is_dir():
         raise UserError(f"{run}: --run must be a folder")
     if not run.parent.is_dir():
         raise UserError(f"{run}: parent folder {run.parent} does not exist")
-    if merge_only and not (run / RUN_JSON).exists():
+    record = read_run_record(run) if run.is_dir() else None
+    if merge_only and record is None:
         raise UserError(f"{run}: no run here to merge (run the sheets first)")
-    if run.is_dir() and not (run / RUN_JSON).exists() and any(  # the sheet list may lie there (QGIS saves it)
+    if run.is_dir() and record is None and any(  # the sheet list may lie there (QGIS saves it)
             p.name not in _BEFORE_RUN_JSON and not p.name.startswith(PREFIX) and inputs.find(p) is None
             for p in run.iterdir()):
         raise UserError(f"{run}: folder is not empty and holds no sheets run (use an empty or new folder)")
-    if restart:
-        doomed = [real_path(run / name) for name in _RUN_FOLDERS]
-        hit = next((f for f in inputs.real.values() if any(d in real_path(f).parents for d in doomed)), None)
-        if hit is not None:
-            raise UserError(f"{run}: --restart would delete the input {hit} (keep inputs out of the run folder)")
-        for name in _RUN_FILES:
-            (run / name).unlink(missing_ok=True)
-        for name in _RUN_FOLDERS:
-            shutil.rmtree(run / name, ignore_errors=True)
+    _check_writable(run if run.is_dir() else run.parent, run)
+    if restart and record is not None:
+        restart_run(run, record, inputs.find)
     run.mkdir(exist_ok=True)
     return run
+
+
+def _check_writable(folder: Path, shown: Path) -> None:
+    """Refuse a run folder (or its parent, before it exists) this user cannot write in, and
+    its subfolders likewise: one line, before any work (a staging folder is made and removed)."""
+    for f in [folder] + [folder / name for name in ("sheets", "failed", "mosaic") if (folder / name).is_dir()]:
+        try:
+            Staging(f).close()
+        except UserError as exc:
+            raise UserError(f"{shown}: the run folder is not writable ({f}: {str(exc).split(': ', 1)[-1]})") from None
 
 
 def _own_outputs(run: Path) -> dict:
@@ -188,8 +191,9 @@ def _bind_run(run: Path, plan: Plan) -> None:
     """Create run.json, or refuse a run folder holding other settings (also when another
     run, e.g. a shard started at the same moment, created it first)."""
     path = run / RUN_JSON
-    new = {"hash": plan.context.hash, "settings": plan.settings,
-           "mosaics": [plan.context.before_vrt, plan.context.after_vrt]}
+    mosaics = [plan.context.before_vrt, plan.context.after_vrt]
+    new = {"hash": plan.context.hash, "settings": plan.settings, "mosaics": mosaics,
+           "manifest": make_manifest(run, [s[0] for s in plan.settings["sheets"]], mosaics)}
     if path.exists() or not _create_once(path, json.dumps(new, indent=1, default=str)):
         old = _read_record(path)
         if old.get("hash") != plan.context.hash:
@@ -199,10 +203,10 @@ def _bind_run(run: Path, plan: Plan) -> None:
             diff = _settings_diff(old.get("settings", {}), json.loads(json.dumps(plan.settings, default=str)))
             raise UserError(f"{run}: holds a run with other settings ({'; '.join(diff[:4]) or 'inputs'}); "
                             "use --restart to start over or another --run folder")
-        mosaics = [plan.context.before_vrt, plan.context.after_vrt]
         if set(mosaics) <= set(old.get("mosaics") or []):
             return
         old["mosaics"] = sorted(set(old.get("mosaics") or []) | set(mosaics))  # a fixed sheet joined them
+        old["manifest"] = make_manifest(run, [s[0] for s in plan.settings["sheets"]], old["mosaics"])
         _write_text(path, json.dumps(old, indent=1, default=str))
 
 
@@ -359,7 +363,7 @@ def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, w
     remove_stale(sheets_dir)  # a killed run's staging folders (never a live process's)
     todo = []
     for job in jobs:
-        record = done_record(sheets_dir / job.name, plan.context.hash)
+        record = finished_sheet(sheets_dir / job.name, plan.context.hash, job, events, "computing it again")
         if record is not None:
             _check_unchanged(job, record)
             results[job.id] = {**record, "reused": True}
@@ -449,6 +453,29 @@ def _tile_counts(plan: Plan) -> dict[str, int]:
     return counts
 
 
+def sheet_state(folder: Path, digest: str) -> tuple[Optional[dict], Optional[str]]:
+    """(done-record, problem) of a sheet folder: (record, None) when its result files are
+    all as the record lists them; (None, problem) when damaged; (None, None) when not done.
+    A folder without a valid done-record but with files is damaged: the run renames a sheet
+    folder into place complete, record included."""
+    record = done_record(folder, digest)
+    if record is None:
+        if folder.is_dir() and any(folder.iterdir()):
+            return None, f"{folder / 'done.json'}: missing or unreadable"
+        return None, None
+    problem = verify_sheet(folder, record)
+    return (None, problem) if problem else (record, None)
+
+
+def finished_sheet(folder: Path, digest: str, job, events: Events, then: str) -> Optional[dict]:
+    """The sheet's verified done-record, or None (a damaged sheet is warned about, naming
+    the sheet and the damage; ``then``: what happens now)."""
+    record, problem = sheet_state(folder, digest)
+    if problem is not None:
+        events.warn(f"sheet {job.id}: {problem}; {then}")
+    return record
+
+
 def _cancelled(events: Events) -> bool:
     try:
         events.check_cancel()
@@ -481,8 +508,15 @@ def _finish(run: Path, plan: Plan, specs, skipped, results: dict, targets: dict,
     done = []
     for job in plan.jobs:
         folder = run / "sheets" / job.name
-        record = results.get(job.id) if results.get(job.id, {}).get("status") == "done" else done_record(folder, ctx.hash)
-        if record is not None:
+        if results.get(job.id, {}).get("status") == "done":  # verified or computed by this run
+            done.append((job.id, folder))
+            continue
+        record, problem = sheet_state(folder, ctx.hash) if job.id not in results else (None, None)
+        if problem is not None:  # --merge-only computes nothing: the damaged sheet is left out, loudly
+            events.warn(f"sheet {job.id}: {problem}; left out of the merged layer (run the sheets again "
+                        "without --merge-only to compute it)")
+            results[job.id] = {"id": job.id, "status": "failed", "message": problem}
+        elif record is not None:
             results[job.id] = record
             done.append((job.id, folder))
         elif job.id not in results:
