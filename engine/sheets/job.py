@@ -9,7 +9,8 @@ Files of a finished sheet folder (built in a private staging folder of
     review.tif           the review (hard-region) score, when the model gives one; then
                          final.fgb has ``review`` and border.fgb review_sum, review_count
     final.fgb            polygons not touching the sheet's edge: georeferenced, min-area
-                         and simplify applied; first_row/first_col (global pixels)
+                         and simplify applied; first_row/first_col (global pixels); sorted
+                         by them, no spatial index (the merge streams them in that order)
     border.fgb           polygons touching it: raw, in global pixel coordinates, with
                          piece (their number), pixels, prob_sum, prob_count, prob_max,
                          first_row/first_col
@@ -322,7 +323,9 @@ def _write_final(tmp: Path, ctx: RunContext, comps: list, pixel_geoms, first_row
     if (tmp / "review.tif").exists():
         data["review"] = np.array([c.review for c in kept], dtype=np.float64)
     frame = gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=grid.crs_string), crs=grid.crs_string)
-    pyogrio.write_dataframe(frame, tmp / "final.fgb", driver="FlatGeobuf", geometry_type="Polygon")
+    frame = frame.sort_values(["first_row", "first_col"], kind="stable")  # the merge streams it in this order
+    pyogrio.write_dataframe(frame, tmp / "final.fgb", driver="FlatGeobuf", geometry_type="Polygon",
+                            layer_options={"SPATIAL_INDEX": "NO"})  # an index would reorder the features
     return len(kept)
 
 

@@ -502,14 +502,14 @@ def _window(job):
 def _finish(run: Path, plan: Plan, specs, skipped, results: dict, targets: dict, inputs, events: Events,
             t0: float, review_threshold: Optional[float] = None) -> SheetsResult:
     """Merge what is done, write the mosaics and the status layer."""
-    from .merge import merge_polygons, write_merged
+    from .merge import merge_to_file
 
     ctx = plan.context
     done = []
     for job in plan.jobs:
         folder = run / "sheets" / job.name
         if results.get(job.id, {}).get("status") == "done":  # verified or computed by this run
-            done.append((job.id, folder))
+            done.append((job.id, folder, job.window))
             continue
         record, problem = sheet_state(folder, ctx.hash) if job.id not in results else (None, None)
         if problem is not None:  # --merge-only computes nothing: the damaged sheet is left out, loudly
@@ -518,12 +518,11 @@ def _finish(run: Path, plan: Plan, specs, skipped, results: dict, targets: dict,
             results[job.id] = {"id": job.id, "status": "failed", "message": problem}
         elif record is not None:
             results[job.id] = record
-            done.append((job.id, folder))
+            done.append((job.id, folder, job.window))
         elif job.id not in results:
             results[job.id] = _failure(run, job.name) or {"id": job.id, "status": "pending", "message": "not computed yet"}
     events.check_cancel()
-    frame = merge_polygons(ctx, done)
-    write_merged(frame, targets["vector"][0], targets["vector"][1], inputs)
+    counts = merge_to_file(ctx, done, targets["vector"][0], targets["vector"][1], inputs)
     outputs = {"vector": str(targets["vector"][0]), "probability": None, "mask": None,
                "status": str(run / "status.gpkg")}
     for role in ("probability", "mask", "review"):
@@ -536,11 +535,10 @@ def _finish(run: Path, plan: Plan, specs, skipped, results: dict, targets: dict,
         n_areas = _write_review_areas(run, done, ctx, path, replace, inputs, review_threshold)
         outputs["review_areas"] = str(path)
     _remember_outputs(run, {k: v for k, v in outputs.items() if k != "status"})
-    counts = frame["sheet"].value_counts().to_dict() if len(frame) else {}
     _write_status(run, plan, specs, skipped, results, counts, events)
     failed = sorted(sid for sid, r in results.items() if r.get("status") != "done")
     stats = {"sheets": len(plan.jobs) + len(plan.failed), "done": len(done), "failed": len(failed),
-             "skipped": len(skipped) + len(plan.skipped), "polygons": int(len(frame)),
+             "skipped": len(skipped) + len(plan.skipped), "polygons": int(sum(counts.values())),
              "seconds": round(time.perf_counter() - t0, 3)}
     if "review_areas" in targets:
         stats["review_areas"] = n_areas
@@ -559,7 +557,7 @@ def _write_vrt(run: Path, done, role: str, target: Path, dtype: str, overwrite: 
     from .mosaic import probe_rasters, write_mosaic
 
     name = {"probability": "prob.tif", "review": "review.tif"}.get(role, "mask.tif")
-    rasters, bad = probe_rasters([(sid, str(folder / name)) for sid, folder in done])
+    rasters, bad = probe_rasters([(sid, str(folder / name)) for sid, folder, _w in done])
     if bad:
         raise UserError(f"{next(iter(bad.values()))}")
     nodata = 255 if (role == "mask" or dtype == "uint8") else -1.0
@@ -583,7 +581,7 @@ def _write_review_areas(run: Path, done, ctx, target: Path, overwrite: bool, inp
     folder.mkdir(exist_ok=True)
     vrts = {}
     for name in ("mask.tif", "review.tif", "prob.tif"):
-        rasters, bad = probe_rasters([(sid, str(f / name)) for sid, f in done])
+        rasters, bad = probe_rasters([(sid, str(f / name)) for sid, f, _w in done])
         if bad:
             sid = next(iter(bad))
             raise UserError(f"sheet {sid}: no {name} ({bad[sid]}); review areas need a model that gives the review "
