@@ -160,6 +160,8 @@ def make_plan(run: Path, specs: Sequence, options: DetectOptions, *, model: Opti
     write_mosaic(ra, after_vrt, "after")
     pair = open_pair(before_vrt, after_vrt, options.bands_before, options.bands_after, options.extent, events)
     try:
+        if predictor is None or model_info is not None:  # as detect: what the model is, whether it fits
+            _report_model(info, pair, events, str(model) if predictor is None else "predictor", str(specs[0].before))
         engine = Engine(None, info, {"device": _device_type(options, predictor)})
         try:
             plan = plan_area(pair, engine, options, events)
@@ -183,6 +185,18 @@ def make_plan(run: Path, specs: Sequence, options: DetectOptions, *, model: Opti
     afters = {r.id: r.path for r in ra}
     jobs, skipped, extents = _jobs(ctx, rb, afters, grid_b, offset, Affine(*area[2]))
     return Plan(ctx, jobs, failed, skipped, extents, settings)
+
+
+def _report_model(info, pair, events: Events, source: str, first_sheet: str) -> None:
+    """Log what the model is and warn, as ``detect`` does, when it is a demonstration model
+    or its ground sampling distance does not fit the sheets' (named by the first sheet)."""
+    from ..model_fit import describe_model, fit_warnings, raster_gsd_m
+
+    for line in describe_model(info, source):
+        events.log(line)
+    gsd = raster_gsd_m(pair.transform, pair.crs, pair.height)
+    for message in fit_warnings(info, gsd, source, first_sheet):
+        events.warn(message)
 
 
 def _jobs(ctx: RunContext, rasters: Sequence[SheetRaster], afters: dict, grid, offset: tuple, transform) -> tuple:

@@ -156,12 +156,23 @@ def _check_outputs(out_vector, out_probability, out_mask, overwrite: bool, input
             raise UserError(f"{p}: output folder {p.parent} does not exist")
         files = vector_sidecars(p) if role in ("vector", "review_areas") else [p]
         check_output(p, role, inputs)  # never an input, not even with --overwrite
+        _check_folder_writable(p)
         existing = [q for q in files if q.exists()]
         ours = p.exists() and own.get(str(p)) == p.stat().st_ino
         if existing and not (overwrite or ours):
             raise UserError(f"{existing[0]}: exists (use --overwrite to replace it)")
         allowed[role] = (p, bool(existing) and (overwrite or ours))
     return allowed
+
+
+def _check_folder_writable(output: Path) -> None:
+    """Refuse an output whose folder this user cannot write in, before any sheet is computed
+    (a private staging folder is made there and removed, as writing it will)."""
+    try:
+        Staging(output.parent).close()
+    except UserError as exc:
+        raise UserError(f"{output}: output folder {output.parent} is not writable "
+                        f"({str(exc).split(': ', 1)[-1]})") from None
 
 
 def _settings_diff(old: dict, new: dict) -> list[str]:
@@ -279,6 +290,7 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
                      out_review_areas)
     if predictor is None:
         _check_model(model)
+    _check_review(model, predictor, out_review, out_review_areas)
     from .index import read_sheets
 
     specs, skipped = read_sheets(sheets, id_field, before, after, skip_missing)
@@ -331,10 +343,16 @@ def _check_execution(options, shard: Optional[tuple[int, int]], merge_only: bool
 
 def _check_model(model: str | os.PathLike) -> None:
     """A safetensors checkpoint whose tensors are not HRMNet's fails here, once, from its
-    header alone (no weights read); a worker that still cannot load the model stops the
+    header alone (no weights read), an ONNX graph that does not take and give what HRMNet
+    does likewise (:func:`engine.onnx_predictor.check_contract`); a worker that still cannot load the model stops the
     run at its first sheet (:class:`~engine.sheets.job.ModelLoadError`)."""
     p = Path(model)
-    if p.suffix.lower() == ".onnx" or not p.is_file():
+    if not p.is_file():
+        return
+    if p.suffix.lower() == ".onnx":  # its metadata and its graph's inputs/outputs (HRMNet's contract)
+        from ..checkpoint import read_info
+
+        read_info(p)
         return
     try:
         import torch
@@ -351,6 +369,26 @@ def _check_model(model: str | os.PathLike) -> None:
     except Exception:  # a damaged header: planning reads it and says so in one line
         return
     check_state_dict(shapes, str(p))
+
+
+def _check_review(model, predictor, *outputs) -> None:
+    """Review outputs need a model that gives the review (hard-region) score: refused before
+    any sheet is computed. HRMNet checkpoints always give it; an ONNX graph when it has the
+    ``hard`` output; a stand-in predictor when it says so (``gives_review``)."""
+    if not any(outputs):
+        return
+    from ..detect import gives_review
+
+    if predictor is not None:
+        ok, name = gives_review(predictor), "predictor"
+    elif str(model).lower().endswith(".onnx"):
+        from ..onnx_predictor import read_onnx_metadata
+
+        ok, name = "hard" in read_onnx_metadata(model)["onnx"]["outputs"], str(model)
+    else:
+        return
+    if not ok:
+        raise UserError(f"{name}: gives no review (hard-region) score, needed by --out-review and --out-review-areas")
 
 
 def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, workers, gpus, scheduler,
