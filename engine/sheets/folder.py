@@ -4,7 +4,7 @@ exactly that.
 ``run.json`` holds the settings, their hash, the mosaics and a ``manifest``: every path the
 run writes, relative to the run folder::
 
-    {"files": ["run.json", "status.gpkg", "outputs.json", "mosaic/before-1a2b.vrt", ...],
+    {"files": ["run.json", "status.gpkg", "outputs.json", "dask.log", "mosaic/before-1a2b.vrt", ...],
      "sheet_folders": ["sheets/r0c0", ...],        # each holds at most "sheet_files"
      "sheet_files": ["prob.tif", ..., "done.json"],
      "failed": ["failed/r0c0.json", ...],
@@ -26,12 +26,14 @@ from typing import Optional, Sequence
 from ..errors import UserError
 from ..outputs import remove_stale
 
-__all__ = ["RUN_JSON", "TOP_FILES", "FOLDERS", "is_run_record", "read_run_record", "make_manifest", "manifest_of",
+__all__ = ["RUN_JSON", "DASK_LOG", "TOP_FILES", "FOLDERS", "is_run_record", "read_run_record", "make_manifest", "manifest_of",
            "restart", "doomed_files"]
 
 RUN_JSON = "run.json"
-#: Files of the run folder itself (status layer, the merged outputs this run wrote).
-TOP_FILES = (RUN_JSON, "status.gpkg", "outputs.json")
+#: Dask's own log lines (kept out of the terminal).
+DASK_LOG = "dask.log"
+#: Files of the run folder itself (status layer, the merged outputs this run wrote, Dask's log).
+TOP_FILES = (RUN_JSON, "status.gpkg", "outputs.json", DASK_LOG)
 #: Files of the review-areas mosaics (``review-mosaic/``).
 REVIEW_MOSAIC = ("review-mosaic/mask.vrt", "review-mosaic/review.vrt", "review-mosaic/prob.vrt")
 #: Folders a run creates; removed by a restart only when nothing else is left in them.

@@ -30,7 +30,7 @@ from ..events import Events
 from ..outputs import PREFIX, Inputs, Staging, remove_stale, staged_file
 from ..pipeline import validate_options
 from .job import ModelLoadError, done_record, run_sheet, tile_events, verify_sheet
-from .folder import RUN_JSON, make_manifest
+from .folder import DASK_LOG, RUN_JSON, make_manifest
 from .plan import Plan, make_plan
 
 __all__ = ["run_sheets", "SheetsResult", "EXIT_SOME_FAILED"]
@@ -287,7 +287,7 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
 
         check_model_path(model)
     _check_execution(options, shard, merge_only, gpus, out_vector, out_probability, out_mask, out_review,
-                     out_review_areas)
+                     out_review_areas, scheduler=scheduler, scheduler_file=scheduler_file)
     if predictor is None:
         _check_model(model)
     _check_review(model, predictor, out_review, out_review_areas)
@@ -330,7 +330,8 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
 
 
 def _check_execution(options, shard: Optional[tuple[int, int]], merge_only: bool,
-                     gpus: Optional[Sequence[int]], *outputs: Any) -> None:
+                     gpus: Optional[Sequence[int]], *outputs: Any, scheduler: Optional[str] = None,
+                     scheduler_file: Optional[str] = None) -> None:
     """Contradictory execution options, refused before any work."""
     if shard is not None and merge_only:
         raise UserError("--shard and --merge-only: give one of them (merge after all shards finished)")
@@ -339,6 +340,12 @@ def _check_execution(options, shard: Optional[tuple[int, int]], merge_only: bool
                         "written by --merge-only after all shards finished")
     if gpus and options.device == "cpu":
         raise UserError(f"--gpus {','.join(map(str, gpus))}: not with --device cpu")
+    if (scheduler or scheduler_file) and not merge_only and shard is None:
+        from .execute import check_scheduler
+
+        if scheduler and scheduler_file:
+            raise UserError("--scheduler and --scheduler-file: give one of them")
+        check_scheduler(scheduler, scheduler_file)  # at once, not after planning and Dask's timeouts
 
 
 def _check_model(model: str | os.PathLike) -> None:
@@ -443,7 +450,7 @@ def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, w
         gpus = []  # --device cpu: no worker is pinned to a GPU
     with tile_events(ticker.sheet_events()):  # in-process sheets: tiles as they go
         run_jobs(run_sheet, todo, workers=workers, gpus=gpus, scheduler=scheduler, scheduler_file=scheduler_file,
-                 on_result=on_result, is_cancelled=lambda: _cancelled(events))
+                 on_result=on_result, is_cancelled=lambda: _cancelled(events), log_file=str(run / DASK_LOG))
     remove_stale(sheets_dir)
 
 

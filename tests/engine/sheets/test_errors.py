@@ -140,3 +140,53 @@ def test_an_unwritable_output_folder_is_found_before_any_sheet(scene, tmp_path, 
         with pytest.raises(UserError, match=f"{unwritable}.* is not writable"):
             run_sheets(scene, run, predictor=BlurDifference(), workers=1, **outputs, **TILING)
         assert _nothing_computed(run)
+
+
+# ----------------------------------------------------------------------------- an existing cluster
+
+
+def test_a_bad_scheduler_file_or_address_is_one_line(scene, tmp_path):
+    import socket
+
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("this is { not json")
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text('{"type": "Scheduler"}')
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    cases = [(["--scheduler-file", garbage], [f"--scheduler-file {garbage}: not a Dask scheduler file"]),
+             (["--scheduler-file", wrong], ['no "address"']),
+             (["--scheduler", "http://127.0.0.1:8787/status"], ["not a Dask scheduler address", "http://"]),
+             (["--scheduler", f"tcp://127.0.0.1:{closed}"], [f"--scheduler tcp://127.0.0.1:{closed}: cannot connect"])]
+    for args, fragments in cases:
+        run = tmp_path / "run"
+        with pytest.raises(UserError) as err:
+            run_sheets(scene, run, predictor=BlurDifference(), out_vector=tmp_path / "m.gpkg",
+                       **{args[0][2:].replace("-", "_"): str(args[1])}, **TILING)
+        assert all(f in str(err.value) for f in fragments) and "\n" not in str(err.value), str(err.value)
+        assert not run.exists()
+    res = _cli("--sheets", scene, "--run", tmp_path / "run", "--model", DEMO_ONNX, "--out-vector", tmp_path / "m.gpkg",
+               "--scheduler-file", garbage, "--progress", "none")
+    one_line_error(res, *cases[0][1])
+
+
+_NOISY_RUN = """
+import sys
+sys.path.insert(0, {root!r})
+from tests.engine.sheets.standins import Noisy
+from engine.sheets.run import run_sheets
+res = run_sheets({csv!r}, {run!r}, predictor=Noisy(), out_vector={out!r}, workers=2, tile_size=64, overlap=16)
+print(res.exit_code)
+"""
+
+
+def test_dask_log_noise_of_a_run_that_succeeded_stays_in_the_run_folder(scene, tmp_path):
+    run = tmp_path / "run"
+    code = _NOISY_RUN.format(root=str(ROOT), csv=str(scene), run=str(run), out=str(tmp_path / "m.gpkg"))
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "0", res.stderr
+    assert "hrmnet-test" not in res.stderr and "Traceback" not in res.stderr, res.stderr
+    log = (run / "dask.log").read_text()
+    assert "hrmnet-test: Failed to communicate with scheduler during heartbeat" in log
+    assert "dask.log" in __import__("json").loads((run / "run.json").read_text())["manifest"]["files"]
