@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 from ..errors import UserError
 from ..events import Events
 from ..pipeline import AreaPlan, DetectOptions, Engine, plan_area
-from .mosaic import SheetRaster, blame_sheet, probe_rasters, write_mosaic
+from .mosaic import SheetRaster, agreeing, blame_sheet, probe_rasters, write_mosaic
 
 __all__ = ["RunContext", "SheetJob", "Plan", "make_plan", "folder_name"]
 
@@ -147,7 +147,9 @@ def make_plan(run: Path, specs: Sequence, options: DetectOptions, *, model: Opti
     info = _model_info(model, predictor, model_info)
     good_b, bad_b = probe_rasters([(s.id, str(s.before)) for s in specs])
     good_a, bad_a = probe_rasters([(s.id, str(s.after)) for s in specs])
-    failed = {**bad_a, **bad_b}
+    good_b, odd_b = agreeing(good_b, "before")  # a damaged sheet fails alone, named itself
+    good_a, odd_a = agreeing(good_a, "after")
+    failed = {**odd_a, **bad_a, **odd_b, **bad_b}
     rb = [r for r in good_b if r.id not in failed]
     ra = [r for r in good_a if r.id not in failed]
     if not rb:

@@ -311,6 +311,8 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
     results: dict[str, dict] = {}
     for sid, msg in plan.failed.items():
         results[sid] = {"id": sid, "status": "failed", "message": msg, "seconds": 0.0, "polygons": 0}
+        events.warn(f"sheet {sid}: failed ({msg}); left out of the mosaic, so its neighbours are computed "
+                    "without its pixels (nodata there)")
     jobs = plan.jobs
     if shard is not None:
         from .execute import select_shard

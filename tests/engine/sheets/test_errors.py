@@ -190,3 +190,25 @@ def test_dask_log_noise_of_a_run_that_succeeded_stays_in_the_run_folder(scene, t
     log = (run / "dask.log").read_text()
     assert "hrmnet-test: Failed to communicate with scheduler during heartbeat" in log
     assert "dask.log" in __import__("json").loads((run / "run.json").read_text())["manifest"]["files"]
+
+
+# ----------------------------------------------------------------------------- damaged sheets
+
+
+@pytest.mark.parametrize("victim", ["before_r0c0.tif", "after_r1c1.tif"])
+def test_a_sheet_truncated_to_300_bytes_fails_alone_named_itself(scene, tmp_path, victim):
+    bad = scene.parent / victim
+    bad.write_bytes(bad.read_bytes()[:300])
+    sid = victim.split("_")[1][:-4]
+    events = []
+    res = run_sheets(scene, tmp_path / "run", predictor=BlurDifference(), out_vector=tmp_path / "m.gpkg", workers=1,
+                     on_event=events.append, **TILING)
+    assert res.exit_code == 3 and res.status[sid] == "failed"
+    assert all(status == "done" for other, status in res.status.items() if other != sid)
+    warning = next(e["message"] for e in events if e["event"] == "log" and e["message"].startswith(f"sheet {sid}: "))
+    assert str(bad) in warning and ".vrt" not in warning and "without its pixels" in warning
+    import pyogrio
+
+    status = pyogrio.read_dataframe(tmp_path / "run" / "status.gpkg").set_index("id")
+    assert status.loc[sid, "message"].startswith(str(bad)) and ".vrt" not in status.loc[sid, "message"]
+    assert (tmp_path / "m.gpkg").exists()
