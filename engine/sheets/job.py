@@ -34,13 +34,13 @@ import numpy as np
 
 from ..errors import Cancelled, UserError
 from ..events import Events
-from ..outputs import Staging, staged_folder
+from ..outputs import Staging, disk_full, staged_folder
 from .execute import worker_cached
 from .mosaic import blame_sheet
 from .plan import RunContext, SheetJob, fingerprint
 
 __all__ = ["run_sheet", "done_record", "verify_sheet", "result_files", "area_grid", "finalize", "ModelLoadError",
-           "tile_events", "RESULT_NAMES"]
+           "StopRun", "DiskFull", "tile_events", "RESULT_NAMES"]
 
 DONE = "done.json"
 #: Every file a sheet job may write in its folder (``--restart`` removes these and no other).
@@ -109,9 +109,17 @@ def verify_sheet(folder: Path, record: dict) -> Optional[str]:
     return None
 
 
-class ModelLoadError(UserError):
-    """The model could not be loaded in a worker: every sheet would fail the same way,
-    so the run stops at the first (one line, exit 2) instead of failing each sheet."""
+class StopRun(UserError):
+    """Every sheet would fail the same way: the run stops at the first (one line, exit 2)
+    instead of failing each sheet."""
+
+
+class ModelLoadError(StopRun):
+    """The model could not be loaded in a worker."""
+
+
+class DiskFull(StopRun):
+    """The run folder's disk is full (the sheet's staging folder is removed)."""
 
 
 def area_grid(ctx: RunContext):
@@ -171,9 +179,11 @@ def run_sheet(job: SheetJob) -> dict:
             if keep:
                 _move_results(tmp, final)
         return record  # renamed onto sheets/<id> (a folder there without a valid done-record is replaced)
-    except (Cancelled, KeyboardInterrupt, ModelLoadError):
+    except (Cancelled, KeyboardInterrupt, StopRun):
         raise
     except Exception as exc:  # this sheet fails alone
+        if disk_full(exc, sheets):
+            raise DiskFull(f"{ctx.run}: no space left on device") from None
         exc = blame_sheet(exc, ctx.before_vrt, ctx.after_vrt)
         return {"id": job.id, "status": "failed", "seconds": round(time.perf_counter() - t0, 3), "polygons": 0,
                 "message": _one_line(exc)}

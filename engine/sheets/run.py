@@ -29,7 +29,7 @@ from ..errors import Cancelled, UserError
 from ..events import Events
 from ..outputs import PREFIX, Inputs, Staging, remove_stale, staged_file
 from ..pipeline import validate_options
-from .job import ModelLoadError, done_record, run_sheet, tile_events, verify_sheet
+from .job import StopRun, done_record, run_sheet, tile_events, verify_sheet
 from .folder import DASK_LOG, RUN_JSON, make_manifest
 from .plan import Plan, make_plan
 
@@ -429,7 +429,7 @@ def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, w
 
     def on_result(job, result, error) -> None:
         nonlocal count
-        if isinstance(error, ModelLoadError):  # every sheet would fail so: stop now, one line
+        if isinstance(error, StopRun):  # every sheet would fail so (model, full disk): stop now, one line
             raise UserError(str(error))
         if error is not None:
             result = {"id": job.id, "status": "failed", "seconds": 0.0, "polygons": 0,
@@ -450,10 +450,12 @@ def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, w
         workers = 1 if not (scheduler or scheduler_file) else workers
     if gpus is None and plan.context.options.device == "cpu" and not (scheduler or scheduler_file):
         gpus = []  # --device cpu: no worker is pinned to a GPU
-    with tile_events(ticker.sheet_events()):  # in-process sheets: tiles as they go
-        run_jobs(run_sheet, todo, workers=workers, gpus=gpus, scheduler=scheduler, scheduler_file=scheduler_file,
-                 on_result=on_result, is_cancelled=lambda: _cancelled(events), log_file=str(run / DASK_LOG))
-    remove_stale(sheets_dir)
+    try:
+        with tile_events(ticker.sheet_events()):  # in-process sheets: tiles as they go
+            run_jobs(run_sheet, todo, workers=workers, gpus=gpus, scheduler=scheduler, scheduler_file=scheduler_file,
+                     on_result=on_result, is_cancelled=lambda: _cancelled(events), log_file=str(run / DASK_LOG))
+    finally:
+        remove_stale(sheets_dir)  # also those of workers stopped mid-sheet (a full disk, a cancel)
 
 
 class _TileProgress:

@@ -212,3 +212,54 @@ def test_a_sheet_truncated_to_300_bytes_fails_alone_named_itself(scene, tmp_path
     status = pyogrio.read_dataframe(tmp_path / "run" / "status.gpkg").set_index("id")
     assert status.loc[sid, "message"].startswith(str(bad)) and ".vrt" not in status.loc[sid, "message"]
     assert (tmp_path / "m.gpkg").exists()
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """make(free_bytes): a 256 KiB tmpfs (root only) filled up but ``free_bytes``."""
+    import os
+
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+
+    def make(free: int) -> Path:
+        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize > free:
+                os.write(fd, b"\0" * 4096)
+        except OSError:
+            pass
+        os.close(fd)
+        return mnt
+
+    yield make
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_for_the_merged_layer_is_one_line_and_leaves_nothing(scene, tmp_path, small_disk):
+    disk = small_disk(0)
+    out = disk / "merged.gpkg"
+    with pytest.raises(UserError) as err:
+        run_sheets(scene, tmp_path / "run", predictor=BlurDifference(), out_vector=out, workers=1, **TILING)
+    assert str(err.value) == f"{out}: no space left on device"
+    assert sorted(p.name for p in disk.iterdir()) == ["filler"]
+
+
+def test_a_full_disk_in_the_run_folder_stops_the_run_in_one_line(scene, tmp_path, small_disk):
+    disk = small_disk(24 * 1024)  # room for run.json and the mosaics, not for a sheet's results
+    run, out = disk / "run", tmp_path / "merged.gpkg"
+    with pytest.raises(UserError) as err:
+        run_sheets(scene, run, predictor=BlurDifference(), out_vector=out, workers=1, **TILING)
+    assert str(err.value) == f"{run}: no space left on device"
+    assert not out.exists() and not list(run.glob("sheets/*")) and not list(run.rglob(".hrmnet-tmp-*"))
+    res = _cli("--sheets", scene, "--run", run, "--model", DEMO_ONNX, "--out-vector", out, "--workers", "2",
+               "--tile-size", "64", "--overlap", "16", "--progress", "none", "--restart")  # on Dask workers
+    one_line_error(res, f"{run}: no space left on device", skip_warnings=True)
+    assert not out.exists() and not list(run.glob("sheets/*")) and not list(run.rglob(".hrmnet-tmp-*"))
