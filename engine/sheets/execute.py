@@ -153,7 +153,7 @@ DASK_LOGGERS = ("distributed", "tornado")
 @contextlib.contextmanager
 def dask_log(path: Optional[str]) -> Iterator[None]:
     """Send Dask's log lines to the file ``path`` (appended) while the block runs: this
-    process's loggers get a file handler instead of theirs, and worker processes started
+    process's loggers (and its Python warnings) get a file handler instead of theirs, and worker processes started
     meanwhile configure theirs the same way (``DASK_LOGGING``, which they inherit). The
     run's own messages (events, errors) are not Dask's log. None: leave logging alone."""
     import logging
@@ -169,15 +169,17 @@ def dask_log(path: Optional[str]) -> Iterator[None]:
     handler = logging.FileHandler(path, delay=True)
     handler.setFormatter(logging.Formatter(fmt))
     saved = {}
-    for name in DASK_LOGGERS:
+    for name in DASK_LOGGERS + ("py.warnings",):  # Python warnings meanwhile (Dask's "port in use") too
         logger = logging.getLogger(name)
         saved[name] = (logger.handlers[:], logger.propagate)
         logger.handlers, logger.propagate = [handler], False
     before = os.environ.get("DASK_LOGGING")
     os.environ["DASK_LOGGING"] = repr(config)  # read by distributed when a worker process imports it
+    logging.captureWarnings(True)
     try:
         yield
     finally:
+        logging.captureWarnings(False)
         if before is None:
             os.environ.pop("DASK_LOGGING", None)
         else:
@@ -307,7 +309,8 @@ def _connect(workers, gpus, scheduler, scheduler_file):
     specs = _worker_specs(workers, gpus)
     with _worker_threads(_cpu_count() // len(specs)):
         cluster = SpecCluster(
-            scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "port": 0, "dashboard_address": _dashboard(),
+            scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "port": 0,  # its HTTP port too: never 8787
+                                                     "dashboard_address": _dashboard() or "127.0.0.1:0",
                                                      "dashboard": bool(_dashboard())}},
             workers=specs, silence_logs=logging.ERROR, name="hrmnet-sheets")
     client = Client(cluster, set_as_default=False)

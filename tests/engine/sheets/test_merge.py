@@ -136,3 +136,30 @@ def test_streamed_merge_in_narrow_bands_equals_detect_on_the_mosaic(tmp_path, mo
         assert a.mean_prob == pytest.approx(b.mean_prob) and a.max_prob == pytest.approx(b.max_prob)
     status = pyogrio.read_dataframe(run / "status.gpkg")
     assert status["polygons"].sum() == len(whole)
+
+
+def test_a_piece_file_damaged_after_verification_is_one_line_naming_it(tmp_path):
+    """The merge reads what was verified; a file damaged in between (a disk error) is one line."""
+    from engine.errors import UserError
+    from engine.sheets.merge import merge_to_file
+
+    mask, prob = _scene(3)
+    ctx = _context(tmp_path, 0.0, 0.0)
+    done = []
+    for i, (r0, r1) in enumerate([(0, 60), (60, ROWS[-1])]):
+        folder = tmp_path / f"s{i}"
+        folder.mkdir()
+        t = TRANSFORM * Affine.translation(0, r0)
+        write_geotiff(folder / "mask.tif", mask[r0:r1].astype(np.uint8), transform=t, nodata=255)
+        write_geotiff(folder / "prob.tif", prob[r0:r1], transform=t, nodata=255)
+        _polygonize(SheetJob(ctx, f"s{i}", f"s{i}", (0, r0, COLS[-1], r1 - r0)), folder)
+        done.append((f"s{i}", folder, (0, r0, COLS[-1], r1 - r0)))
+    for name in ("final.fgb", "border.fgb", "edges.npz"):
+        victim = tmp_path / "s1" / name
+        data = victim.read_bytes()
+        victim.write_bytes(data[:40])
+        with pytest.raises(UserError) as err:
+            merge_to_file(ctx, done, tmp_path / "merged.gpkg", overwrite=True)
+        assert str(err.value).startswith(f"{victim}: damaged sheet result") and "\n" not in str(err.value)
+        assert not (tmp_path / "merged.gpkg").exists()
+        victim.write_bytes(data)
