@@ -1,10 +1,12 @@
 """Merge the finished sheets into one change layer equal to a single ``detect`` on the mosaic,
 streaming: memory stays flat in the number of sheets and polygons.
 
-* Border pieces (polygons touching a sheet edge) are the only polygons held: pieces whose
-  edge pixels are 4-neighbours across a sheet edge belong to one component (the rule of
-  :mod:`engine.vector.strips` for strips); they are unioned, their statistics added, then
-  min-area, simplify and georeferencing are applied once.
+* Border pieces (polygons touching a sheet edge) are the only polygons held, and only
+  while they can still grow: pieces whose edge pixels are 4-neighbours across a sheet edge
+  belong to one component (the rule of :mod:`engine.vector.strips` for strips), joined
+  edge by edge as a sweep down the area opens the sheets a row of sheets at a time; a
+  component no sheet left to open can touch is unioned, its statistics added, then
+  min-area, simplify and georeferencing are applied once (:class:`_Joiner`).
 * Interior polygons go from each sheet's ``final.fgb`` (sorted by first pixel) straight to
   the output, a band of :data:`BAND_ROWS` global rows at a time: the sheets crossing the
   band are read in batches of :data:`BATCH`, their polygons and the joined border
@@ -89,63 +91,116 @@ def _edges(path: Path) -> dict:
         raise _damaged(path, exc) from None
 
 
-def _border_components(ctx: RunContext, done: Sequence[tuple]):
-    """The border pieces of all done sheets joined into components, finalized, sorted by
-    first pixel: a GeoDataFrame with first_row, first_col, area_m2, mean_prob, max_prob,
-    review, sheet (or None when no sheet has border pieces)."""
-    import geopandas as gpd
-    import pandas as pd
+class _Joiner:
+    """Border pieces joined edge by edge as the sweep opens the sheets, a row of sheets (same
+    first row) at a time: the new pieces are linked with the components still open; a
+    component is closed, merged and finalized as soon as no sheet that could touch it is
+    left to open (every sheet of the area starting at or above the lowest bottom edge of its
+    sheets is open). Only the open components and the closed ones not yet written are held."""
 
-    from ..vector.strips import _merge_pieces
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx, self.width, self.grid = ctx, int(ctx.area[0]), area_grid(ctx)
+        self.open: list[dict] = []
+        self.ready = None  # closed components not yet written, sorted by first pixel
 
-    borders, edges, offset = [], [], 0
-    for sid, folder, _window in done:
-        if (folder / "border.fgb").exists():
-            b = _read(folder / "border.fgb").sort_values("piece").reset_index(drop=True)
-            b["sheet"] = sid
-            borders.append(b)
-            e = _edges(folder / "edges.npz")
-            edges.append((e["piece"] + offset, e["row"], e["col"]))
-            offset += len(b)
-    if not borders:
-        return None
-    grid = area_grid(ctx)
-    border = pd.concat(borders, ignore_index=True)
-    del borders
-    links = link_pieces(np.concatenate([e[0] for e in edges]), np.concatenate([e[1] for e in edges]),
-                        np.concatenate([e[2] for e in edges]), ctx.area[0])
-    label = _labels(len(border), links)
-    del links
-    key = border["first_row"].to_numpy(np.int64) * (ctx.area[0] + 1) + border["first_col"].to_numpy(np.int64)
-    order = np.lexsort((key, label))  # by component, then first pixel: a component's first piece leads
-    starts = np.flatnonzero(np.r_[True, label[order][1:] != label[order][:-1]])
-    first = order[starts]  # the piece holding each component's first pixel
-    count, prob_sum = _sums(label, border, "prob_count"), _sums(label, border, "prob_sum")
-    prob_max = np.maximum.reduceat(border["prob_max"].to_numpy(np.float64)[order], starts)
-    review = np.full(len(starts), np.nan)
-    if "review_count" in border:
-        rcount = _sums(label, border, "review_count")
-        review = np.where(rcount > 0, _sums(label, border, "review_sum") / np.maximum(rcount, 1), np.nan)
-    pieces, by_index = border.geometry.to_numpy(), np.argsort(label, kind="stable")  # pieces in file order
-    ends = np.r_[starts[1:], len(order)]
-    geoms = np.array([pieces[by_index[s0]] if e0 - s0 == 1 else _merge_pieces(list(pieces[by_index[s0:e0]]))
-                      for s0, e0 in zip(starts, ends)], dtype=object)
-    groups = label[first]  # component of each output row (labels index the sums)
-    keep, mgeoms, areas = finalize(grid, geoms, ctx.plan.min_area, ctx.plan.simplify)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(count[groups] > 0, prob_sum[groups] / np.maximum(count[groups], 1), np.nan)
-    frame = gpd.GeoDataFrame(
-        {"first_row": border["first_row"].to_numpy(np.int64)[first][keep],
-         "first_col": border["first_col"].to_numpy(np.int64)[first][keep], "area_m2": areas,
-         "mean_prob": mean[keep], "max_prob": np.where(count[groups] > 0, prob_max, np.nan)[keep],
-         "review": review[groups][keep], "sheet": border["sheet"].to_numpy()[first][keep]},
-        geometry=gpd.GeoSeries(mgeoms, crs=grid.crs_string), crs=grid.crs_string)
-    return frame.sort_values(["first_row", "first_col"], kind="stable").reset_index(drop=True)
+    def add(self, group: Sequence[tuple]) -> None:
+        """Open the sheets of ``group``: their border pieces joined with the open components."""
+        nodes = self.open + [c for sid, folder, window in group for c in _pieces(sid, folder, window)]
+        if not nodes:
+            return
+        owner = np.concatenate([np.full(len(c["rows"]), i, dtype=np.int64) for i, c in enumerate(nodes)])
+        links = link_pieces(owner, np.concatenate([c["rows"] for c in nodes]),
+                            np.concatenate([c["cols"] for c in nodes]), self.width)
+        label = _labels(len(nodes), links)
+        members: dict[int, list[dict]] = {}
+        for node, lab in zip(nodes, label.tolist()):
+            members.setdefault(lab, []).append(node)
+        self.open = [_join(m) for m in members.values()]
+
+    def close(self, next_row: float) -> None:
+        """Close the components whose sheets all end above ``next_row`` (the first row of the
+        next sheets to open)."""
+        done = [c for c in self.open if c["max_r1"] < next_row]
+        if not done:
+            return
+        self.open = [c for c in self.open if c["max_r1"] >= next_row]
+        frame = self._finalized(done)
+        if self.ready is not None and len(self.ready):
+            import pandas as pd
+
+            frame = pd.concat([self.ready, frame], ignore_index=True)
+        self.ready = frame.sort_values(["first_row", "first_col"], kind="stable").reset_index(drop=True)
+
+    def open_row(self) -> float:
+        """The first row of the open components' first pixels (nothing at or below it can be
+        written yet)."""
+        return min((c["key"][0] for c in self.open), default=np.inf)
+
+    def take(self, row_end: int) -> list:
+        """The closed components whose first pixel lies above ``row_end`` (and forget them)."""
+        if self.ready is None or not len(self.ready):
+            return []
+        n = int(np.searchsorted(self.ready["first_row"].to_numpy(), row_end, side="left"))
+        part, self.ready = self.ready.iloc[:n], self.ready.iloc[n:]
+        return [part] if n else []
+
+    def _finalized(self, comps: list[dict]):
+        """Closed components -> GeoDataFrame (merged, min-area, simplify, georeferenced)."""
+        import geopandas as gpd
+
+        from ..vector.strips import _merge_pieces
+
+        geoms = np.array([c["geoms"][0] if len(c["geoms"]) == 1 else _merge_pieces(c["geoms"]) for c in comps],
+                         dtype=object)
+        keep, mgeoms, areas = finalize(self.grid, geoms, self.ctx.plan.min_area, self.ctx.plan.simplify)
+        kept = [c for c, k in zip(comps, keep) if k]
+
+        def mean(total: str, count: str) -> np.ndarray:
+            return np.array([c[total] / c[count] if c[count] else np.nan for c in kept], dtype=np.float64)
+
+        crs = self.grid.crs_string
+        return gpd.GeoDataFrame(
+            {"first_row": np.array([c["key"][0] for c in kept], dtype=np.int64),
+             "first_col": np.array([c["key"][1] for c in kept], dtype=np.int64), "area_m2": areas,
+             "mean_prob": mean("prob_sum", "prob_count"),
+             "max_prob": np.array([c["prob_max"] if c["prob_count"] else np.nan for c in kept], dtype=np.float64),
+             "review": mean("review_sum", "review_count"), "sheet": [c["sheet"] for c in kept]},
+            geometry=gpd.GeoSeries(mgeoms, crs=crs), crs=crs)
 
 
-def _sums(label: np.ndarray, frame, column: str) -> np.ndarray:
-    """Per component sums of ``column`` (float64, indexed by label)."""
-    return np.bincount(label, weights=frame[column].to_numpy(np.float64))
+def _pieces(sid: str, folder: Path, window: tuple) -> list[dict]:
+    """A sheet's border pieces, each as a component of one piece (see :func:`_join`)."""
+    if not (folder / "border.fgb").exists():
+        return []
+    b = _read(folder / "border.fgb").sort_values("piece").reset_index(drop=True)  # FlatGeobuf may reorder
+    e = _edges(folder / "edges.npz")
+    order = np.argsort(e["piece"], kind="stable")
+    cuts = np.searchsorted(e["piece"][order], np.arange(1, len(b)))
+    rows, cols = np.split(e["row"][order], cuts), np.split(e["col"][order], cuts)
+    review = "review_sum" in b
+    r1 = int(window[1]) + int(window[3])
+    return [{"geoms": [g], "key": (int(fr), int(fc)), "sheet": sid, "max_r1": r1,
+             "prob_sum": float(ps), "prob_count": int(pc), "prob_max": float(pm),
+             "review_sum": float(rs) if review else 0.0, "review_count": int(rc) if review else 0,
+             "rows": rr, "cols": cc}
+            for g, fr, fc, ps, pc, pm, rs, rc, rr, cc in zip(
+                b.geometry, b["first_row"], b["first_col"], b["prob_sum"], b["prob_count"], b["prob_max"],
+                b["review_sum"] if review else b["prob_sum"], b["review_count"] if review else b["prob_count"],
+                rows, cols)]
+
+
+def _join(comps: list[dict]) -> dict:
+    """One component of linked components: pieces in the order they were opened, statistics
+    added, the first pixel (and its sheet) the smallest."""
+    if len(comps) == 1:
+        return comps[0]
+    first = min(comps, key=lambda c: c["key"])
+    return {"geoms": [g for c in comps for g in c["geoms"]], "key": first["key"], "sheet": first["sheet"],
+            "max_r1": max(c["max_r1"] for c in comps),
+            "prob_sum": sum(c["prob_sum"] for c in comps), "prob_count": sum(c["prob_count"] for c in comps),
+            "prob_max": max(c["prob_max"] for c in comps), "review_sum": sum(c["review_sum"] for c in comps),
+            "review_count": sum(c["review_count"] for c in comps),
+            "rows": np.concatenate([c["rows"] for c in comps]), "cols": np.concatenate([c["cols"] for c in comps])}
 
 
 class _Finals:
@@ -191,8 +246,12 @@ class _Finals:
 
 
 def merged_bands(ctx: RunContext, done: Sequence[tuple]) -> Iterator:
-    """The merged layer in bands of :data:`BAND_ROWS` rows, each a GeoDataFrame sorted by
-    first pixel with first_row, first_col, area_m2, mean_prob, max_prob, [review], sheet.
+    """The merged layer in bands of at most :data:`BAND_ROWS` rows, each a GeoDataFrame
+    sorted by first pixel with first_row, first_col, area_m2, mean_prob, max_prob, [review],
+    sheet.
+
+    A sweep down the area: rows are written once every sheet starting above them is open and
+    no open border component starts above them; otherwise the next row of sheets is opened.
 
     Args:
         done: ``(sheet id, folder, window)`` of the finished sheets; window = (col, row,
@@ -200,25 +259,29 @@ def merged_bands(ctx: RunContext, done: Sequence[tuple]) -> Iterator:
     """
     import pandas as pd
 
-    components = _border_components(ctx, done)
-    comp_rows = components["first_row"].to_numpy() if components is not None else np.zeros(0, np.int64)
-    pending = sorted(done, key=lambda d: (int(d[2][1]), int(d[2][0])))
-    active: list[_Finals] = []
-    taken_comp, height, crs = 0, int(ctx.area[1]), area_grid(ctx).crs_string
-    for row0 in range(0, height, BAND_ROWS):
-        row1 = min(row0 + BAND_ROWS, height)
-        while pending and int(pending[0][2][1]) < row1:  # sheets whose rows start in this band
-            sid, folder, _w = pending.pop(0)
-            active.append(_Finals(sid, folder / "final.fgb", crs))
-        parts = [p for s in active for p in s.take(row1)]
-        active = [s for s in active if not s.exhausted]
-        n = int(np.searchsorted(comp_rows, row1, side="left"))
-        if n > taken_comp:
-            parts.append(components.iloc[taken_comp:n])
-            taken_comp = n
-        if parts:
-            band = pd.concat(parts, ignore_index=True)
-            yield band.sort_values(["first_row", "first_col"], kind="stable").reset_index(drop=True)
+    groups: dict[int, list] = {}
+    for item in sorted(done, key=lambda d: (int(d[2][1]), int(d[2][0]))):
+        groups.setdefault(int(item[2][1]), []).append(item)
+    starts = sorted(groups)
+    joiner, streams = _Joiner(ctx), []
+    height, crs, row, k = int(ctx.area[1]), area_grid(ctx).crs_string, 0, 0
+    while row < height:
+        limit = min(starts[k] if k < len(starts) else np.inf, joiner.open_row(), height)
+        if limit <= row:  # open the next row of sheets
+            group = groups[starts[k]]
+            k += 1
+            streams += [_Finals(sid, folder / "final.fgb", crs) for sid, folder, _w in group]
+            joiner.add(group)
+            joiner.close(starts[k] if k < len(starts) else np.inf)
+            continue
+        while row < limit:
+            row1 = int(min(row + BAND_ROWS, limit))
+            parts = [p for s in streams for p in s.take(row1)] + joiner.take(row1)
+            streams = [s for s in streams if not s.exhausted]
+            if parts:
+                band = pd.concat(parts, ignore_index=True)
+                yield band.sort_values(["first_row", "first_col"], kind="stable").reset_index(drop=True)
+            row = row1
 
 
 def _columns(has_review: bool) -> list[str]:

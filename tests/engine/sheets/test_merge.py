@@ -163,3 +163,39 @@ def test_a_piece_file_damaged_after_verification_is_one_line_naming_it(tmp_path)
         assert str(err.value).startswith(f"{victim}: damaged sheet result") and "\n" not in str(err.value)
         assert not (tmp_path / "merged.gpkg").exists()
         victim.write_bytes(data)
+
+
+@pytest.mark.parametrize("band", [512, 7])
+def test_sheets_laid_like_bricks_merge_edge_by_edge_to_the_whole_raster(tmp_path, monkeypatch, band):
+    """Sheets that do not form rows (each starts at its own row): components are closed only
+    once every sheet that could touch them is open; the layer is still the whole raster's."""
+    import engine.sheets.merge as merge
+
+    monkeypatch.setattr(merge, "BAND_ROWS", band)
+    mask, prob = _scene(4)
+    h, w = ROWS[-1], COLS[-1]
+    bricks = [(0, 40, 0, 70), (0, 90, 70, 140), (40, 131, 0, 30), (40, 100, 30, 70), (90, 131, 70, 140),
+              (100, 131, 30, 70)]  # (r0, r1, c0, c1): a cover of the area without overlap
+    covered = np.zeros((h, w), int)
+    for r0, r1, c0, c1 in bricks:
+        covered[r0:r1, c0:c1] += 1
+    assert (covered == 1).all()
+    ctx = _context(tmp_path, 0.0, 0.0)
+    done = []
+    for k, (r0, r1, c0, c1) in enumerate(bricks):
+        folder = tmp_path / f"b{k}"
+        folder.mkdir()
+        t = TRANSFORM * Affine.translation(c0, r0)
+        write_geotiff(folder / "mask.tif", mask[r0:r1, c0:c1].astype(np.uint8), transform=t, nodata=255)
+        write_geotiff(folder / "prob.tif", prob[r0:r1, c0:c1], transform=t, nodata=255)
+        _polygonize(SheetJob(ctx, f"b{k}", f"b{k}", (c0, r0, c1 - c0, r1 - r0)), folder)
+        done.append((f"b{k}", folder, (c0, r0, c1 - c0, r1 - r0)))
+    merged = merge_polygons(ctx, done)
+    write_geotiff(tmp_path / "mask.tif", mask.astype(np.uint8), transform=TRANSFORM, nodata=255)
+    write_geotiff(tmp_path / "prob.tif", prob, transform=TRANSFORM, nodata=255)
+    polygonize_to_file(tmp_path / "mask.tif", tmp_path / "prob.tif", tmp_path / "whole.gpkg", window_rows=17)
+    whole = pyogrio.read_dataframe(tmp_path / "whole.gpkg")
+    assert len(merged) == len(whole) > 30 and list(merged["id"]) == list(whole["id"])
+    for a, b in zip(merged.itertuples(), whole.itertuples()):
+        assert a.geometry.equals(b.geometry), a.id
+        assert a.mean_prob == pytest.approx(b.mean_prob) and a.max_prob == pytest.approx(b.max_prob)
