@@ -30,8 +30,9 @@ from .plan import RunContext
 
 __all__ = ["merge_polygons", "merge_to_file", "link_pieces", "BAND_ROWS", "BATCH"]
 
-#: Global rows whose polygons are sorted and written together.
-BAND_ROWS = 512
+#: Global rows whose polygons are sorted and written together (a band across the whole area:
+#: kept low so that a wide area of many polygons holds few at a time).
+BAND_ROWS = 128
 #: Interior polygons read from one sheet's final.fgb at a time.
 BATCH = 2048
 

@@ -2,14 +2,18 @@
 
 Run folder::
 
-    run.json          the settings and their hash (a re-run with others is refused)
+    run.json          the settings and their hash (a re-run with others is refused) and
+                      the manifest of what the run writes (``--restart`` removes just that,
+                      see :mod:`.folder`)
     mosaic/           before.vrt, after.vrt: the dates as one mosaic each
     sheets/<id>/      each finished sheet (see :mod:`.job`), renamed into place when done
     failed/<id>.json  why a sheet failed (removed when it succeeds later)
     status.gpkg       one feature per sheet: extent, status, seconds, polygons, message
+    dask.log          Dask's own log lines (kept out of the terminal)
 
-Re-running continues: sheets with a valid done-record are neither recomputed nor
-rewritten, stale temporaries are removed, failed sheets are retried.
+Re-running continues: sheets whose done-record is valid and whose result files are as it
+lists them (size, SHA-256) are neither recomputed nor rewritten; a damaged one is computed
+again with a warning; stale temporaries are removed, failed sheets are retried.
 
 Every file is written through :mod:`engine.outputs`: built in a private staging folder
 (``.hrmnet-tmp-*``, created exclusively) and renamed into place; staging folders of runs
