@@ -28,15 +28,13 @@ from ..errors import UserError
 from .job import area_grid, finalize
 from .plan import RunContext
 
-__all__ = ["merge_polygons", "merge_to_file", "link_pieces", "BAND_ROWS", "BATCH", "WRITE_FEATURES"]
+__all__ = ["merge_polygons", "merge_to_file", "link_pieces", "BAND_ROWS", "BATCH"]
 
 #: Global rows whose polygons are sorted and written together (a band across the whole area:
 #: kept low so that a wide area of many polygons holds few at a time).
 BAND_ROWS = 128
 #: Interior polygons read from one sheet's final.fgb at a time.
 BATCH = 2048
-#: Polygons written to the output at a time (each write opens the file).
-WRITE_FEATURES = 16384
 
 
 def link_pieces(piece: np.ndarray, row: np.ndarray, col: np.ndarray, width: int) -> list[tuple[int, int]]:
@@ -335,64 +333,31 @@ def _empty(crs, has_review: bool):
 
 def merge_to_file(ctx: RunContext, done: Sequence[tuple], target: Path, overwrite: bool,
                   inputs: Sequence = ()) -> Counter:
-    """Write the merged layer to ``target`` band by band, :data:`WRITE_FEATURES` polygons
-    or so per write (staged, renamed into place when complete; nothing left on an error or a
-    full disk). Returns polygons per sheet id."""
+    """Write the merged layer to ``target`` band by band (staged, renamed into place when
+    complete; nothing left on an error or a full disk). Returns polygons per sheet id."""
     from ..outputs import staged_file
+    from ..vector.io import VectorWriter
 
     crs = area_grid(ctx).crs_string
     has_review = _has_review(done)
     counts: Counter = Counter()
     with staged_file(target, overwrite, inputs) as path:
-        writer = _Batched(Path(path))
+        writer = None
         try:
             for band in _numbered(merged_bands(ctx, done), has_review, crs):
-                writer.add(band)
+                if writer is None:
+                    writer = VectorWriter(path, band.crs.to_wkt() if band.crs is not None else None)
+                writer.write(band)
                 counts.update(band["sheet"].tolist())
-            writer.close(_empty(crs, has_review))
+            if writer is None:  # an empty layer that still has the fields, ``sheet`` included
+                _write_empty(_empty(crs, has_review), Path(path))
+            else:
+                writer.close()
         except BaseException:
-            writer.abort()
+            if writer is not None:
+                writer.abort()
             raise
     return counts
-
-
-class _Batched:
-    """A :class:`~engine.vector.io.VectorWriter` fed with bands, writing when they add up to
-    :data:`WRITE_FEATURES` polygons (each write opens the file: fewer, larger writes)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.writer, self.bands, self.rows = path, None, [], 0
-
-    def add(self, band) -> None:
-        self.bands.append(band)
-        self.rows += len(band)
-        if self.rows >= WRITE_FEATURES:
-            self._flush()
-
-    def _flush(self) -> None:
-        import geopandas as gpd
-        import pandas as pd
-
-        from ..vector.io import VectorWriter
-
-        if not self.bands:
-            return
-        frame = gpd.GeoDataFrame(pd.concat(self.bands, ignore_index=True), geometry="geometry", crs=self.bands[0].crs)
-        self.bands, self.rows = [], 0
-        if self.writer is None:
-            self.writer = VectorWriter(self.path, frame.crs.to_wkt() if frame.crs is not None else None)
-        self.writer.write(frame)
-
-    def close(self, empty) -> None:
-        self._flush()
-        if self.writer is None:  # an empty layer that still has the fields, ``sheet`` included
-            _write_empty(empty, self.path)
-        else:
-            self.writer.close()
-
-    def abort(self) -> None:
-        if self.writer is not None:
-            self.writer.abort()
 
 
 def _write_empty(frame, path: Path) -> None:
