@@ -136,7 +136,7 @@ def download(url: str, part: Path, events: Optional[Events] = None, timeout: flo
             events.emit("progress", done=done, total=total, stage=stage, unit="B")
         events.check_cancel()
 
-    part.parent.mkdir(parents=True, exist_ok=True)
+    _check_cache(part)
     for attempt in range(attempts):
         try:
             _attempt(url, part, timeout, report)
@@ -151,6 +151,18 @@ def download(url: str, part: Path, events: Optional[Events] = None, timeout: flo
             why = getattr(exc, "reason", None) or exc
             raise UserError(f"{url}: cannot connect ({getattr(why, 'strerror', None) or why})") from exc
     raise UserError(f"{url}: {reason}; run again to resume ({part} keeps what arrived)")
+
+
+def _check_cache(part: Path) -> None:
+    """The cache folder of ``part`` made and writable, before connecting: a cache that is a
+    file, cannot be created or is read-only is one line about the cache, never "cannot connect"."""
+    try:
+        part.parent.mkdir(parents=True, exist_ok=True)
+        with open(part, "ab"):
+            pass
+    except OSError as exc:
+        raise UserError(f"{part.parent}: the download cache is not a writable folder "
+                        f"({exc.strerror or exc}); set HRMNET_CACHE to one") from None
 
 
 def _check_layout(path: Path) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from .errors import UserError
 
 __all__ = ["OnnxPredictor", "load_onnx", "read_onnx_info", "read_onnx_metadata", "select_providers", "is_onnx",
-           "import_onnxruntime"]
+           "import_onnxruntime", "check_contract"]
 
 DEVICES = "auto|cpu|cuda[:N]|tensorrt[:N]|directml[:N]"
 CPU, CUDA, TRT, DML = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider",
@@ -120,6 +120,44 @@ def _info_from_session(session, path: Path):
     return ModelInfo.from_metadata(meta, str(path)), meta
 
 
+def check_contract(session, path: Path) -> None:
+    """Refuse a graph that does not take and give what HRMNet's export does (checked at load,
+    before any pixel is read): one float input (N, 6, H, W) and a float ``change`` output
+    (N, 1, H, W) (the first output when none is named so), ``hard`` likewise when present.
+    A foreign graph carrying HRMNet's metadata would otherwise fail mid-run with onnxruntime's
+    own words."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    problem = None
+    if len(inputs) != 1:
+        problem = f"it takes {len(inputs)} inputs"
+    elif not _fits(inputs[0], 6):
+        problem = f"its input {inputs[0].name} is {inputs[0].type} of shape {_shape(inputs[0])}"
+    else:
+        names = [o.name for o in outputs]
+        main = next((o for o in outputs if o.name == "change"), outputs[0] if outputs else None)
+        bad = next((o for o in outputs if (o is main or o.name == "hard") and not _fits(o, 1)), None)
+        if main is None:
+            problem = "it gives no output"
+        elif bad is not None:
+            problem = f"its output {bad.name} is {bad.type} of shape {_shape(bad)}"
+        elif len(names) != len(set(names)):
+            problem = "its outputs share a name"
+    if problem is not None:
+        raise UserError(f"{path}: not an HRMNet graph ({problem}; HRMNet takes one float tensor (N, 6, H, W) "
+                        "and gives change (N, 1, H, W))")
+
+
+def _fits(arg, channels: int) -> bool:
+    """A float tensor of rank 4 with ``channels`` in dimension 1 (or a symbolic one there)."""
+    shape = arg.shape or []
+    return (arg.type == "tensor(float)" and len(shape) == 4
+            and (not isinstance(shape[1], int) or shape[1] == channels))
+
+
+def _shape(arg) -> str:
+    return "(" + ", ".join(str(d) for d in (arg.shape or [])) + ")"
+
+
 def read_onnx_metadata(path: str | os.PathLike) -> dict:
     """Everything ``info`` shows of an exported model: the ModelInfo fields, then ``onnx``
     (inputs and outputs with their shapes, the export record, Deepness's keys)."""
@@ -142,7 +180,10 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict:
 def read_onnx_info(path: str | os.PathLike):
     """The :class:`~engine.checkpoint.ModelInfo` stored in an exported model."""
     p = _check_file(path)
-    return _info_from_session(_session(p, [CPU], optimize=False), p)[0]
+    session = _session(p, [CPU], optimize=False)
+    info = _info_from_session(session, p)[0]
+    check_contract(session, p)
+    return info
 
 
 class OnnxPredictor:
@@ -211,6 +252,7 @@ def load_onnx(path: str | os.PathLike, device: str = "auto", precision: str = "a
     providers = select_providers(device, import_onnxruntime().get_available_providers())
     session = _session(p, providers)
     info, _meta = _info_from_session(session, p)
+    check_contract(session, p)
     wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
     if (device or "auto").strip().lower() != "auto" and session.get_providers()[0] != wanted:
         raise UserError(f"--device {device}: onnxruntime could not start {wanted} "

@@ -34,9 +34,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
-from ..errors import Cancelled, UserError
+from ..errors import Cancelled, UserError, first_line
 
-__all__ = ["run_jobs", "worker_cached", "select_shard", "parse_shard", "local_gpus", "slurm_script"]
+__all__ = ["run_jobs", "worker_cached", "select_shard", "parse_shard", "local_gpus", "slurm_script",
+           "read_scheduler_file", "check_scheduler"]
 
 J = TypeVar("J")
 OnResult = Callable[[Any, Any, Optional[BaseException]], None]
@@ -102,7 +103,7 @@ def local_gpus() -> list[int]:
 def run_jobs(job_fn: Callable[[J], Any], jobs: Sequence[J], *, workers: Optional[int] = None,
              gpus: Optional[Sequence[int]] = None, scheduler: Optional[str] = None,
              scheduler_file: Optional[str] = None, on_result: OnResult,
-             is_cancelled: Callable[[], bool] = lambda: False) -> None:
+             is_cancelled: Callable[[], bool] = lambda: False, log_file: Optional[str] = None) -> None:
     """Run ``job_fn`` on every job; call ``on_result(job, result, error)`` here as each ends.
 
     Args:
@@ -116,6 +117,9 @@ def run_jobs(job_fn: Callable[[J], Any], jobs: Sequence[J], *, workers: Optional
         on_result: ``error`` is None on success, else the exception (``result`` None).
         is_cancelled: polled every :data:`POLL_S` s; True cancels all jobs, closes the
             cluster and raises :class:`~engine.errors.Cancelled`.
+        log_file: where Dask's own log lines go (this process's and the local workers'),
+            instead of the terminal: a heartbeat that failed while the cluster closed is not
+            the user's business when every job succeeded (see :func:`dask_log`).
 
     Raises:
         UserError: contradictory options or an unreachable scheduler.
@@ -132,13 +136,58 @@ def run_jobs(job_fn: Callable[[J], Any], jobs: Sequence[J], *, workers: Optional
     if workers == 1 and not gpus and not (scheduler or scheduler_file):
         _run_here(job_fn, jobs, on_result, is_cancelled)
         return
-    client, cluster = _connect(workers, gpus, scheduler, scheduler_file)
-    timeout = CANCEL_TIMEOUT_S
+    with dask_log(log_file):
+        client, cluster = _connect(workers, gpus, scheduler, scheduler_file)
+        timeout = CANCEL_TIMEOUT_S
+        try:
+            _run_futures(client, job_fn, jobs, on_result, is_cancelled)
+            timeout = CLOSE_TIMEOUT_S
+        finally:
+            _close(client, cluster, timeout)
+
+
+#: Loggers of Dask and its network layer.
+DASK_LOGGERS = ("distributed", "tornado")
+
+
+@contextlib.contextmanager
+def dask_log(path: Optional[str]) -> Iterator[None]:
+    """Send Dask's log lines to the file ``path`` (appended) while the block runs: this
+    process's loggers (and its Python warnings) get a file handler instead of theirs, and worker processes started
+    meanwhile configure theirs the same way (``DASK_LOGGING``, which they inherit). The
+    run's own messages (events, errors) are not Dask's log. None: leave logging alone."""
+    import logging
+
+    if path is None:
+        yield
+        return
+    fmt = "%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s"
+    config = {"version": 1, "disable_existing_loggers": False, "formatters": {"plain": {"format": fmt}},
+              "handlers": {"file": {"class": "logging.FileHandler", "filename": str(path), "formatter": "plain",
+                                    "delay": True}},
+              "loggers": {name: {"level": "WARNING", "handlers": ["file"], "propagate": False} for name in DASK_LOGGERS}}
+    handler = logging.FileHandler(path, delay=True)
+    handler.setFormatter(logging.Formatter(fmt))
+    saved = {}
+    for name in DASK_LOGGERS + ("py.warnings",):  # Python warnings meanwhile (Dask's "port in use") too
+        logger = logging.getLogger(name)
+        saved[name] = (logger.handlers[:], logger.propagate)
+        logger.handlers, logger.propagate = [handler], False
+    before = os.environ.get("DASK_LOGGING")
+    os.environ["DASK_LOGGING"] = repr(config)  # read by distributed when a worker process imports it
+    logging.captureWarnings(True)
     try:
-        _run_futures(client, job_fn, jobs, on_result, is_cancelled)
-        timeout = CLOSE_TIMEOUT_S
+        yield
     finally:
-        _close(client, cluster, timeout)
+        logging.captureWarnings(False)
+        if before is None:
+            os.environ.pop("DASK_LOGGING", None)
+        else:
+            os.environ["DASK_LOGGING"] = before
+        for name, (handlers, propagate) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers, logger.propagate = handlers, propagate
+        handler.close()
 
 
 def _run_here(job_fn, jobs, on_result, is_cancelled) -> None:
@@ -251,21 +300,85 @@ def _connect(workers, gpus, scheduler, scheduler_file):
 
     if scheduler or scheduler_file:
         what = f"--scheduler {scheduler}" if scheduler else f"--scheduler-file {scheduler_file}"
-        if scheduler_file and not os.path.isfile(scheduler_file):
-            raise UserError(f"{what}: no such file (start the scheduler with --scheduler-file first)")
+        address = check_scheduler(scheduler, scheduler_file)
         try:
-            client = Client(scheduler, scheduler_file=scheduler_file, timeout=30, set_as_default=False)
-        except (OSError, TimeoutError) as exc:
-            raise UserError(f"{what}: cannot connect ({exc})") from exc
+            client = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise UserError(f"{what}: cannot connect to {address} ({first_line(exc)})") from None
         return client, None
     specs = _worker_specs(workers, gpus)
     with _worker_threads(_cpu_count() // len(specs)):
         cluster = SpecCluster(
-            scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "port": 0, "dashboard_address": _dashboard(),
+            scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "port": 0,  # its HTTP port too: never 8787
+                                                     "dashboard_address": _dashboard() or "127.0.0.1:0",
                                                      "dashboard": bool(_dashboard())}},
             workers=specs, silence_logs=logging.ERROR, name="hrmnet-sheets")
     client = Client(cluster, set_as_default=False)
     return client, cluster
+
+
+#: Seconds to reach an existing scheduler (Dask's default is 30, and retries double it).
+CONNECT_TIMEOUT_S = 10
+#: Address schemes of a Dask scheduler (``HOST:PORT`` alone is tcp).
+SCHEMES = ("tcp", "tls", "inproc", "ucx", "ws", "wss")
+
+
+def read_scheduler_file(path: str) -> str:
+    """The scheduler address in a Dask scheduler file (JSON with ``address``).
+
+    Raises:
+        UserError: no such file, or not a scheduler file (one line, at once).
+    """
+    import json
+
+    what = f"--scheduler-file {path}"
+    if not os.path.isfile(path):
+        raise UserError(f"{what}: no such file (start the scheduler with --scheduler-file first)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{what}: not a Dask scheduler file ({first_line(exc)})") from None
+    address = data.get("address") if isinstance(data, dict) else None
+    if not isinstance(address, str) or not address:
+        raise UserError(f"{what}: not a Dask scheduler file (no \"address\")")
+    return address
+
+
+def check_scheduler(scheduler: Optional[str], scheduler_file: Optional[str]) -> str:
+    """The address of an existing scheduler given by ``--scheduler`` or ``--scheduler-file``,
+    checked at once (a file that is not a scheduler file, an address that is not a
+    scheduler's, nothing listening there): one line instead of Dask's timeouts."""
+    what = f"--scheduler {scheduler}" if scheduler else f"--scheduler-file {scheduler_file}"
+    address = scheduler or read_scheduler_file(str(scheduler_file))
+    _probe(address, what)
+    return address
+
+
+def _probe(address: str, what: str) -> None:
+    """Refuse an address that is not a scheduler's (an http:// dashboard address, say) and a
+    tcp/tls one where nothing listens, at once instead of after Dask's timeouts."""
+    import socket
+    from urllib.parse import urlsplit
+
+    scheme = address.split("://", 1)[0].lower() if "://" in address else "tcp"
+    if scheme not in SCHEMES:
+        raise UserError(f"{what}: not a Dask scheduler address (expected tcp://HOST:8786 or tls://HOST:PORT; "
+                        f"{scheme}:// is not a scheduler's)")
+    if scheme not in ("tcp", "tls"):
+        return
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None:
+        raise UserError(f"{what}: not a Dask scheduler address (expected tcp://HOST:PORT)")
+    try:
+        socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise UserError(f"{what}: cannot connect to {address} ({exc.strerror or first_line(exc)})") from None
+
 
 
 #: Thread-count variables Dask sets to 1 in its workers (for numpy-in-many-tasks workloads).

@@ -9,17 +9,20 @@ Files of a finished sheet folder (built in a private staging folder of
     review.tif           the review (hard-region) score, when the model gives one; then
                          final.fgb has ``review`` and border.fgb review_sum, review_count
     final.fgb            polygons not touching the sheet's edge: georeferenced, min-area
-                         and simplify applied; first_row/first_col (global pixels)
+                         and simplify applied; first_row/first_col (global pixels); sorted
+                         by them, no spatial index (the merge streams them in that order)
     border.fgb           polygons touching it: raw, in global pixel coordinates, with
                          piece (their number), pixels, prob_sum, prob_count, prob_max,
                          first_row/first_col
     edges.npz            the changed pixels on the sheet's edge: piece (row of border.fgb),
                          row, col (global pixels)
-    done.json            written last: settings hash, inputs, statistics
+    done.json            written last: settings hash, inputs, statistics, and ``files``:
+                         each result file's size and SHA-256 (:func:`verify_sheet`)
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import threading
@@ -31,14 +34,18 @@ import numpy as np
 
 from ..errors import Cancelled, UserError
 from ..events import Events
-from ..outputs import staged_folder
+from ..outputs import Staging, disk_full, staged_folder
 from .execute import worker_cached
 from .mosaic import blame_sheet
 from .plan import RunContext, SheetJob, fingerprint
 
-__all__ = ["run_sheet", "done_record", "area_grid", "finalize", "ModelLoadError", "tile_events"]
+__all__ = ["run_sheet", "done_record", "verify_sheet", "result_files", "area_grid", "finalize", "ModelLoadError",
+           "StopRun", "DiskFull", "tile_events", "RESULT_NAMES"]
 
 DONE = "done.json"
+#: Every file a sheet job may write in its folder (``--restart`` removes these and no other).
+RESULT_NAMES = ("prob.tif", "mask.tif", "review.tif", "final.fgb", "border.fgb", "edges.npz", DONE)
+_CHUNK = 1 << 20
 STRIP_ROWS = 512
 
 _HERE = threading.local()  # .events: where sheets computed in this thread report their tiles
@@ -66,9 +73,53 @@ def done_record(folder: Path, digest: str) -> Optional[dict]:
     return record if record.get("hash") == digest else None
 
 
-class ModelLoadError(UserError):
-    """The model could not be loaded in a worker: every sheet would fail the same way,
-    so the run stops at the first (one line, exit 2) instead of failing each sheet."""
+def result_files(folder: Path) -> dict:
+    """``{name: {"bytes": size, "sha256": hex}}`` of the result files in a sheet folder
+    (all but the done-record), for the done-record."""
+    return {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            for p in sorted(Path(folder).iterdir()) if p.name != DONE and p.is_file()}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sheet(folder: Path, record: dict) -> Optional[str]:
+    """What is wrong with a finished sheet's result files (missing, another size or
+    content than its done-record says), or None when every one is as written."""
+    files = record.get("files")
+    if not isinstance(files, dict) or not files:
+        return f"{Path(folder) / DONE}: lists no result files (written by an older version)"
+    for name, want in sorted(files.items()):
+        path = Path(folder) / name
+        try:
+            size = path.stat().st_size
+            if size != want.get("bytes"):
+                return f"{path}: {size} bytes, {want.get('bytes')} when the sheet finished (truncated or replaced)"
+            if _sha256(path) != want.get("sha256"):
+                return f"{path}: damaged (its content changed since the sheet finished)"
+        except FileNotFoundError:
+            return f"{path}: missing"
+        except (OSError, AttributeError) as exc:
+            return f"{path}: unreadable ({getattr(exc, 'strerror', None) or exc})"
+    return None
+
+
+class StopRun(UserError):
+    """Every sheet would fail the same way: the run stops at the first (one line, exit 2)
+    instead of failing each sheet."""
+
+
+class ModelLoadError(StopRun):
+    """The model could not be loaded in a worker."""
+
+
+class DiskFull(StopRun):
+    """The run folder's disk is full (the sheet's staging folder is removed)."""
 
 
 def area_grid(ctx: RunContext):
@@ -113,23 +164,50 @@ def run_sheet(job: SheetJob) -> dict:
     sheets = Path(ctx.run) / "sheets"
     final = sheets / job.name
     record = done_record(final, ctx.hash)
-    if record is not None:
+    if record is not None and verify_sheet(final, record) is None:  # a retried job that did finish
         return {**record, "reused": True}
     try:
-        with staged_folder(final, overwrite=True) as tmp:  # private, exclusive; stale ones removed
+        keep = _foreign(final)
+        with (Staging(sheets) if keep else staged_folder(final, overwrite=True)) as staged:  # private, exclusive
+            tmp = staged.dir if keep else staged
             inputs = [fingerprint(p) for p in job.inputs]
             stats = _compute(job, tmp)
             record = {"id": job.id, "status": "done", "hash": ctx.hash, "window": list(job.window),
                       "seconds": round(time.perf_counter() - t0, 3), "message": "", **stats, **_process(),
-                      "inputs": inputs}
+                      "inputs": inputs, "files": result_files(tmp)}
             (tmp / DONE).write_text(json.dumps(record, indent=1), encoding="utf-8")
+            if keep:
+                _move_results(tmp, final)
         return record  # renamed onto sheets/<id> (a folder there without a valid done-record is replaced)
-    except (Cancelled, KeyboardInterrupt, ModelLoadError):
+    except (Cancelled, KeyboardInterrupt, StopRun):
         raise
     except Exception as exc:  # this sheet fails alone
+        if disk_full(exc, sheets):
+            raise DiskFull(f"{ctx.run}: no space left on device") from None
         exc = blame_sheet(exc, ctx.before_vrt, ctx.after_vrt)
         return {"id": job.id, "status": "failed", "seconds": round(time.perf_counter() - t0, 3), "polygons": 0,
                 "message": _one_line(exc)}
+
+
+def _foreign(folder: Path) -> bool:
+    """Whether a sheet folder holds something the run did not write (a user's note): then
+    the results are moved in file by file and that stays, instead of replacing the folder."""
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    return any(p.name not in RESULT_NAMES for p in folder.iterdir())
+
+
+def _move_results(tmp: Path, final: Path) -> None:
+    """Move the staged results into the existing folder ``final``: its done-record first
+    removed, stale results removed, the new done-record moved last (complete or not done)."""
+    (final / DONE).unlink(missing_ok=True)
+    for name in RESULT_NAMES:
+        if name != DONE and not (tmp / name).exists():
+            (final / name).unlink(missing_ok=True)
+    for name in RESULT_NAMES:
+        if name != DONE and (tmp / name).exists():
+            os.replace(tmp / name, final / name)  # never follows a link at the target
+    os.replace(tmp / DONE, final / DONE)
 
 
 def _process() -> dict:
@@ -255,7 +333,9 @@ def _write_final(tmp: Path, ctx: RunContext, comps: list, pixel_geoms, first_row
     if (tmp / "review.tif").exists():
         data["review"] = np.array([c.review for c in kept], dtype=np.float64)
     frame = gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=grid.crs_string), crs=grid.crs_string)
-    pyogrio.write_dataframe(frame, tmp / "final.fgb", driver="FlatGeobuf", geometry_type="Polygon")
+    frame = frame.sort_values(["first_row", "first_col"], kind="stable")  # the merge streams it in this order
+    pyogrio.write_dataframe(frame, tmp / "final.fgb", driver="FlatGeobuf", geometry_type="Polygon",
+                            layer_options={"SPATIAL_INDEX": "NO"})  # an index would reorder the features
     return len(kept)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import UserError
 
-__all__ = ["SheetRaster", "probe_rasters", "write_mosaic", "MosaicGrid", "blame_sheet"]
+__all__ = ["SheetRaster", "probe_rasters", "agreeing", "write_mosaic", "MosaicGrid", "blame_sheet"]
 
 _EPS = 1e-6
 
@@ -72,6 +72,48 @@ class MosaicGrid:
         """(col, row) of the sheet raster's top-left pixel in the mosaic."""
         a, _, c, _, e, f = self.transform
         return int(round((r.transform[2] - c) / a)), int(round((r.transform[5] - f) / e))
+
+
+def _signature(r: SheetRaster) -> tuple:
+    """What the sheets of one date must share: CRS, pixel size, rotation, bands, data types."""
+    a, b, _c, d, e, _f = r.transform
+    return r.crs, round(a, 9), round(e, 9), bool(b or d), r.count, r.dtypes
+
+
+def _difference(r: SheetRaster, ref: SheetRaster) -> str:
+    if r.crs != ref.crs:
+        return "no CRS" if r.crs is None else "another CRS"
+    if (r.transform[1] or r.transform[3]) and not (ref.transform[1] or ref.transform[3]):
+        return "a rotated grid"
+    if r.count != ref.count or r.dtypes != ref.dtypes:
+        return f"{r.count} bands of {r.dtypes[0]}"
+    return f"pixel size {r.transform[0]:g} x {-r.transform[4]:g}"
+
+
+def agreeing(rasters: Sequence[SheetRaster], date: str) -> tuple[list[SheetRaster], dict[str, str]]:
+    """The sheets that agree with most sheets of the date (CRS, pixel size, pixel grid, bands),
+    and ``{id: why}`` for the others, which fail alone: a truncated or damaged file (that
+    GDAL still opens without its georeferencing, say) is named itself, never a healthy
+    neighbour. A tie goes to the sheet listed first."""
+    if not rasters:
+        return [], {}
+    counts: dict[tuple, int] = {}
+    for r in rasters:
+        counts[_signature(r)] = counts.get(_signature(r), 0) + 1
+    best = max(counts.values())
+    ref = next(r for r in rasters if counts[_signature(r)] == best)
+    good, odd = [], {}
+    for r in rasters:
+        if _signature(r) != _signature(ref):
+            odd[r.id] = (f"{r.path}: {_difference(r, ref)}, unlike the other {date} sheets (e.g. {ref.path}); "
+                         "a damaged file, or not of this sheet series")
+            continue
+        col, row = (r.transform[2] - ref.transform[2]) / ref.transform[0], (r.transform[5] - ref.transform[5]) / ref.transform[4]
+        if abs(col - round(col)) > _EPS or abs(row - round(row)) > _EPS:
+            odd[r.id] = f"{r.path}: not on the pixel grid of the other {date} sheets (offset {col:g}, {row:g} px from {ref.path})"
+            continue
+        good.append(r)
+    return good, odd
 
 
 def _grid(rasters: Sequence[SheetRaster], date: str) -> MosaicGrid:

@@ -20,7 +20,7 @@ from ..events import Events
 from ..core.options import DetectOptions
 from ..core.plan import AreaPlan, plan_area
 from ..core.predictors import Engine
-from .mosaic import SheetRaster, blame_sheet, probe_rasters, write_mosaic
+from .mosaic import SheetRaster, agreeing, blame_sheet, probe_rasters, write_mosaic
 
 __all__ = ["RunContext", "SheetJob", "Plan", "make_plan", "folder_name"]
 
@@ -149,7 +149,9 @@ def make_plan(run: Path, specs: Sequence, options: DetectOptions, *, model: Opti
     info = _model_info(model, predictor, model_info)
     good_b, bad_b = probe_rasters([(s.id, str(s.before)) for s in specs])
     good_a, bad_a = probe_rasters([(s.id, str(s.after)) for s in specs])
-    failed = {**bad_a, **bad_b}
+    good_b, odd_b = agreeing(good_b, "before")  # a damaged sheet fails alone, named itself
+    good_a, odd_a = agreeing(good_a, "after")
+    failed = {**odd_a, **bad_a, **odd_b, **bad_b}
     rb = [r for r in good_b if r.id not in failed]
     ra = [r for r in good_a if r.id not in failed]
     if not rb:
@@ -162,6 +164,8 @@ def make_plan(run: Path, specs: Sequence, options: DetectOptions, *, model: Opti
     write_mosaic(ra, after_vrt, "after")
     pair = open_pair(before_vrt, after_vrt, options.bands_before, options.bands_after, options.extent, events)
     try:
+        if predictor is None or model_info is not None:  # as detect: what the model is, whether it fits
+            _report_model(info, pair, events, str(model) if predictor is None else "predictor", str(specs[0].before))
         engine = Engine(None, info, {"device": _device_type(options, predictor)})
         try:
             plan = plan_area(pair, engine, options, events)
@@ -185,6 +189,18 @@ def make_plan(run: Path, specs: Sequence, options: DetectOptions, *, model: Opti
     afters = {r.id: r.path for r in ra}
     jobs, skipped, extents = _jobs(ctx, rb, afters, grid_b, offset, Affine(*area[2]))
     return Plan(ctx, jobs, failed, skipped, extents, settings)
+
+
+def _report_model(info, pair, events: Events, source: str, first_sheet: str) -> None:
+    """Log what the model is and warn, as ``detect`` does, when it is a demonstration model
+    or its ground sampling distance does not fit the sheets' (named by the first sheet)."""
+    from ..model_fit import describe_model, fit_warnings, raster_gsd_m
+
+    for line in describe_model(info, source):
+        events.log(line)
+    gsd = raster_gsd_m(pair.transform, pair.crs, pair.height)
+    for message in fit_warnings(info, gsd, source, first_sheet):
+        events.warn(message)
 
 
 def _jobs(ctx: RunContext, rasters: Sequence[SheetRaster], afters: dict, grid, offset: tuple, transform) -> tuple:

@@ -2,14 +2,18 @@
 
 Run folder::
 
-    run.json          the settings and their hash (a re-run with others is refused)
+    run.json          the settings and their hash (a re-run with others is refused) and
+                      the manifest of what the run writes (``--restart`` removes just that,
+                      see :mod:`.folder`)
     mosaic/           before.vrt, after.vrt: the dates as one mosaic each
     sheets/<id>/      each finished sheet (see :mod:`.job`), renamed into place when done
     failed/<id>.json  why a sheet failed (removed when it succeeds later)
     status.gpkg       one feature per sheet: extent, status, seconds, polygons, message
+    dask.log          Dask's own log lines (kept out of the terminal)
 
-Re-running continues: sheets with a valid done-record are neither recomputed nor
-rewritten, stale temporaries are removed, failed sheets are retried.
+Re-running continues: sheets whose done-record is valid and whose result files are as it
+lists them (size, SHA-256) are neither recomputed nor rewritten; a damaged one is computed
+again with a warning; stale temporaries are removed, failed sheets are retried.
 
 Every file is written through :mod:`engine.outputs`: built in a private staging folder
 (``.hrmnet-tmp-*``, created exclusively) and renamed into place; staging folders of runs
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,19 +33,17 @@ from ..errors import Cancelled, UserError
 from ..events import Events
 from ..outputs import PREFIX, Inputs, Staging, remove_stale, staged_file
 from ..core.options import validate_options
-from .job import ModelLoadError, done_record, run_sheet, tile_events
+from .job import StopRun, done_record, run_sheet, tile_events, verify_sheet
+from .folder import DASK_LOG, RUN_JSON, make_manifest
 from .plan import Plan, make_plan
 
 __all__ = ["run_sheets", "SheetsResult", "EXIT_SOME_FAILED"]
 
 EXIT_SOME_FAILED = 3
-RUN_JSON = "run.json"
 OUTPUTS_JSON = "outputs.json"
 #: What a run folder may hold before its run.json: a shard started at the same moment plans
 #: its mosaics (and stages files) before it creates run.json.
 _BEFORE_RUN_JSON = {"mosaic"}
-#: What --restart removes.
-_RUN_FILES, _RUN_FOLDERS = (RUN_JSON, "status.gpkg", OUTPUTS_JSON), ("sheets", "failed", "mosaic", "review-mosaic")
 
 
 @dataclass
@@ -57,32 +58,38 @@ class SheetsResult:
 
 
 def _check_run_folder(run: Path, restart: bool, merge_only: bool, inputs: Inputs) -> Path:
-    """The run folder (created); ``restart`` empties it, only when it holds a run and none
-    of ``inputs`` lies in what it removes."""
-    from ..outputs import real_path
+    """The run folder (created, writable); ``restart`` removes what the run in it created
+    (its manifest, see :mod:`.folder`) and nothing else. A folder that is not a run (a
+    run.json that is not a sheets run's record, or other files without one) is refused."""
+    from .folder import read_run_record, restart as restart_run
 
     run = run.expanduser().absolute()
     if run.exists() and not run.is_dir():
         raise UserError(f"{run}: --run must be a folder")
     if not run.parent.is_dir():
         raise UserError(f"{run}: parent folder {run.parent} does not exist")
-    if merge_only and not (run / RUN_JSON).exists():
+    record = read_run_record(run) if run.is_dir() else None
+    if merge_only and record is None:
         raise UserError(f"{run}: no run here to merge (run the sheets first)")
-    if run.is_dir() and not (run / RUN_JSON).exists() and any(  # the sheet list may lie there (QGIS saves it)
+    if run.is_dir() and record is None and any(  # the sheet list may lie there (QGIS saves it)
             p.name not in _BEFORE_RUN_JSON and not p.name.startswith(PREFIX) and inputs.find(p) is None
             for p in run.iterdir()):
         raise UserError(f"{run}: folder is not empty and holds no sheets run (use an empty or new folder)")
-    if restart:
-        doomed = [real_path(run / name) for name in _RUN_FOLDERS]
-        hit = next((f for f in inputs.real.values() if any(d in real_path(f).parents for d in doomed)), None)
-        if hit is not None:
-            raise UserError(f"{run}: --restart would delete the input {hit} (keep inputs out of the run folder)")
-        for name in _RUN_FILES:
-            (run / name).unlink(missing_ok=True)
-        for name in _RUN_FOLDERS:
-            shutil.rmtree(run / name, ignore_errors=True)
+    _check_writable(run if run.is_dir() else run.parent, run)
+    if restart and record is not None:
+        restart_run(run, record, inputs.find)
     run.mkdir(exist_ok=True)
     return run
+
+
+def _check_writable(folder: Path, shown: Path) -> None:
+    """Refuse a run folder (or its parent, before it exists) this user cannot write in, and
+    its subfolders likewise: one line, before any work (a staging folder is made and removed)."""
+    for f in [folder] + [folder / name for name in ("sheets", "failed", "mosaic") if (folder / name).is_dir()]:
+        try:
+            Staging(f).close()
+        except UserError as exc:
+            raise UserError(f"{shown}: the run folder is not writable ({f}: {str(exc).split(': ', 1)[-1]})") from None
 
 
 def _own_outputs(run: Path) -> dict:
@@ -153,12 +160,23 @@ def _check_outputs(out_vector, out_probability, out_mask, overwrite: bool, input
             raise UserError(f"{p}: output folder {p.parent} does not exist")
         files = vector_sidecars(p) if role in ("vector", "review_areas") else [p]
         check_output(p, role, inputs)  # never an input, not even with --overwrite
+        _check_folder_writable(p)
         existing = [q for q in files if q.exists()]
         ours = p.exists() and own.get(str(p)) == p.stat().st_ino
         if existing and not (overwrite or ours):
             raise UserError(f"{existing[0]}: exists (use --overwrite to replace it)")
         allowed[role] = (p, bool(existing) and (overwrite or ours))
     return allowed
+
+
+def _check_folder_writable(output: Path) -> None:
+    """Refuse an output whose folder this user cannot write in, before any sheet is computed
+    (a private staging folder is made there and removed, as writing it will)."""
+    try:
+        Staging(output.parent).close()
+    except UserError as exc:
+        raise UserError(f"{output}: output folder {output.parent} is not writable "
+                        f"({str(exc).split(': ', 1)[-1]})") from None
 
 
 def _settings_diff(old: dict, new: dict) -> list[str]:
@@ -188,8 +206,9 @@ def _bind_run(run: Path, plan: Plan) -> None:
     """Create run.json, or refuse a run folder holding other settings (also when another
     run, e.g. a shard started at the same moment, created it first)."""
     path = run / RUN_JSON
-    new = {"hash": plan.context.hash, "settings": plan.settings,
-           "mosaics": [plan.context.before_vrt, plan.context.after_vrt]}
+    mosaics = [plan.context.before_vrt, plan.context.after_vrt]
+    new = {"hash": plan.context.hash, "settings": plan.settings, "mosaics": mosaics,
+           "manifest": make_manifest(run, [s[0] for s in plan.settings["sheets"]], mosaics)}
     if path.exists() or not _create_once(path, json.dumps(new, indent=1, default=str)):
         old = _read_record(path)
         if old.get("hash") != plan.context.hash:
@@ -199,10 +218,10 @@ def _bind_run(run: Path, plan: Plan) -> None:
             diff = _settings_diff(old.get("settings", {}), json.loads(json.dumps(plan.settings, default=str)))
             raise UserError(f"{run}: holds a run with other settings ({'; '.join(diff[:4]) or 'inputs'}); "
                             "use --restart to start over or another --run folder")
-        mosaics = [plan.context.before_vrt, plan.context.after_vrt]
         if set(mosaics) <= set(old.get("mosaics") or []):
             return
         old["mosaics"] = sorted(set(old.get("mosaics") or []) | set(mosaics))  # a fixed sheet joined them
+        old["manifest"] = make_manifest(run, [s[0] for s in plan.settings["sheets"]], old["mosaics"])
         _write_text(path, json.dumps(old, indent=1, default=str))
 
 
@@ -272,9 +291,10 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
 
         check_model_path(model)
     _check_execution(options, shard, merge_only, gpus, out_vector, out_probability, out_mask, out_review,
-                     out_review_areas)
+                     out_review_areas, scheduler=scheduler, scheduler_file=scheduler_file)
     if predictor is None:
         _check_model(model)
+    _check_review(model, predictor, out_review, out_review_areas)
     from .index import read_sheets
 
     specs, skipped = read_sheets(sheets, id_field, before, after, skip_missing)
@@ -295,6 +315,8 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
     results: dict[str, dict] = {}
     for sid, msg in plan.failed.items():
         results[sid] = {"id": sid, "status": "failed", "message": msg, "seconds": 0.0, "polygons": 0}
+        events.warn(f"sheet {sid}: failed ({msg}); left out of the mosaic, so its neighbours are computed "
+                    "without its pixels (nodata there)")
     jobs = plan.jobs
     if shard is not None:
         from .execute import select_shard
@@ -314,7 +336,8 @@ def run_sheets(sheets: str | os.PathLike, run: str | os.PathLike, *, model: Opti
 
 
 def _check_execution(options, shard: Optional[tuple[int, int]], merge_only: bool,
-                     gpus: Optional[Sequence[int]], *outputs: Any) -> None:
+                     gpus: Optional[Sequence[int]], *outputs: Any, scheduler: Optional[str] = None,
+                     scheduler_file: Optional[str] = None) -> None:
     """Contradictory execution options, refused before any work."""
     if shard is not None and merge_only:
         raise UserError("--shard and --merge-only: give one of them (merge after all shards finished)")
@@ -323,14 +346,26 @@ def _check_execution(options, shard: Optional[tuple[int, int]], merge_only: bool
                         "written by --merge-only after all shards finished")
     if gpus and options.device == "cpu":
         raise UserError(f"--gpus {','.join(map(str, gpus))}: not with --device cpu")
+    if (scheduler or scheduler_file) and not merge_only and shard is None:
+        from .execute import check_scheduler
+
+        if scheduler and scheduler_file:
+            raise UserError("--scheduler and --scheduler-file: give one of them")
+        check_scheduler(scheduler, scheduler_file)  # at once, not after planning and Dask's timeouts
 
 
 def _check_model(model: str | os.PathLike) -> None:
     """A safetensors checkpoint whose tensors are not HRMNet's fails here, once, from its
-    header alone (no weights read); a worker that still cannot load the model stops the
+    header alone (no weights read), an ONNX graph that does not take and give what HRMNet
+    does likewise (:func:`engine.onnx_predictor.check_contract`); a worker that still cannot load the model stops the
     run at its first sheet (:class:`~engine.sheets.job.ModelLoadError`)."""
     p = Path(model)
-    if p.suffix.lower() == ".onnx" or not p.is_file():
+    if not p.is_file():
+        return
+    if p.suffix.lower() == ".onnx":  # its metadata and its graph's inputs/outputs (HRMNet's contract)
+        from ..checkpoint import read_info
+
+        read_info(p)
         return
     try:
         import torch
@@ -349,6 +384,26 @@ def _check_model(model: str | os.PathLike) -> None:
     check_state_dict(shapes, str(p))
 
 
+def _check_review(model, predictor, *outputs) -> None:
+    """Review outputs need a model that gives the review (hard-region) score: refused before
+    any sheet is computed. HRMNet checkpoints always give it; an ONNX graph when it has the
+    ``hard`` output; a stand-in predictor when it says so (``gives_review``)."""
+    if not any(outputs):
+        return
+    from ..detect import gives_review
+
+    if predictor is not None:
+        ok, name = gives_review(predictor), "predictor"
+    elif str(model).lower().endswith(".onnx"):
+        from ..onnx_predictor import read_onnx_metadata
+
+        ok, name = "hard" in read_onnx_metadata(model)["onnx"]["outputs"], str(model)
+    else:
+        return
+    if not ok:
+        raise UserError(f"{name}: gives no review (hard-region) score, needed by --out-review and --out-review-areas")
+
+
 def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, workers, gpus, scheduler,
              scheduler_file, shard) -> None:
     """Run the jobs not done yet; record each result as it arrives."""
@@ -359,7 +414,7 @@ def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, w
     remove_stale(sheets_dir)  # a killed run's staging folders (never a live process's)
     todo = []
     for job in jobs:
-        record = done_record(sheets_dir / job.name, plan.context.hash)
+        record = finished_sheet(sheets_dir / job.name, plan.context.hash, job, events, "computing it again")
         if record is not None:
             _check_unchanged(job, record)
             results[job.id] = {**record, "reused": True}
@@ -378,7 +433,7 @@ def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, w
 
     def on_result(job, result, error) -> None:
         nonlocal count
-        if isinstance(error, ModelLoadError):  # every sheet would fail so: stop now, one line
+        if isinstance(error, StopRun):  # every sheet would fail so (model, full disk): stop now, one line
             raise UserError(str(error))
         if error is not None:
             result = {"id": job.id, "status": "failed", "seconds": 0.0, "polygons": 0,
@@ -399,10 +454,12 @@ def _compute(run: Path, plan: Plan, jobs: list, results: dict, events: Events, w
         workers = 1 if not (scheduler or scheduler_file) else workers
     if gpus is None and plan.context.options.device == "cpu" and not (scheduler or scheduler_file):
         gpus = []  # --device cpu: no worker is pinned to a GPU
-    with tile_events(ticker.sheet_events()):  # in-process sheets: tiles as they go
-        run_jobs(run_sheet, todo, workers=workers, gpus=gpus, scheduler=scheduler, scheduler_file=scheduler_file,
-                 on_result=on_result, is_cancelled=lambda: _cancelled(events))
-    remove_stale(sheets_dir)
+    try:
+        with tile_events(ticker.sheet_events()):  # in-process sheets: tiles as they go
+            run_jobs(run_sheet, todo, workers=workers, gpus=gpus, scheduler=scheduler, scheduler_file=scheduler_file,
+                     on_result=on_result, is_cancelled=lambda: _cancelled(events), log_file=str(run / DASK_LOG))
+    finally:
+        remove_stale(sheets_dir)  # also those of workers stopped mid-sheet (a full disk, a cancel)
 
 
 class _TileProgress:
@@ -449,6 +506,29 @@ def _tile_counts(plan: Plan) -> dict[str, int]:
     return counts
 
 
+def sheet_state(folder: Path, digest: str) -> tuple[Optional[dict], Optional[str]]:
+    """(done-record, problem) of a sheet folder: (record, None) when its result files are
+    all as the record lists them; (None, problem) when damaged; (None, None) when not done.
+    A folder without a valid done-record but with files is damaged: the run renames a sheet
+    folder into place complete, record included."""
+    record = done_record(folder, digest)
+    if record is None:
+        if folder.is_dir() and any(folder.iterdir()):
+            return None, f"{folder / 'done.json'}: missing or unreadable"
+        return None, None
+    problem = verify_sheet(folder, record)
+    return (None, problem) if problem else (record, None)
+
+
+def finished_sheet(folder: Path, digest: str, job, events: Events, then: str) -> Optional[dict]:
+    """The sheet's verified done-record, or None (a damaged sheet is warned about, naming
+    the sheet and the damage; ``then``: what happens now)."""
+    record, problem = sheet_state(folder, digest)
+    if problem is not None:
+        events.warn(f"sheet {job.id}: {problem}; {then}")
+    return record
+
+
 def _cancelled(events: Events) -> bool:
     try:
         events.check_cancel()
@@ -475,21 +555,27 @@ def _window(job):
 def _finish(run: Path, plan: Plan, specs, skipped, results: dict, targets: dict, inputs, events: Events,
             t0: float, review_threshold: Optional[float] = None) -> SheetsResult:
     """Merge what is done, write the mosaics and the status layer."""
-    from .merge import merge_polygons, write_merged
+    from .merge import merge_to_file
 
     ctx = plan.context
     done = []
     for job in plan.jobs:
         folder = run / "sheets" / job.name
-        record = results.get(job.id) if results.get(job.id, {}).get("status") == "done" else done_record(folder, ctx.hash)
-        if record is not None:
+        if results.get(job.id, {}).get("status") == "done":  # verified or computed by this run
+            done.append((job.id, folder, job.window))
+            continue
+        record, problem = sheet_state(folder, ctx.hash) if job.id not in results else (None, None)
+        if problem is not None:  # --merge-only computes nothing: the damaged sheet is left out, loudly
+            events.warn(f"sheet {job.id}: {problem}; left out of the merged layer (run the sheets again "
+                        "without --merge-only to compute it)")
+            results[job.id] = {"id": job.id, "status": "failed", "message": problem}
+        elif record is not None:
             results[job.id] = record
-            done.append((job.id, folder))
+            done.append((job.id, folder, job.window))
         elif job.id not in results:
             results[job.id] = _failure(run, job.name) or {"id": job.id, "status": "pending", "message": "not computed yet"}
     events.check_cancel()
-    frame = merge_polygons(ctx, done)
-    write_merged(frame, targets["vector"][0], targets["vector"][1], inputs)
+    counts = merge_to_file(ctx, done, targets["vector"][0], targets["vector"][1], inputs)
     outputs = {"vector": str(targets["vector"][0]), "probability": None, "mask": None,
                "status": str(run / "status.gpkg")}
     for role in ("probability", "mask", "review"):
@@ -502,11 +588,10 @@ def _finish(run: Path, plan: Plan, specs, skipped, results: dict, targets: dict,
         n_areas = _write_review_areas(run, done, ctx, path, replace, inputs, review_threshold)
         outputs["review_areas"] = str(path)
     _remember_outputs(run, {k: v for k, v in outputs.items() if k != "status"})
-    counts = frame["sheet"].value_counts().to_dict() if len(frame) else {}
     _write_status(run, plan, specs, skipped, results, counts, events)
     failed = sorted(sid for sid, r in results.items() if r.get("status") != "done")
     stats = {"sheets": len(plan.jobs) + len(plan.failed), "done": len(done), "failed": len(failed),
-             "skipped": len(skipped) + len(plan.skipped), "polygons": int(len(frame)),
+             "skipped": len(skipped) + len(plan.skipped), "polygons": int(sum(counts.values())),
              "seconds": round(time.perf_counter() - t0, 3)}
     if "review_areas" in targets:
         stats["review_areas"] = n_areas
@@ -525,7 +610,7 @@ def _write_vrt(run: Path, done, role: str, target: Path, dtype: str, overwrite: 
     from .mosaic import probe_rasters, write_mosaic
 
     name = {"probability": "prob.tif", "review": "review.tif"}.get(role, "mask.tif")
-    rasters, bad = probe_rasters([(sid, str(folder / name)) for sid, folder in done])
+    rasters, bad = probe_rasters([(sid, str(folder / name)) for sid, folder, _w in done])
     if bad:
         raise UserError(f"{next(iter(bad.values()))}")
     nodata = 255 if (role == "mask" or dtype == "uint8") else -1.0
@@ -549,7 +634,7 @@ def _write_review_areas(run: Path, done, ctx, target: Path, overwrite: bool, inp
     folder.mkdir(exist_ok=True)
     vrts = {}
     for name in ("mask.tif", "review.tif", "prob.tif"):
-        rasters, bad = probe_rasters([(sid, str(f / name)) for sid, f in done])
+        rasters, bad = probe_rasters([(sid, str(f / name)) for sid, f, _w in done])
         if bad:
             sid = next(iter(bad))
             raise UserError(f"sheet {sid}: no {name} ({bad[sid]}); review areas need a model that gives the review "

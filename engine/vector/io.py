@@ -19,7 +19,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 from .formats import SUPPORTED_VECTOR_EXTENSIONS, check_vector_path, vector_driver, vector_sidecars
 
 __all__ = [
@@ -247,9 +247,5 @@ def _write_failed(path: Path, exc: BaseException) -> UserError:
 
     if disk_full(exc, path.parent if path.parent.exists() else None):
         return UserError(f"{display(path)}: no space left on device")
-    return UserError(f"{display(path)}: cannot write ({_first_line(exc)})")
+    return UserError(f"{display(path)}: cannot write ({first_line(exc)})")
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -81,3 +81,14 @@ class DieOnce(BlurDifference):
             Path(self.marker).write_text("died once\n")
             os._exit(9)
         return super().__call__(batch)
+
+
+class Noisy(BlurDifference):
+    """Like :class:`BlurDifference`, but each call logs an error on Dask's worker logger (the
+    noise of a heartbeat that failed while the cluster closed)."""
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import logging
+
+        logging.getLogger("distributed.worker").error("hrmnet-test: Failed to communicate with scheduler during heartbeat")
+        return super().__call__(batch)

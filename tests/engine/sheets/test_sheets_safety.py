@@ -370,7 +370,7 @@ def test_device_cuda_without_cuda_on_two_dask_workers_is_one_line_exit_2(scene, 
 # ----------------------------------------------------------------------------- the run folder
 
 
-def test_restart_never_deletes_a_folder_that_holds_no_run_or_an_input(scene, tmp_path):
+def test_restart_never_deletes_a_folder_that_holds_no_run(scene, tmp_path):
     data = tmp_path / "data"
     (data / "sheets").mkdir(parents=True)
     (data / "sheets" / "notes.txt").write_text("mine")
@@ -378,14 +378,7 @@ def test_restart_never_deletes_a_folder_that_holds_no_run_or_an_input(scene, tmp
         run_sheets(scene, data, predictor=BlurDifference(), out_vector=tmp_path / "m.gpkg", restart=True, **TILING)
     assert (data / "sheets" / "notes.txt").read_text() == "mine"
 
-    run = tmp_path / "run"  # a real run, whose mosaic/ folder the user put a sheet raster in
-    run_sheets(scene, run, predictor=BlurDifference(), out_vector=tmp_path / "m.gpkg", workers=1, **TILING)
-    moved = run / "mosaic" / "after_r1c1.tif"
-    (scene.parent / "after_r1c1.tif").rename(moved)
-    scene.write_text(scene.read_text().replace("after_r1c1.tif", str(moved)))
-    with pytest.raises(UserError, match="--restart would delete the input"):
-        run_sheets(scene, run, predictor=BlurDifference(), out_vector=tmp_path / "m.gpkg", restart=True, **TILING)
-    assert moved.exists() and (run / "run.json").exists()
+    # an input kept in the run folder: see test_restart.py
 
 
 def test_a_run_folder_holding_only_the_sheet_list_is_a_new_run(scene, tmp_path):
