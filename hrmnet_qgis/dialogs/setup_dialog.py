@@ -67,7 +67,7 @@ class SetupEngineDialog(QDialog):
         self.test_task: Optional[BackgroundTask] = None
         self.report: Optional[dict] = None
         self.folder = QgsFileWidget()
-        self.folder.setStorageMode(QgsFileWidget.GetDirectory)
+        self.folder.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.folder.setFilePath(str(default_env_dir(QgsApplication.qgisSettingsDirPath())))
         self.current = QLabel()
         self.current.setWordWrap(True)
