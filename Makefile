@@ -19,8 +19,10 @@ demo: bootstrap
 bench: bootstrap
 	$(PY) -m benchmarks
 
+# The ZIP, then the checks plugins.qgis.org runs on an upload (validator, bandit, detect-secrets).
 plugin: bootstrap
 	$(PY) tools/build_plugin.py
+	$(PY) tools/plugin_check.py dist/hrmnet_qgis.zip
 
 # The real QGIS desktop under a virtual display (xvfb-run); pictures into docs/. Skipped
 # with a message where there is no display server.
