@@ -97,18 +97,19 @@ DRIVER_FOR_CUDA: list[tuple[tuple[int, int], tuple[int, ...]]] = [
 #: Minor-version compatibility: any CUDA <major>.x build runs on a driver of at least this branch.
 MIN_DRIVER_FOR_MAJOR = {13: (580,), 12: (525, 60, 13), 11: (450, 80, 2)}
 #: What "Set up engine" downloads in all (torch and every other requirement).
-SIZE_CPU = "about 1.6 GB (measured, CPU build)"
+SIZE_CPU = "about 1.6 GB on disk, 0.38 GB to download (measured, CPU build)"
 SIZE_CUDA = "several GB: about 3 GB to download and 5-6 GB on disk (PyTorch with NVIDIA's CUDA libraries)"
 SIZE_DEFAULT = "about 1.5 GB"
-#: The light engine (onnxruntime, no torch): measured with the CPU onnxruntime (Python 3.11, Linux).
-SIZE_LIGHT = "about 0.55 GB (measured; onnxruntime, no torch)"
-SIZE_LIGHT_DIRECTML = "about 0.55 GB (onnxruntime-directml's wheel is 24 MB, about the size of onnxruntime's)"
-SIZE_LIGHT_CUDA = ("the light set (about 0.55 GB measured) plus about 1.5 GB to download for onnxruntime-gpu with "
+#: Measured from the locks on Linux, Python 3.11, CPU builds: the environment's size on disk and the sum of
+#: the wheels pip downloads (full: 0.19 GB from the lock plus the 0.19 GB CPU torch wheel).
+SIZE_LIGHT = "about 0.72 GB on disk, 0.18 GB to download (measured; onnxruntime, no torch)"
+SIZE_LIGHT_DIRECTML = "about 0.72 GB on disk (onnxruntime-directml's wheel is 24 MB, about the size of onnxruntime's)"
+SIZE_LIGHT_CUDA = ("the light set (about 0.72 GB on disk, measured) plus about 1.5 GB to download for onnxruntime-gpu with "
                    "NVIDIA's CUDA 13 and cuDNN 9 libraries (PyPI's Linux wheel sizes; not measured installed)")
 #: The two kinds of engine "Set up engine" offers: (kind, what the user sees).
 FULL, LIGHT = "full", "light"
 ENGINE_KINDS: list[tuple[str, str]] = [
-    (LIGHT, "Detection only (light, ~0.55 GB measured: onnxruntime, no torch; .onnx models)"),
+    (LIGHT, "Detection only (light, ~0.72 GB measured: onnxruntime, no torch; .onnx models)"),
     (FULL, "Detection and training (PyTorch, ~1.6 GB CPU / several GB CUDA)"),
 ]
 #: PyPI's onnxruntime-gpu is built for CUDA 13 (its [cuda,cudnn] extras bring CUDA 13 and cuDNN 9).

@@ -137,7 +137,7 @@ def test_light_setup_on_cpu_says_the_measured_size(tmp_path, monkeypatch):
     lock = Path(pips[0][pips[0].index("-r") + 1]).read_text()
     assert lock == engine_requirements.hashed(engine_requirements.load_lock(ROOT, "light"))
     assert "onnxruntime==" in lock and "torch" not in lock
-    assert any("about 0.55 GB (measured" in line for line in lines)
+    assert any("about 0.72 GB on disk, 0.18 GB to download (measured" in line for line in lines)
 
 
 @posix_only
@@ -240,7 +240,7 @@ def test_dialog_offers_detection_only_with_its_measured_size(qgis_app, monkeypat
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
     dialog = SetupEngineDialog()
     labels = [dialog.kind.itemText(i) for i in range(dialog.kind.count())]
-    assert labels == ["Detection only (light, ~0.55 GB measured: onnxruntime, no torch; .onnx models)",
+    assert labels == ["Detection only (light, ~0.72 GB measured: onnxruntime, no torch; .onnx models)",
                       "Detection and training (PyTorch, ~1.6 GB CPU / several GB CUDA)"]
     assert dialog.chosen_kind() == FULL and dialog.build.isEnabled() and not dialog.runtime.isEnabled()
     dialog.kind.setCurrentIndex(dialog.kind.findData(LIGHT))
@@ -248,7 +248,7 @@ def test_dialog_offers_detection_only_with_its_measured_size(qgis_app, monkeypat
     assert dialog.folder.filePath() == str(default_env_dir(QgsApplication.qgisSettingsDirPath(), LIGHT))
     assert dialog.runtime.itemText(0) == "Automatic: onnxruntime (CPU)" and dialog.chosen_runtime() is None
     note = dialog.build_note.text()
-    assert "0.55 GB (measured" in note and "Installs onnxruntime (no torch)" in note
+    assert "0.72 GB on disk, 0.18 GB to download (measured" in note and "Installs onnxruntime (no torch)" in note
     dialog.runtime.setCurrentIndex(2)
     assert dialog.chosen_runtime().package == "onnxruntime-gpu[cuda,cudnn]" and "1.5 GB" in dialog.build_note.text()
     dialog.close()

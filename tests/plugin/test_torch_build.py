@@ -192,3 +192,7 @@ def test_the_built_plugin_carries_the_same_requirements_and_pins(tmp_path):
         names = zf.namelist()
     assert "hrmnet_qgis/engine_requirements.txt" in names and "hrmnet_qgis/engine_constraints.txt" in names
     assert "hrmnet_qgis/engine_light_requirements.txt" in names
+    # the full locks Set up engine installs from travel inside the plugin's engine folder
+    for kind in ("light", "full"):
+        assert engine_requirements.load_lock(folder, kind) == engine_requirements.load_lock(ROOT, kind)
+        assert f"hrmnet_qgis/{engine_requirements.LOCKS[kind]}" in names
