@@ -39,7 +39,14 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from ..compat import FILE_BEHAVIOR_FILE, NUMBER_DOUBLE, NUMBER_INTEGER, PARAMETER_ADVANCED, SOURCE_VECTOR, SOURCE_VECTOR_POLYGON
+from ..compat import (
+    FILE_BEHAVIOR_FILE,
+    NUMBER_DOUBLE,
+    NUMBER_INTEGER,
+    PARAMETER_ADVANCED,
+    SOURCE_VECTOR,
+    SOURCE_VECTOR_POLYGON,
+)
 from ..engine_python import EngineSetupError, engine_python
 from ..runner import EngineCancelled, EngineError, EngineRun, run_engine
 from .base import (

@@ -72,8 +72,10 @@ class CurvesWidget(QWidget):
         painter.drawText(QRectF(0, rect.top() - 2, 46, 14), Qt.AlignmentFlag.AlignRight, f"{hi:.3g}")
         painter.drawText(QRectF(0, rect.bottom() - 12, 46, 14), Qt.AlignmentFlag.AlignRight, f"{lo:.3g}")
         label = title + (f"  {points[-1][1]:.4f} @ {points[-1][0]}" if points else "")
-        painter.drawText(QRectF(rect.left() + 4, rect.top() + 2, rect.width() - 8, 14), Qt.AlignmentFlag.AlignLeft, label)
-        painter.drawText(QRectF(rect.right() - 80, rect.bottom() + 1, 80, 14), Qt.AlignmentFlag.AlignRight, f"step {int(x_max)}")
+        painter.drawText(QRectF(rect.left() + 4, rect.top() + 2, rect.width() - 8, 14), Qt.AlignmentFlag.AlignLeft,
+                         label)
+        painter.drawText(QRectF(rect.right() - 80, rect.bottom() + 1, 80, 14), Qt.AlignmentFlag.AlignRight,
+                         f"step {int(x_max)}")
         if not points:
             return
 
