@@ -115,3 +115,25 @@ def test_setup_engine_for_real_then_detection_uses_it(qgis_app, scenes, model_pa
     finally:
         settings.put(settings.ENGINE_PYTHON, "")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_environment_is_made_with_qgis_own_python_version(tmp_path, monkeypatch):
+    """QGIS's interpreter first; else a Python of QGIS's version on PATH, never another version."""
+    if sys.platform.startswith("win"):
+        pytest.skip("stand-in interpreters are shell scripts")
+    from hrmnet_qgis import setup_engine
+
+    from .test_torch_build import _script
+
+    v = sys.version_info
+    monkeypatch.setattr(setup_engine, "qgis_python_candidates", lambda: ["/qgis/bin/python3"])
+    assert setup_engine.base_python() == "/qgis/bin/python3"
+    monkeypatch.setattr(setup_engine, "qgis_python_candidates", lambda: [])
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    _script(bin_dir / "python3", "echo 3 8\n")  # another version: not taken
+    with pytest.raises(setup_engine.SetupError, match=f"no Python {v.major}.{v.minor} \\(QGIS's version\\)"):
+        setup_engine.base_python()
+    same = _script(bin_dir / f"python{v.major}.{v.minor}", f"echo {v.major} {v.minor}\n")
+    assert setup_engine.base_python() == str(same)
