@@ -12,6 +12,12 @@ newest release, the lock says which release it gets). Made with ``uv pip compile
   build, from PyTorch's own index): torch at the lock's version, its GPU libraries as that
   build pins them; everything else comes from the lock with its hashes.
 
+Then it checks that every lock installs from wheels alone on each target QGIS users have:
+Linux x86_64 (manylinux_2_28), Windows x86_64 and macOS on Apple silicon (14 or newer: the
+oldest macOS that rasterio's, torch's and onnxruntime's current wheels support; Intel Macs get
+no torch or onnxruntime wheels), Python 3.9 to 3.12 (``uv pip compile --only-binary :all:``
+under the lock's pins); a target without wheels fails ``make locks``.
+
 Run it after changing pyproject.toml's dependencies, engine/light-requirements.txt or
 constraints.txt (tests/test_locks.py fails while a lock no longer satisfies them), and commit
 the two files; it resolves against PyPI as it is that day. Needs uv (in the ``[test]``
@@ -22,6 +28,8 @@ Usage: ``python tools/make_locks.py`` (``make locks``).
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -34,6 +42,10 @@ LOCKS = ROOT / "engine" / "locks"
 #: lock file -> the requirement source it is compiled from (constraints.txt always applies).
 SETS = {"light.txt": "engine/light-requirements.txt", "full.txt": "pyproject.toml"}
 LOWEST_PYTHON = "3.9"
+PYTHONS = ("3.9", "3.10", "3.11", "3.12")
+#: uv's target triple, and the macOS version wheels are checked for.
+TARGETS = {"linux": ("x86_64-manylinux_2_28", None), "windows": ("x86_64-pc-windows-msvc", None),
+           "macos": ("aarch64-apple-darwin", "14.0")}
 
 
 def _uv() -> str:
@@ -53,12 +65,43 @@ def compile_lock(source: str, out: Path) -> None:
         raise SystemExit(f"uv pip compile {source} failed:\n{run.stderr.strip()}")
 
 
+def _pins(lock: Path) -> str:
+    """The lock's ``name==version ; marker`` lines (hrmnet_qgis/engine_requirements.py, loaded on its own)."""
+    spec = importlib.util.spec_from_file_location("_engine_requirements", ROOT / "hrmnet_qgis" / "engine_requirements.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.pins(module.parse_lock(lock.read_text(encoding="utf-8")))
+
+
+def check_wheels(source: str, lock: Path, tmp: Path) -> list[str]:
+    """Targets (platform, Python) where ``source`` under ``lock``'s pins cannot install from wheels alone."""
+    pins = tmp / f"{lock.stem}-pins.txt"
+    pins.write_text(_pins(lock), encoding="utf-8")
+    failed = []
+    for name, (triple, macos) in TARGETS.items():
+        env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
+        if macos:
+            env["MACOSX_DEPLOYMENT_TARGET"] = macos
+        for python in PYTHONS:
+            run = subprocess.run([_uv(), "pip", "compile", source, "-c", str(pins), "--python-platform", triple,
+                                  "--python-version", python, "--only-binary", ":all:", "--quiet", "-o", os.devnull],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+            if run.returncode != 0:
+                why = [line.strip() for line in run.stderr.splitlines() if "Because" in line][:1] or ["?"]
+                failed.append(f"{lock.name}: {name} Python {python}: {why[0]}")
+    return failed
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     LOCKS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for name, source in SETS.items():  # both compiled before either is replaced
+        for name, source in SETS.items():  # both compiled and checked before either is replaced
             compile_lock(source, Path(tmp) / name)
+        failed = [f for name, source in SETS.items() for f in check_wheels(source, Path(tmp) / name, Path(tmp))]
+        if failed:
+            print("no wheels:\n" + "\n".join(failed), file=sys.stderr)
+            return 1
         for name in SETS:
             shutil.copyfile(Path(tmp) / name, LOCKS / name)
             print(f"wrote {LOCKS / name}")
