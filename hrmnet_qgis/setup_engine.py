@@ -96,7 +96,7 @@ DRIVER_FOR_CUDA: list[tuple[tuple[int, int], tuple[int, ...]]] = [
 ]
 #: Minor-version compatibility: any CUDA <major>.x build runs on a driver of at least this branch.
 MIN_DRIVER_FOR_MAJOR = {13: (580,), 12: (525, 60, 13), 11: (450, 80, 2)}
-#: What "Set up engine" downloads in all (torch and every other requirement).
+#: What "Set up engine" needs in all (torch and every other package), shown before installing.
 SIZE_CPU = "about 1.6 GB on disk, 0.38 GB to download (measured, CPU build)"
 SIZE_CUDA = "several GB: about 3 GB to download and 5-6 GB on disk (PyTorch with NVIDIA's CUDA libraries)"
 SIZE_DEFAULT = "about 1.5 GB"
@@ -104,8 +104,8 @@ SIZE_DEFAULT = "about 1.5 GB"
 #: the wheels pip downloads (full: 0.19 GB from the lock plus the 0.19 GB CPU torch wheel).
 SIZE_LIGHT = "about 0.72 GB on disk, 0.18 GB to download (measured; onnxruntime, no torch)"
 SIZE_LIGHT_DIRECTML = "about 0.72 GB on disk (onnxruntime-directml's wheel is 24 MB, about the size of onnxruntime's)"
-SIZE_LIGHT_CUDA = ("the light set (about 0.72 GB on disk, measured) plus about 1.5 GB to download for onnxruntime-gpu with "
-                   "NVIDIA's CUDA 13 and cuDNN 9 libraries (PyPI's Linux wheel sizes; not measured installed)")
+SIZE_LIGHT_CUDA = ("the light set (about 0.72 GB on disk, measured) plus about 1.5 GB to download for onnxruntime-gpu "
+                   "with NVIDIA's CUDA 13 and cuDNN 9 libraries (PyPI's Linux wheel sizes; not measured installed)")
 #: The two kinds of engine "Set up engine" offers: (kind, what the user sees).
 FULL, LIGHT = "full", "light"
 ENGINE_KINDS: list[tuple[str, str]] = [
@@ -594,8 +594,7 @@ def _light_plan(onnx_build: OnnxRuntimeBuild) -> InstallPlan:
     requirements, _ = light_requirements_and_pins()
     reqs = engine_requirements.with_onnxruntime(requirements, onnx_build.package)
     notes = [f"onnxruntime: {onnx_build.label}" + (f" ({onnx_build.reason})" if onnx_build.reason else ""),
-             f"Installing the light engine's locked set (no torch); the first time this downloads "
-             f"{onnx_build.size}"]
+             f"Installing the light engine's locked set (no torch): {onnx_build.size}"]
     check = _check_code(reqs, "print('onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())")
     entries = lock_of(LIGHT)
     if onnx_build.package == "onnxruntime":  # the lock is all
@@ -623,7 +622,7 @@ def install_plan(kind: str, py: tuple[int, int], find_links: Sequence[str], torc
     locked, build = _split(lock_of(FULL), engine_requirements.torch_build_part)
     torch_pins = engine_requirements.pins([e for e in build if e.name == "torch"])
     notes = [f"PyTorch: {torch_build.label}" + (f" ({torch_build.reason})" if torch_build.reason else ""),
-             f"Installing the engine's locked set; the first time this downloads {torch_build.size}"]
+             f"Installing the engine's locked set: {torch_build.size}"]
     return InstallPlan(requirements, locked, torch_req, torch_pins, torch_build.pip_args(), notes,
                        _check_code(requirements, "print('torch', torch.__version__)"))
 
