@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: bootstrap test demo bench plugin clean screenshots
+.PHONY: bootstrap test demo bench plugin clean screenshots locks
 
 bootstrap:
 	@bash tools/bootstrap.sh
@@ -19,8 +19,15 @@ demo: bootstrap
 bench: bootstrap
 	$(PY) -m benchmarks
 
+# The ZIP, then the checks plugins.qgis.org runs on an upload (validator, bandit, detect-secrets).
 plugin: bootstrap
 	$(PY) tools/build_plugin.py
+	$(PY) tools/plugin_check.py dist/hrmnet_qgis.zip
+
+# engine/locks/light.txt and full.txt: every package of the light and full engine, pinned with
+# hashes, from pyproject.toml + engine/light-requirements.txt + constraints.txt (uv, PyPI).
+locks: bootstrap
+	$(PY) tools/make_locks.py
 
 # The real QGIS desktop under a virtual display (xvfb-run); pictures into docs/. Skipped
 # with a message where there is no display server.

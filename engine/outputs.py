@@ -72,7 +72,8 @@ __all__ = [
 PathLike = Union[str, os.PathLike]
 
 PREFIX = ".hrmnet-tmp-"
-HOST = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
+# A short tag of this host in staging-folder names (not security: usedforsecurity=False).
+HOST = hashlib.sha1(socket.gethostname().encode("utf-8", "replace"), usedforsecurity=False).hexdigest()[:6]
 _OURS = re.compile(r"^\.hrmnet-tmp-([0-9a-f]{6})-(\d+)-[a-z0-9_]+$")
 _PROC_FD = os.path.isdir(f"/proc/{os.getpid()}/fd")
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)

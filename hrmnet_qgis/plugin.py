@@ -10,9 +10,10 @@ import re
 from pathlib import Path
 from typing import Optional, Sequence
 
-from qgis.core import QgsApplication, QgsMapLayerType, QgsProject
+from qgis.core import QgsApplication, QgsProject
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction
+
+from .compat import LAYER_RASTER, QAction
 
 __all__ = ["HrmnetPlugin", "MENU", "before_after", "recent_raster_pair"]
 
@@ -126,7 +127,7 @@ def recent_raster_pair(project: QgsProject) -> dict:
     Layers panel (QGIS adds new layers on top), ordered by :func:`before_after`; {} with
     fewer than two rasters (Processing then preselects as usual)."""
     rasters = [node.layer() for node in project.layerTreeRoot().findLayers()
-               if node.layer() is not None and node.layer().type() == QgsMapLayerType.RasterLayer]
+               if node.layer() is not None and node.layer().type() == LAYER_RASTER]
     if len(rasters) < 2:
         return {}
     pair = rasters[:2]

@@ -9,17 +9,19 @@ then runs the engine with that interpreter (stored as the plugin setting).
 progress and cancel, callable without a GUI. :class:`SetupEngineTask` (in
 ``dialogs/setup_dialog.py``) runs it as a QgsTask.
 
-What is installed: pyproject.toml's dependencies with constraints.txt's pins (read by
-:mod:`.engine_requirements`, the same set as the project's own set-up), and the PyTorch
-build this computer can use (:func:`choose_torch_build`): with an NVIDIA GPU the CUDA
+What is installed: the full lock of the set (``engine/locks/full.txt``, made by ``make locks``
+from pyproject.toml's dependencies and constraints.txt: every package ``==`` with its hashes,
+``pip install --require-hashes``), and the PyTorch build this computer can use
+(:func:`choose_torch_build`) at the lock's torch version: with an NVIDIA GPU the CUDA
 build its driver supports, from PyTorch's own package index for that build
 (``https://download.pytorch.org/whl/cuXYZ``), else the CPU build (macOS: PyPI's
 torch). The choice and its download size are shown before installing and can be
 overridden.
 
 Two kinds of engine are offered (:data:`ENGINE_KINDS`): "Detection and training" (the above,
-with PyTorch) and "Detection only" (the light engine: engine/light-requirements.txt with the
-same pins, onnxruntime instead of torch; it runs detection with exported ``.onnx`` models).
+with PyTorch) and "Detection only" (the light engine: ``engine/locks/light.txt``, the lock of
+engine/light-requirements.txt, onnxruntime instead of torch; it runs detection with exported
+``.onnx`` models). The environment is made with QGIS's own Python (:func:`base_python`).
 Its onnxruntime build is picked like PyTorch's (:func:`choose_onnxruntime`): onnxruntime-gpu
 for an NVIDIA GPU whose driver runs PyPI's build, onnxruntime-directml on Windows, else
 onnxruntime.
@@ -75,6 +77,7 @@ __all__ = [
     "run_doctor",
     "InstallPlan",
     "install_plan",
+    "lock_of",
     "create_engine_env",
 ]
 
@@ -93,19 +96,20 @@ DRIVER_FOR_CUDA: list[tuple[tuple[int, int], tuple[int, ...]]] = [
 ]
 #: Minor-version compatibility: any CUDA <major>.x build runs on a driver of at least this branch.
 MIN_DRIVER_FOR_MAJOR = {13: (580,), 12: (525, 60, 13), 11: (450, 80, 2)}
-#: What "Set up engine" downloads in all (torch and every other requirement).
-SIZE_CPU = "about 1.6 GB (measured, CPU build)"
+#: What "Set up engine" needs in all (torch and every other package), shown before installing.
+SIZE_CPU = "about 1.6 GB on disk, 0.38 GB to download (measured, CPU build)"
 SIZE_CUDA = "several GB: about 3 GB to download and 5-6 GB on disk (PyTorch with NVIDIA's CUDA libraries)"
 SIZE_DEFAULT = "about 1.5 GB"
-#: The light engine (onnxruntime, no torch): measured with the CPU onnxruntime (Python 3.11, Linux).
-SIZE_LIGHT = "about 0.55 GB (measured; onnxruntime, no torch)"
-SIZE_LIGHT_DIRECTML = "about 0.55 GB (onnxruntime-directml's wheel is 24 MB, about the size of onnxruntime's)"
-SIZE_LIGHT_CUDA = ("the light set (about 0.55 GB measured) plus about 1.5 GB to download for onnxruntime-gpu with "
-                   "NVIDIA's CUDA 13 and cuDNN 9 libraries (PyPI's Linux wheel sizes; not measured installed)")
+#: Measured from the locks on Linux, Python 3.11, CPU builds: the environment's size on disk and the sum of
+#: the wheels pip downloads (full: 0.19 GB from the lock plus the 0.19 GB CPU torch wheel).
+SIZE_LIGHT = "about 0.72 GB on disk, 0.18 GB to download (measured; onnxruntime, no torch)"
+SIZE_LIGHT_DIRECTML = "about 0.72 GB on disk (onnxruntime-directml's wheel is 24 MB, about the size of onnxruntime's)"
+SIZE_LIGHT_CUDA = ("the light set (about 0.72 GB on disk, measured) plus about 1.5 GB to download for onnxruntime-gpu "
+                   "with NVIDIA's CUDA 13 and cuDNN 9 libraries (PyPI's Linux wheel sizes; not measured installed)")
 #: The two kinds of engine "Set up engine" offers: (kind, what the user sees).
 FULL, LIGHT = "full", "light"
 ENGINE_KINDS: list[tuple[str, str]] = [
-    (LIGHT, "Detection only (light, ~0.55 GB measured: onnxruntime, no torch; .onnx models)"),
+    (LIGHT, "Detection only (light, ~0.72 GB measured: onnxruntime, no torch; .onnx models)"),
     (FULL, "Detection and training (PyTorch, ~1.6 GB CPU / several GB CUDA)"),
 ]
 #: PyPI's onnxruntime-gpu is built for CUDA 13 (its [cuda,cudnn] extras bring CUDA 13 and cuDNN 9).
@@ -136,13 +140,27 @@ def venv_python(folder: Path) -> Path:
 
 
 def base_python() -> str:
-    """A real Python interpreter to create the environment with (QGIS's, else python3 on PATH)."""
+    """The interpreter to create the environment with: QGIS's own Python, else a Python of the same
+    version on PATH (``python3.X``); so the engine runs the Python version QGIS runs."""
     for candidate in qgis_python_candidates():
         return candidate
-    found = shutil.which("python3") or shutil.which("python")
-    if not found:
-        raise SetupError("no Python interpreter found to create the environment with (install Python 3)")
-    return found
+    v = sys.version_info
+    for name in (f"python{v.major}.{v.minor}", "python3", "python"):
+        found = shutil.which(name)
+        if found and _python_version(found) == (v.major, v.minor):
+            return found
+    raise SetupError(f"no Python {v.major}.{v.minor} (QGIS's version) found to create the environment with; "
+                     "choose its interpreter with 'Use an existing Python…'")
+
+
+def _python_version(python: str) -> Optional[tuple[int, int]]:
+    try:
+        # list argv, no shell: an interpreter found on PATH
+        out = subprocess.run([python, "-c", "import sys; print(*sys.version_info[:2])"],  # nosec B603
+                             capture_output=True, text=True, timeout=60, check=False).stdout.split()
+        return int(out[0]), int(out[1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
 
 
 def find_torch_wheel(folders: Iterable[str], py: tuple[int, int]) -> Optional[str]:
@@ -529,16 +547,25 @@ def run_doctor(python: Path, log: Log = print, is_cancelled: Callable[[], bool] 
 class InstallPlan:
     """What ``pip install`` gets for one kind of engine, and how the result is checked.
 
+    The set comes from its full lock (``make locks``): ``locked`` (every package ``==`` with its
+    hashes) is installed first with ``--require-hashes``; then ``build`` (PyTorch or a GPU
+    onnxruntime: the build chosen for this computer, from its own index) with ``build_pins`` (the
+    lock's version of it) and ``locked``'s pins as constraints, so nothing else can move.
+
     Attributes:
-        requirements: the requirement strings pip installs.
-        pins: the constraints (constraints.txt's pins).
-        pip_args: extra pip options (PyTorch's index for a CUDA build).
+        requirements: the set's requirement strings (what the environment must import).
+        locked: requirements-file text, the lock less the build part, with hashes.
+        build: what the second pip step installs (empty: nothing, the lock is all).
+        build_pins: constraints-file text pinning ``build`` to the lock's versions.
+        pip_args: extra pip options of the second step (PyTorch's index for a CUDA build).
         notes: lines logged before installing (the build chosen and why, the download size).
         check: Python code run in the new environment: imports the set, prints the key version.
     """
 
     requirements: list[str]
-    pins: list[str]
+    locked: str
+    build: list[str]
+    build_pins: str
     pip_args: list[str]
     notes: list[str]
     check: str
@@ -549,30 +576,72 @@ def _check_code(requirements: Sequence[str], last: str) -> str:
     return "import " + ", ".join(modules) + "; " + last
 
 
+def lock_of(kind: str, root: Optional[Path] = None) -> list[engine_requirements.Locked]:
+    """The full lock of ``kind`` (``engine/locks/<kind>.txt`` beside the engine)."""
+    try:
+        return engine_requirements.load_lock(Path(root or engine_root()), kind)
+    except (OSError, ValueError, KeyError) as exc:
+        raise SetupError(f"cannot read the engine's lock: {exc}") from exc
+
+
+def _split(entries: list, build_part: Callable[[str], bool]) -> tuple[str, list]:
+    """(the lock less the build part, with hashes; the build part's entries)."""
+    build = [e for e in entries if build_part(e.name)]
+    return engine_requirements.hashed([e for e in entries if not build_part(e.name)]), build
+
+
+def _light_plan(onnx_build: OnnxRuntimeBuild) -> InstallPlan:
+    requirements, _ = light_requirements_and_pins()
+    reqs = engine_requirements.with_onnxruntime(requirements, onnx_build.package)
+    notes = [f"onnxruntime: {onnx_build.label}" + (f" ({onnx_build.reason})" if onnx_build.reason else ""),
+             f"Installing the light engine's locked set (no torch): {onnx_build.size}"]
+    check = _check_code(reqs, "print('onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())")
+    entries = lock_of(LIGHT)
+    if onnx_build.package == "onnxruntime":  # the lock is all
+        return InstallPlan(reqs, engine_requirements.hashed(entries), [], "", [], notes, check)
+    locked, ort = _split(entries, lambda name: name == "onnxruntime")
+    variant = engine_requirements.requirement_name(onnx_build.package)
+    return InstallPlan(reqs, locked, [onnx_build.package], engine_requirements.pins(ort, rename=lambda n: variant),
+                       [], notes, check)
+
+
 def install_plan(kind: str, py: tuple[int, int], find_links: Sequence[str], torch_build: Optional[TorchBuild] = None,
                  onnx_build: Optional[OnnxRuntimeBuild] = None,
                  gpu: Callable[[], tuple[Optional[GpuInfo], str]] = detect_gpu) -> InstallPlan:
     """The install for ``kind`` (:data:`FULL` or :data:`LIGHT`) with Python ``py``; builds not given are
     chosen for this computer (``gpu()``: the NVIDIA GPU and a note, see :func:`detect_gpu`)."""
     if kind == LIGHT:
-        requirements, pins = light_requirements_and_pins()
-        onnx_build = onnx_build or choose_onnxruntime(*gpu())
-        reqs = engine_requirements.with_onnxruntime(requirements, onnx_build.package)
-        notes = [f"onnxruntime: {onnx_build.label}" + (f" ({onnx_build.reason})" if onnx_build.reason else ""),
-                 f"Installing the light engine's requirements (no torch); the first time this downloads "
-                 f"{onnx_build.size}"]
-        check = _check_code(reqs, "print('onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())")
-        return InstallPlan(reqs, pins, [], notes, check)
+        return _light_plan(onnx_build or choose_onnxruntime(*gpu()))
     if kind != FULL:
         raise SetupError(f"{kind}: unknown kind of engine (choose {FULL} or {LIGHT})")
-    requirements, pins = engine_requirements_and_pins()
+    requirements, _ = engine_requirements_and_pins()
     if torch_build is None:
         torch_build = choose_torch_build(*gpu(), local_wheel=find_torch_wheel(find_links, py))
     reqs = requirements_for(py, find_links if torch_build.build == "local" else (), requirements)
+    torch_req = [r for r in reqs if engine_requirements.requirement_name(r) == "torch"]
+    locked, build = _split(lock_of(FULL), engine_requirements.torch_build_part)
+    torch_pins = engine_requirements.pins([e for e in build if e.name == "torch"])
     notes = [f"PyTorch: {torch_build.label}" + (f" ({torch_build.reason})" if torch_build.reason else ""),
-             f"Installing the engine's requirements; the first time this downloads {torch_build.size}"]
-    return InstallPlan(reqs, pins, torch_build.pip_args(), notes,
+             f"Installing the engine's locked set: {torch_build.size}"]
+    return InstallPlan(requirements, locked, torch_req, torch_pins, torch_build.pip_args(), notes,
                        _check_code(requirements, "print('torch', torch.__version__)"))
+
+
+def _pip_install(vpy: Path, folder: Path, plan: InstallPlan, extra_pip_args: Sequence[str], log: Log,
+                 is_cancelled: Callable[[], bool], progress: Progress, env: dict) -> None:
+    """The two pip steps of ``plan`` (see :class:`InstallPlan`); the files pip reads stay in ``folder``."""
+    lock = folder / "hrmnet-lock.txt"
+    lock.write_text(plan.locked, encoding="utf-8")
+    pip = [str(vpy), "-m", "pip", "install", "--progress-bar", "off", *extra_pip_args]
+    end = 0.75 if plan.build else 0.9
+    _run([*pip, "--require-hashes", "-r", str(lock)], log, is_cancelled, on_line=_PipProgress(progress, 0.05, end),
+         env=env)
+    if plan.build:
+        pinned = folder / "hrmnet-pins.txt"
+        pinned.write_text(engine_requirements.pins(engine_requirements.parse_lock(plan.locked)) + plan.build_pins,
+                          encoding="utf-8")
+        _run([*pip, *plan.pip_args, "-c", str(pinned), *plan.build], log, is_cancelled,
+             on_line=_PipProgress(progress, end, 0.9), env=env)
 
 
 def create_engine_env(
@@ -637,14 +706,13 @@ def create_engine_env(
         version = _run([str(vpy), "-c", "import sys; print('%d %d' % sys.version_info[:2])"], log, is_cancelled,
                        env=env)[-1].split()
         py = (int(version[0]), int(version[1]))
+        qgis_py = tuple(sys.version_info[:2])
+        log(f"Python {py[0]}.{py[1]}" + (" (QGIS's own version)" if py == qgis_py
+                                          else f" (QGIS runs {qgis_py[0]}.{qgis_py[1]})"))
         plan = install_plan(kind, py, find_links, torch_build, onnx_build)
-        constraints = folder / "hrmnet-constraints.txt"
-        constraints.write_text("".join(p + "\n" for p in plan.pins), encoding="utf-8")
         for line in plan.notes:
             log(line)
-        _run([str(vpy), "-m", "pip", "install", "--progress-bar", "off", *plan.pip_args, *extra_pip_args,
-              "-c", str(constraints), *plan.requirements], log, is_cancelled,
-             on_line=_PipProgress(progress, 0.05, 0.9), env=env)
+        _pip_install(vpy, folder, plan, extra_pip_args, log, is_cancelled, progress, env)
         progress(0.9)
         log("Checking the environment")
         _run([str(vpy), "-c", plan.check], log, is_cancelled, env=env)

@@ -28,7 +28,7 @@ DEMO = ROOT / "engine" / "demo"
 def wait(ms: int) -> None:
     loop = QEventLoop()
     QTimer.singleShot(ms, loop.quit)
-    loop.exec_()
+    loop.exec()
 
 
 def wait_until(condition, timeout_s: float, what: str) -> None:

@@ -33,7 +33,8 @@ def folder_name(sheet_id: str) -> str:
     if _SAFE.match(sheet_id):
         return sheet_id
     plain = re.sub(r"[^A-Za-z0-9._-]", "_", sheet_id)[:60].lstrip(".") or "sheet"
-    return f"{plain}-{hashlib.sha1(sheet_id.encode('utf-8')).hexdigest()[:8]}"
+    digest = hashlib.sha1(sheet_id.encode("utf-8"), usedforsecurity=False).hexdigest()[:8]  # a name, not security
+    return f"{plain}-{digest}"
 
 
 @dataclass

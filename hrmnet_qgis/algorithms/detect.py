@@ -5,12 +5,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from qgis.core import (
-    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingParameterBand,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
@@ -19,6 +17,7 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
+from ..compat import FILE_BEHAVIOR_FILE, NUMBER_DOUBLE, PARAMETER_ADVANCED, SOURCE_VECTOR_POLYGON
 from .. import settings
 from ..model_info import demo_model, is_demonstration, model_summary, read_model_info
 from .base import EngineAlgorithm, OutputLayer, absolute, layer_file
@@ -114,7 +113,7 @@ class DetectChanges(EngineAlgorithm):
                 self.MODEL,
                 self.tr("Model checkpoint (default: the DEMO model, for synthetic scenes only)") if demo
                 else self.tr("Model checkpoint"),
-                behavior=QgsProcessingParameterFile.File,
+                behavior=FILE_BEHAVIOR_FILE,
                 defaultValue=default_model or None,
                 fileFilter=self.tr("HRMNet models (*.safetensors *.pth *.onnx);;All files (*.*)"),
             )
@@ -122,7 +121,7 @@ class DetectChanges(EngineAlgorithm):
         threshold = QgsProcessingParameterNumber(
             self.THRESHOLD,
             self.tr("Change probability threshold (empty: the model's)"),
-            QgsProcessingParameterNumber.Double,
+            NUMBER_DOUBLE,
             defaultValue=None,
             optional=True,
             minValue=0.0,
@@ -143,14 +142,14 @@ class DetectChanges(EngineAlgorithm):
             *tiling_parameters(self.tr),
             QgsProcessingParameterNumber(self.REVIEW_THRESHOLD,
                                          self.tr("Review areas: score threshold (empty: the model's, 0.3)"),
-                                         QgsProcessingParameterNumber.Double, None, True, 0.0, 1.0),
+                                         NUMBER_DOUBLE, None, True, 0.0, 1.0),
         ]
         for param in advanced:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            param.setFlags(param.flags() | PARAMETER_ADVANCED)
             self.addParameter(param)
 
         polygons = QgsProcessingParameterVectorDestination(
-            self.OUTPUT_POLYGONS, self.tr("Change polygons"), QgsProcessing.TypeVectorPolygon
+            self.OUTPUT_POLYGONS, self.tr("Change polygons"), SOURCE_VECTOR_POLYGON
         )
         self.addParameter(polygons)
         self.addParameter(
@@ -172,7 +171,7 @@ class DetectChanges(EngineAlgorithm):
         self.addParameter(
             QgsProcessingParameterVectorDestination(
                 self.OUTPUT_REVIEW_AREAS, self.tr("Review areas (possible missed changes)"),
-                QgsProcessing.TypeVectorPolygon, optional=True, createByDefault=False
+                SOURCE_VECTOR_POLYGON, optional=True, createByDefault=False
             )
         )
 

@@ -12,6 +12,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
 )
 
+from ..compat import NUMBER_DOUBLE, NUMBER_INTEGER
 from .base import DEVICE_LABELS, DEVICES, PRECISION_LABELS, PRECISIONS
 
 __all__ = ["VECTOR_EXTENSIONS", "check_vector_output", "given", "mapping_parameters", "num", "mapping_options",
@@ -43,10 +44,10 @@ def mapping_parameters(tr: Callable[[str], str]) -> list:
     """MIN_AREA and SIMPLIFY (the threshold is built by each algorithm: the detect dialog
     gives it a widget that shows the model's value)."""
     return [
-        QgsProcessingParameterNumber("MIN_AREA", tr("Minimum polygon area (m²)"), QgsProcessingParameterNumber.Double,
+        QgsProcessingParameterNumber("MIN_AREA", tr("Minimum polygon area (m²)"), NUMBER_DOUBLE,
                                      defaultValue=0.0, minValue=0.0),
         QgsProcessingParameterNumber("SIMPLIFY", tr("Simplification tolerance (m, 0 = none)"),
-                                     QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0),
+                                     NUMBER_DOUBLE, defaultValue=0.0, minValue=0.0),
     ]
 
 
@@ -54,11 +55,11 @@ def tiling_parameters(tr: Callable[[str], str]) -> list:
     """The advanced TILE_SIZE, OVERLAP, BATCH_SIZE, DEVICE and PRECISION parameters."""
     return [
         QgsProcessingParameterNumber("TILE_SIZE", tr("Tile size (pixels, multiple of 32; empty: the model's)"),
-                                     QgsProcessingParameterNumber.Integer, None, True, 32, 8192),
+                                     NUMBER_INTEGER, None, True, 32, 8192),
         QgsProcessingParameterNumber("OVERLAP", tr("Tile overlap (pixels; empty: the model's)"),
-                                     QgsProcessingParameterNumber.Integer, None, True, 0, 4096),
+                                     NUMBER_INTEGER, None, True, 0, 4096),
         QgsProcessingParameterNumber("BATCH_SIZE", tr("Tiles per batch (empty: automatic)"),
-                                     QgsProcessingParameterNumber.Integer, None, True, 1, 1024),
+                                     NUMBER_INTEGER, None, True, 1, 1024),
         QgsProcessingParameterEnum("DEVICE", tr("Device"), DEVICE_LABELS, defaultValue=0),
         QgsProcessingParameterEnum("PRECISION", tr("Precision"), PRECISION_LABELS, defaultValue=0),
     ]

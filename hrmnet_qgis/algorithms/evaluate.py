@@ -8,13 +8,13 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
 )
 
+from ..compat import FILE_BEHAVIOR_FOLDER, NUMBER_INTEGER, PARAMETER_ADVANCED
 from .base import DEVICE_LABELS, DEVICES, PRECISION_LABELS, PRECISIONS, EngineAlgorithm, absolute
 from .detect import given
 
@@ -59,7 +59,7 @@ class Evaluate(EngineAlgorithm):
 
     def initAlgorithm(self, config: Optional[dict] = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterFile("DATA", self.tr("Dataset folder"),
-                                                     behavior=QgsProcessingParameterFile.Folder))
+                                                     behavior=FILE_BEHAVIOR_FOLDER))
         self.addParameter(QgsProcessingParameterEnum("SPLIT", self.tr("Split"), SPLITS, defaultValue=0))
         self.addParameter(QgsProcessingParameterFile("MODEL", self.tr("Model checkpoint"),
                                                      fileFilter="HRMNet models (*.safetensors *.pth *.onnx)"))
@@ -67,10 +67,10 @@ class Evaluate(EngineAlgorithm):
             QgsProcessingParameterEnum("DEVICE", self.tr("Device"), DEVICE_LABELS, defaultValue=0),
             QgsProcessingParameterEnum("PRECISION", self.tr("Precision"), PRECISION_LABELS, defaultValue=0),
             QgsProcessingParameterNumber("BATCH_SIZE", self.tr("Batch size (tiles; empty: the engine's)"),
-                                         QgsProcessingParameterNumber.Integer, None, True, 1),
+                                         NUMBER_INTEGER, None, True, 1),
         ]
         for param in advanced:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            param.setFlags(param.flags() | PARAMETER_ADVANCED)
             self.addParameter(param)
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", self.tr("Colour maps folder"),
                                                                   optional=True, createByDefault=False))

@@ -10,7 +10,6 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputFile,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMapLayer,
@@ -19,6 +18,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..compat import NUMBER_DOUBLE, NUMBER_INTEGER, PARAMETER_ADVANCED
 from .base import EngineAlgorithm, absolute, layer_file
 from .detect import given
 
@@ -54,17 +54,17 @@ class PrepareDataset(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterFile("PAIRS", self.tr("Sheets CSV (before,after,labels rows)"),
                                                      optional=True, extension="csv"))
         self.addParameter(QgsProcessingParameterNumber("TILE_SIZE", self.tr("Tile size (px)"),
-                                                       QgsProcessingParameterNumber.Integer, 512, False, 32))
+                                                       NUMBER_INTEGER, 512, False, 32))
         advanced = [
             QgsProcessingParameterNumber("STRIDE", self.tr("Stride (px; empty: the tile size)"),
-                                         QgsProcessingParameterNumber.Integer, None, True, 1),
+                                         NUMBER_INTEGER, None, True, 1),
             QgsProcessingParameterString("SPLIT", self.tr("Train,val,test fractions"), "0.6,0.3,0.1"),
-            QgsProcessingParameterNumber("SEED", self.tr("Random seed"), QgsProcessingParameterNumber.Integer, 42),
+            QgsProcessingParameterNumber("SEED", self.tr("Random seed"), NUMBER_INTEGER, 42),
             QgsProcessingParameterNumber("KEEP_EMPTY", self.tr("Fraction of tiles without change to keep"),
-                                         QgsProcessingParameterNumber.Double, None, True, 0.0, 1.0),
+                                         NUMBER_DOUBLE, None, True, 0.0, 1.0),
         ]
         for param in advanced:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            param.setFlags(param.flags() | PARAMETER_ADVANCED)
             self.addParameter(param)
         self.addParameter(QgsProcessingParameterBoolean("OVERWRITE", self.tr("Replace a non-empty dataset folder"),
                                                         defaultValue=False))

@@ -18,7 +18,6 @@ from typing import Any, Optional
 from qgis.core import (
     QgsCoordinateTransformContext,
     QgsFeatureRequest,
-    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeatureSourceDefinition,
@@ -26,7 +25,6 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingOutputVectorLayer,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
@@ -41,6 +39,14 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
+from ..compat import (
+    FILE_BEHAVIOR_FILE,
+    NUMBER_DOUBLE,
+    NUMBER_INTEGER,
+    PARAMETER_ADVANCED,
+    SOURCE_VECTOR,
+    SOURCE_VECTOR_POLYGON,
+)
 from ..engine_python import EngineSetupError, engine_python
 from ..runner import EngineCancelled, EngineError, EngineRun, run_engine
 from .base import (
@@ -165,10 +171,10 @@ class DetectChangesSheets(EngineAlgorithm):
 
     def initAlgorithm(self, config: Optional[dict] = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterFeatureSource(
-            self.SHEETS, self.tr("Sheets (sheet index layer)"), [QgsProcessing.TypeVector], optional=True))
+            self.SHEETS, self.tr("Sheets (sheet index layer)"), [SOURCE_VECTOR], optional=True))
         self.addParameter(QgsProcessingParameterFile(
             self.SHEETS_FILE, self.tr("Sheet list file instead (CSV id,before,after, or a sheet index file)"),
-            behavior=QgsProcessingParameterFile.File, optional=True,
+            behavior=FILE_BEHAVIOR_FILE, optional=True,
             fileFilter=self.tr("Sheet lists (*.csv *.gpkg *.shp *.fgb *.geojson);;All files (*.*)")))
         self.addParameter(QgsProcessingParameterField(
             self.ID_FIELD, self.tr("Sheet id field (empty: id)"), parentLayerParameterName=self.SHEETS, optional=True))
@@ -179,12 +185,12 @@ class DetectChangesSheets(EngineAlgorithm):
             self.AFTER, self.tr("After image path, e.g. /ortho/2023/{id}.tif (empty: the after field)"),
             optional=True))
         self.addParameter(QgsProcessingParameterFile(
-            self.MODEL, self.tr("Model checkpoint"), behavior=QgsProcessingParameterFile.File,
+            self.MODEL, self.tr("Model checkpoint"), behavior=FILE_BEHAVIOR_FILE,
             defaultValue=_default_model() or None,
             fileFilter=self.tr("HRMNet models (*.safetensors *.pth *.onnx);;All files (*.*)")))
         self.addParameter(QgsProcessingParameterNumber(
             self.THRESHOLD, self.tr("Change probability threshold (empty: the model's)"),
-            QgsProcessingParameterNumber.Double, defaultValue=None, optional=True, minValue=0.0, maxValue=1.0))
+            NUMBER_DOUBLE, defaultValue=None, optional=True, minValue=0.0, maxValue=1.0))
         for param in mapping_parameters(self.tr):
             self.addParameter(param)
         self.addParameter(QgsProcessingParameterBoolean(
@@ -192,22 +198,22 @@ class DetectChangesSheets(EngineAlgorithm):
             defaultValue=False))
         self.addParameter(QgsProcessingParameterNumber(
             self.WORKERS, self.tr("Worker processes (empty: one per GPU, or one on CPU)"),
-            QgsProcessingParameterNumber.Integer, defaultValue=None, optional=True, minValue=1, maxValue=256))
+            NUMBER_INTEGER, defaultValue=None, optional=True, minValue=1, maxValue=256))
         self.addParameter(QgsProcessingParameterFolderDestination(
             self.RUN_FOLDER, self.tr("Run folder (finished sheets and status; run again to resume)")))
         for param in self._advanced():
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            param.setFlags(param.flags() | PARAMETER_ADVANCED)
             self.addParameter(param)
         self.addParameter(QgsProcessingParameterVectorDestination(
-            self.OUTPUT_POLYGONS, self.tr("Change polygons"), QgsProcessing.TypeVectorPolygon))
+            self.OUTPUT_POLYGONS, self.tr("Change polygons"), SOURCE_VECTOR_POLYGON))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_REVIEW, self.tr("Review (where the model is likely wrong; a VRT of the sheets' rasters)"),
             optional=True, createByDefault=False))
         self.addParameter(QgsProcessingParameterVectorDestination(
             self.OUTPUT_REVIEW_AREAS, self.tr("Review areas (possible missed changes)"),
-            QgsProcessing.TypeVectorPolygon, optional=True, createByDefault=False))
+            SOURCE_VECTOR_POLYGON, optional=True, createByDefault=False))
         self.addOutput(QgsProcessingOutputVectorLayer(self.OUTPUT_STATUS, self.tr("Sheet status"),
-                                                      QgsProcessing.TypeVectorPolygon))
+                                                      SOURCE_VECTOR_POLYGON))
         self.addOutput(QgsProcessingOutputNumber(self.FAILED, self.tr("Sheets failed")))
 
     def _advanced(self) -> list:
@@ -381,7 +387,7 @@ class DetectChangesSheets(EngineAlgorithm):
         options.layerName = "sheets"
         writer = QgsVectorFileWriter.create(str(path), source.fields(), source.wkbType(), source.sourceCrs(),
                                             QgsCoordinateTransformContext(), options)
-        if writer.hasError() != QgsVectorFileWriter.NoError:
+        if writer.hasError() != QgsVectorFileWriter.WriterError.NoError:
             raise QgsProcessingException(f"{path}: cannot write the sheet index ({writer.errorMessage()})")
         count = 0
         for feature in source.getFeatures():

@@ -10,13 +10,13 @@ from qgis.core import (
     QgsProcessingOutputFile,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
 )
 
+from ..compat import FILE_BEHAVIOR_FOLDER, NUMBER_DOUBLE, NUMBER_INTEGER, PARAMETER_ADVANCED
 from .base import DEVICE_LABELS, DEVICES, PRECISION_LABELS, PRECISIONS, EngineAlgorithm, absolute
 from .detect import given
 
@@ -64,13 +64,13 @@ class Train(EngineAlgorithm):
 
     def initAlgorithm(self, config: Optional[dict] = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterFile("DATA", self.tr("Dataset folder"),
-                                                     behavior=QgsProcessingParameterFile.Folder))
+                                                     behavior=FILE_BEHAVIOR_FOLDER))
         self.addParameter(QgsProcessingParameterNumber("STEPS", self.tr("Training steps"),
-                                                       QgsProcessingParameterNumber.Integer, 20000, False, 1))
+                                                       NUMBER_INTEGER, 20000, False, 1))
         self.addParameter(QgsProcessingParameterNumber("BATCH_SIZE", self.tr("Batch size"),
-                                                       QgsProcessingParameterNumber.Integer, 8, False, 1))
+                                                       NUMBER_INTEGER, 8, False, 1))
         self.addParameter(QgsProcessingParameterNumber("LR", self.tr("Learning rate"),
-                                                       QgsProcessingParameterNumber.Double, 5e-4, False, 0.0))
+                                                       NUMBER_DOUBLE, 5e-4, False, 0.0))
         self.addParameter(QgsProcessingParameterEnum("DEVICE", self.tr("Device"), DEVICE_LABELS, defaultValue=0))
         self.addParameter(QgsProcessingParameterFile("INIT", self.tr("Initial checkpoint (fine-tune from)"),
                                                      optional=True,
@@ -80,13 +80,13 @@ class Train(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean("OVERWRITE", self.tr("Start over in an existing run folder"),
                                                         defaultValue=False))
         advanced = [
-            QgsProcessingParameterNumber("CROP", self.tr("Crop size (px)"), QgsProcessingParameterNumber.Integer,
+            QgsProcessingParameterNumber("CROP", self.tr("Crop size (px)"), NUMBER_INTEGER,
                                          None, True, 32),
             QgsProcessingParameterNumber("VAL_EVERY", self.tr("Validate every N steps (0: at the end)"),
-                                         QgsProcessingParameterNumber.Integer, None, True, 0),
+                                         NUMBER_INTEGER, None, True, 0),
             QgsProcessingParameterNumber("WORKERS", self.tr("Data loader workers"),
-                                         QgsProcessingParameterNumber.Integer, None, True, 0),
-            QgsProcessingParameterNumber("SEED", self.tr("Random seed"), QgsProcessingParameterNumber.Integer,
+                                         NUMBER_INTEGER, None, True, 0),
+            QgsProcessingParameterNumber("SEED", self.tr("Random seed"), NUMBER_INTEGER,
                                          None, True, 0),
             QgsProcessingParameterEnum("PRECISION", self.tr("Precision"), PRECISION_LABELS, defaultValue=0),
             QgsProcessingParameterFile("BACKBONE", self.tr("Backbone weights (ImageNet ResNet-18-D)"), optional=True),
@@ -96,7 +96,7 @@ class Train(EngineAlgorithm):
                                 "not used with an initial checkpoint, backbone file or resume)"),
             defaultValue=True))
         for param in advanced:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            param.setFlags(param.flags() | PARAMETER_ADVANCED)
             self.addParameter(param)
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", self.tr("Run folder")))
         self.addOutput(QgsProcessingOutputFile("BEST_MODEL", self.tr("Best checkpoint (validation F1)")))

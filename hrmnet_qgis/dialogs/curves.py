@@ -26,7 +26,7 @@ class CurvesWidget(QWidget):
         self.f1: list[tuple[int, float]] = []
         self.total_steps = 0
         self.setMinimumSize(360, 240)
-        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
 
     def clear(self, total_steps: int = 0) -> None:
         self.loss.clear()
@@ -48,7 +48,7 @@ class CurvesWidget(QWidget):
 
     def paintEvent(self, event) -> None:  # noqa: N802
         painter = QPainter(self)
-        painter.setRenderHint(QPainter.Antialiasing)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.fillRect(self.rect(), self.palette().base())
         w, h = self.width(), self.height()
         gap = 8
@@ -69,11 +69,13 @@ class CurvesWidget(QWidget):
         painter.setPen(QPen(QColor(160, 160, 160), 1))
         painter.drawRect(rect)
         painter.setPen(text)
-        painter.drawText(QRectF(0, rect.top() - 2, 46, 14), Qt.AlignRight, f"{hi:.3g}")
-        painter.drawText(QRectF(0, rect.bottom() - 12, 46, 14), Qt.AlignRight, f"{lo:.3g}")
+        painter.drawText(QRectF(0, rect.top() - 2, 46, 14), Qt.AlignmentFlag.AlignRight, f"{hi:.3g}")
+        painter.drawText(QRectF(0, rect.bottom() - 12, 46, 14), Qt.AlignmentFlag.AlignRight, f"{lo:.3g}")
         label = title + (f"  {points[-1][1]:.4f} @ {points[-1][0]}" if points else "")
-        painter.drawText(QRectF(rect.left() + 4, rect.top() + 2, rect.width() - 8, 14), Qt.AlignLeft, label)
-        painter.drawText(QRectF(rect.right() - 80, rect.bottom() + 1, 80, 14), Qt.AlignRight, f"step {int(x_max)}")
+        painter.drawText(QRectF(rect.left() + 4, rect.top() + 2, rect.width() - 8, 14), Qt.AlignmentFlag.AlignLeft,
+                         label)
+        painter.drawText(QRectF(rect.right() - 80, rect.bottom() + 1, 80, 14), Qt.AlignmentFlag.AlignRight,
+                         f"step {int(x_max)}")
         if not points:
             return
 

@@ -67,15 +67,16 @@ class SetupEngineDialog(QDialog):
         self.test_task: Optional[BackgroundTask] = None
         self.report: Optional[dict] = None
         self.folder = QgsFileWidget()
-        self.folder.setStorageMode(QgsFileWidget.GetDirectory)
+        self.folder.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.folder.setFilePath(str(default_env_dir(QgsApplication.qgisSettingsDirPath())))
         self.current = QLabel()
         self.current.setWordWrap(True)
         self._show_current()
         intro = QLabel(
             "Creates a separate Python environment for the engine and installs its requirements into it with "
-            "pip, with the project's pinned versions. QGIS's own Python is not changed. <i>Detection only</i> "
-            "installs onnxruntime instead of PyTorch (about 0.55 GB, measured) and runs exported .onnx models "
+            "pip, with the project's locked versions (every package pinned, with hashes). QGIS's own Python is "
+            "not changed. <i>Detection only</i> installs onnxruntime instead of PyTorch (about 0.72 GB on disk, "
+            "measured) and runs exported .onnx models "
             "(Detect changes, map sheets); <i>Detection and training</i> installs PyTorch (about 1.6 GB with "
             "the CPU build, several GB with a CUDA build for NVIDIA GPUs) and runs every model and training."
         )

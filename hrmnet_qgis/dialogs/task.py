@@ -28,7 +28,7 @@ class BackgroundTask(QgsTask):
 
     def __init__(self, description: str, work: Callable[["BackgroundTask"], Any],
                  cancelled_types: tuple = ()) -> None:
-        super().__init__(description, QgsTask.CanCancel)
+        super().__init__(description, QgsTask.Flag.CanCancel)
         self._work = work
         self._cancelled_types = cancelled_types
         self.outcome: tuple[str, Any] = ("error", "not run")

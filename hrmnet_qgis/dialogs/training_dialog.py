@@ -65,9 +65,9 @@ class TrainingDialog(QDialog):
         self.last_step = 0
 
         self.data = QgsFileWidget()
-        self.data.setStorageMode(QgsFileWidget.GetDirectory)
+        self.data.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.out = QgsFileWidget()
-        self.out.setStorageMode(QgsFileWidget.GetDirectory)
+        self.out.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.out.fileChanged.connect(self._out_changed)
         self.steps = QSpinBox()
         self.steps.setRange(1, 10_000_000)

@@ -89,7 +89,8 @@ def _stand_in_venv(folder: Path) -> Path:
 def test_light_setup_installs_the_light_set_with_onnxruntime_gpu_and_checks_it(tmp_path):
     """The whole light set-up with a stand-in interpreter: pip gets light-requirements.txt's set with
     onnxruntime-gpu, the project's pins and no PyTorch index; the check imports that set (no torch)."""
-    from hrmnet_qgis.setup_engine import LIGHT, choose_onnxruntime, create_engine_env, light_requirements_and_pins
+    from hrmnet_qgis import engine_requirements
+    from hrmnet_qgis.setup_engine import LIGHT, choose_onnxruntime, create_engine_env
     from hrmnet_qgis.setup_engine import GpuInfo
 
     folder = tmp_path / "venv"
@@ -101,17 +102,20 @@ def test_light_setup_installs_the_light_set_with_onnxruntime_gpu_and_checks_it(t
                                find_links=[])
     assert python == folder / "bin" / "python"
     calls = (folder / "calls.log").read_text().splitlines()
-    pip = next(c for c in calls if c.startswith("-m pip install")).split()
-    reqs, pins = light_requirements_and_pins()
-    want = [r.replace("onnxruntime>", "onnxruntime-gpu[cuda,cudnn]>") for r in reqs]
-    assert pip[-len(want):] == want and "--extra-index-url" not in pip
-    assert not any(a.startswith(("torch", "safetensors")) for a in pip[pip.index("-c") + 2:])
-    assert Path(pip[pip.index("-c") + 1]).read_text().split() == pins
+    locked, gpu = [c.split() for c in calls if c.startswith("-m pip install")]
+    lock = [e for e in engine_requirements.load_lock(ROOT, "light") if e.name != "onnxruntime"]
+    # the light lock with its hashes, less onnxruntime; then onnxruntime-gpu at the lock's version
+    assert "--require-hashes" in locked and "--extra-index-url" not in locked + gpu
+    assert Path(locked[locked.index("-r") + 1]).read_text() == engine_requirements.hashed(lock)
+    assert gpu[-1] == "onnxruntime-gpu[cuda,cudnn]" and not any(a.startswith("torch") for a in gpu)
+    gpu_pins = Path(gpu[gpu.index("-c") + 1]).read_text()
+    assert "onnxruntime-gpu==1.32.0 ; python_full_version >= '3.11'" in gpu_pins.splitlines()
+    assert "numpy==1.26.4" in gpu_pins.splitlines() and "torch" not in gpu_pins
     check = next(c for c in calls if c.startswith("-c import numpy"))
     assert "onnxruntime" in check and "rasterio" in check and "torch" not in check
     assert reports == [LIGHT_REPORT]
     assert any(line.startswith("onnxruntime: onnxruntime-gpu for NVIDIA GeForce RTX 4070") for line in lines)
-    assert any("light engine's requirements (no torch)" in line and "1.5 GB" in line for line in lines)
+    assert any("light engine's locked set (no torch)" in line and "1.5 GB" in line for line in lines)
     summary = next(line for line in lines if line.startswith("Engine check: "))
     assert summary == ("Engine check: light engine (no torch: .onnx models only), device cuda, onnxruntime 1.31.1 "
                        "(CUDAExecutionProvider, CPUExecutionProvider), precision fp32")
@@ -119,6 +123,7 @@ def test_light_setup_installs_the_light_set_with_onnxruntime_gpu_and_checks_it(t
 
 @posix_only
 def test_light_setup_on_cpu_says_the_measured_size(tmp_path, monkeypatch):
+    from hrmnet_qgis import engine_requirements
     from hrmnet_qgis.setup_engine import LIGHT, create_engine_env
 
     (tmp_path / "bin").mkdir()
@@ -127,9 +132,12 @@ def test_light_setup_on_cpu_says_the_measured_size(tmp_path, monkeypatch):
     _stand_in_venv(folder)
     lines: list[str] = []
     create_engine_env(folder, log=lines.append, kind=LIGHT, find_links=[])
-    pip = next(c for c in (folder / "calls.log").read_text().splitlines() if c.startswith("-m pip install"))
-    assert "onnxruntime>=1.18" in pip.split() and "torch" not in pip.replace("torch==", "")
-    assert any("about 0.55 GB (measured" in line for line in lines)
+    pips = [c.split() for c in (folder / "calls.log").read_text().splitlines() if c.startswith("-m pip install")]
+    assert len(pips) == 1 and "--require-hashes" in pips[0]  # the whole light lock, onnxruntime (CPU) included
+    lock = Path(pips[0][pips[0].index("-r") + 1]).read_text()
+    assert lock == engine_requirements.hashed(engine_requirements.load_lock(ROOT, "light"))
+    assert "onnxruntime==" in lock and "torch" not in lock
+    assert any("about 0.72 GB on disk, 0.18 GB to download (measured" in line for line in lines)
 
 
 @posix_only
@@ -232,7 +240,7 @@ def test_dialog_offers_detection_only_with_its_measured_size(qgis_app, monkeypat
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
     dialog = SetupEngineDialog()
     labels = [dialog.kind.itemText(i) for i in range(dialog.kind.count())]
-    assert labels == ["Detection only (light, ~0.55 GB measured: onnxruntime, no torch; .onnx models)",
+    assert labels == ["Detection only (light, ~0.72 GB measured: onnxruntime, no torch; .onnx models)",
                       "Detection and training (PyTorch, ~1.6 GB CPU / several GB CUDA)"]
     assert dialog.chosen_kind() == FULL and dialog.build.isEnabled() and not dialog.runtime.isEnabled()
     dialog.kind.setCurrentIndex(dialog.kind.findData(LIGHT))
@@ -240,7 +248,7 @@ def test_dialog_offers_detection_only_with_its_measured_size(qgis_app, monkeypat
     assert dialog.folder.filePath() == str(default_env_dir(QgsApplication.qgisSettingsDirPath(), LIGHT))
     assert dialog.runtime.itemText(0) == "Automatic: onnxruntime (CPU)" and dialog.chosen_runtime() is None
     note = dialog.build_note.text()
-    assert "0.55 GB (measured" in note and "Installs onnxruntime (no torch)" in note
+    assert "0.72 GB on disk, 0.18 GB to download (measured" in note and "Installs onnxruntime (no torch)" in note
     dialog.runtime.setCurrentIndex(2)
     assert dialog.chosen_runtime().package == "onnxruntime-gpu[cuda,cudnn]" and "1.5 GB" in dialog.build_note.text()
     dialog.close()

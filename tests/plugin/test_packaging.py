@@ -50,7 +50,9 @@ def test_metadata_has_the_fields_the_plugin_repository_requires():
     for key in ("name", "description", "version", "qgisMinimumVersion", "qgisMaximumVersion", "author", "email",
                 "about", "tracker", "repository"):
         assert meta.get(key, "").strip(), key
-    assert meta["qgisMinimumVersion"] == "3.22" and meta["qgisMaximumVersion"].startswith("3.")
+    # QGIS 3.22 (tested) to 4.x (Qt6: checked statically by tests/test_qt6_scan.py).
+    assert meta["qgisMinimumVersion"] == "3.22" and meta["qgisMaximumVersion"] == "4.99"
+    assert meta["supportsQt6"] == "True"
     assert meta["hasProcessingProvider"] == "yes"
     assert meta["license"].startswith("GPL-2.0")
     assert (ROOT / "hrmnet_qgis" / meta["icon"]).is_file()

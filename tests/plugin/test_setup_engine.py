@@ -21,7 +21,7 @@ def test_requirements_and_pins_are_pyproject_and_constraints():
     pins = [line.split("#")[0].strip() for line in (ROOT / "constraints.txt").read_text().splitlines()]
     reqs, cons = engine_requirements_and_pins()
     assert reqs == deps and cons == [p for p in pins if p]
-    assert "torch==2.13.0" in cons and "numpy<2" in cons
+    assert 'torch==2.13.0; python_version >= "3.10"' in cons and "numpy<2" in cons
     # Pythons without tomllib (QGIS on 3.9/3.10) read the same list.
     assert engine_requirements.dependencies_without_tomllib((ROOT / "pyproject.toml").read_text()) == deps
     assert engine_requirements.import_names(["pillow>=9", "dask[distributed]>=2024.8", "torch>=2.1"]) == [
@@ -115,3 +115,25 @@ def test_setup_engine_for_real_then_detection_uses_it(qgis_app, scenes, model_pa
     finally:
         settings.put(settings.ENGINE_PYTHON, "")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_environment_is_made_with_qgis_own_python_version(tmp_path, monkeypatch):
+    """QGIS's interpreter first; else a Python of QGIS's version on PATH, never another version."""
+    if sys.platform.startswith("win"):
+        pytest.skip("stand-in interpreters are shell scripts")
+    from hrmnet_qgis import setup_engine
+
+    from .test_torch_build import _script
+
+    v = sys.version_info
+    monkeypatch.setattr(setup_engine, "qgis_python_candidates", lambda: ["/qgis/bin/python3"])
+    assert setup_engine.base_python() == "/qgis/bin/python3"
+    monkeypatch.setattr(setup_engine, "qgis_python_candidates", lambda: [])
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    _script(bin_dir / "python3", "echo 3 8\n")  # another version: not taken
+    with pytest.raises(setup_engine.SetupError, match=f"no Python {v.major}.{v.minor} \\(QGIS's version\\)"):
+        setup_engine.base_python()
+    same = _script(bin_dir / f"python{v.major}.{v.minor}", f"echo {v.major} {v.minor}\n")
+    assert setup_engine.base_python() == str(same)

@@ -123,7 +123,7 @@ def run_as_the_dialog_does(alg_id: str, params: dict, project):
     task.executed.connect(executed)
     QgsApplication.taskManager().addTask(task)
     QTimer.singleShot(120_000, loop.quit)
-    loop.exec_()
+    loop.exec()
     assert outcome, "the task did not finish within 2 minutes"
     return outcome["ok"], outcome["results"], context, feedback, alg
 

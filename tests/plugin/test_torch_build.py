@@ -141,8 +141,9 @@ esac
 @posix_only
 def test_setup_installs_the_chosen_build_with_the_projects_pins(tmp_path):
     """The whole set-up flow with a stand-in interpreter: pip gets PyTorch's index for the build,
-    the project's constraints and requirements; the doctor's report comes back."""
-    from hrmnet_qgis.setup_engine import TorchBuild, create_engine_env, engine_requirements_and_pins
+    after the full lock (hashes); the doctor's report comes back."""
+    from hrmnet_qgis import engine_requirements
+    from hrmnet_qgis.setup_engine import TorchBuild, create_engine_env
 
     folder = tmp_path / "venv"
     (folder / "bin").mkdir(parents=True)
@@ -157,12 +158,16 @@ def test_setup_installs_the_chosen_build_with_the_projects_pins(tmp_path):
                                find_links=[])
     assert python == folder / "bin" / "python"
     calls = (folder / "calls.log").read_text().splitlines()
-    pip = next(c for c in calls if c.startswith("-m pip install")).split()
-    reqs, pins = engine_requirements_and_pins()
-    assert pip[pip.index("--extra-index-url") + 1] == "https://download.pytorch.org/whl/cu128"
-    constraints = Path(pip[pip.index("-c") + 1])
-    assert constraints.read_text().split() == pins
-    assert pip[-len(reqs):] == reqs
+    locked, torch = [c.split() for c in calls if c.startswith("-m pip install")]
+    # first the full lock with its hashes, less torch and its CUDA libraries; then torch from the build's index
+    lock = [e for e in engine_requirements.load_lock(ROOT, "full") if not engine_requirements.torch_build_part(e.name)]
+    assert "--require-hashes" in locked and "--extra-index-url" not in locked
+    assert Path(locked[locked.index("-r") + 1]).read_text() == engine_requirements.hashed(lock)
+    assert torch[torch.index("--extra-index-url") + 1] == "https://download.pytorch.org/whl/cu128"
+    assert torch[-1] == "torch>=2.1"
+    torch_pins = Path(torch[torch.index("-c") + 1]).read_text().splitlines()
+    assert "torch==2.13.0 ; python_full_version >= '3.10'" in torch_pins and "numpy==1.26.4" in torch_pins
+    assert not any(p.startswith("nvidia-") for p in torch_pins)  # the CUDA build's own exact pins decide those
     assert any("-m engine doctor --json" == c for c in calls)
     assert reports == [report]
     summary = next(line for line in lines if line.startswith("Engine check: "))
@@ -187,3 +192,7 @@ def test_the_built_plugin_carries_the_same_requirements_and_pins(tmp_path):
         names = zf.namelist()
     assert "hrmnet_qgis/engine_requirements.txt" in names and "hrmnet_qgis/engine_constraints.txt" in names
     assert "hrmnet_qgis/engine_light_requirements.txt" in names
+    # the full locks Set up engine installs from travel inside the plugin's engine folder
+    for kind in ("light", "full"):
+        assert engine_requirements.load_lock(folder, kind) == engine_requirements.load_lock(ROOT, kind)
+        assert f"hrmnet_qgis/{engine_requirements.LOCKS[kind]}" in names
