@@ -11,6 +11,7 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsProcessingParameterNumber,
 )
+from qgis.PyQt.QtCore import QVariant
 
 from .base import DEVICE_LABELS, DEVICES, PRECISION_LABELS, PRECISIONS
 
@@ -22,9 +23,12 @@ VECTOR_EXTENSIONS = ["gpkg", "shp", "fgb", "geojson"]
 
 
 def given(parameters: dict, name: str) -> bool:
-    """True when the user set the optional parameter ``name``."""
+    """True when the user set the optional parameter ``name``: not None, not a NULL QVariant
+    (what an empty field of the dialog gives in QGIS 3.22), not blank text, not an empty list."""
     value = parameters.get(name)
-    return value is not None and not (isinstance(value, str) and value.strip() == "")
+    if value is None or (isinstance(value, QVariant) and value.isNull()):
+        return False
+    return not (isinstance(value, str) and value.strip() == "") and not (isinstance(value, list) and not value)
 
 
 def num(value: float) -> str:
