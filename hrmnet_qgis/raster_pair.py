@@ -110,9 +110,13 @@ def preselect_in_dialog(wrappers: dict, project: Optional[QgsProject] = None) ->
 def _clear(wrapper) -> None:
     """Show no layer in a required layer widget (QGIS always shows one otherwise)."""
     from qgis.gui import QgsMapLayerComboBox
+    from qgis.PyQt import sip
+    from qgis.PyQt.QtWidgets import QComboBox
 
     widget = wrapper.wrappedWidget() if hasattr(wrapper, "wrappedWidget") else None
-    combo = widget.findChild(QgsMapLayerComboBox) if widget is not None else None
-    if combo is not None:
-        combo.setAllowEmptyLayer(True)
-        combo.setLayer(None)
+    for child in widget.findChildren(QComboBox) if widget is not None else []:
+        # PyQt sees the child as a QComboBox (its parent widget is not in the Python API)
+        if child.metaObject().className() == "QgsMapLayerComboBox":
+            combo = sip.cast(child, QgsMapLayerComboBox)
+            combo.setAllowEmptyLayer(True)
+            combo.setLayer(None)
