@@ -61,7 +61,8 @@ def _error_event(args: argparse.Namespace, message: str) -> None:
     if getattr(args, "progress", None) == "jsonl":
         from .events import JsonlSink
 
-        JsonlSink()({"event": "error", "message": message, "options": named_options(message, vars(args))})
+        options = named_options(message, vars(args))
+        JsonlSink()({"event": "error", "message": message, **({"options": options} if options else {})})
 
 
 def named_options(message: str, values: dict) -> dict[str, str]:

@@ -13,7 +13,7 @@ JSON lines protocol (``--progress jsonl``), one object a line on stdout::
     (stages may interleave: ``sheets`` emits "sheets" and "tiles", each counting up on its own)
     {"event": "done", "outputs": {...}, "stats": {...}}
     {"event": "error", "message": "...", "options": {"--id-field": "id_field"}}
-    (``options``: the command-line options the message names, with their argparse dest)
+    (``options``, when the message names command-line options: each with its argparse dest)
 """
 from __future__ import annotations
 
