@@ -60,8 +60,8 @@ def open_raster(path: str | os.PathLike, role: str = "raster") -> rasterio.Datas
 def one_band_warning(path: str, band: int, count: int) -> str:
     """What is said when one band of ``path`` is fed to the model as red, green and blue."""
     has = "a single band" if count == 1 else f"band {band} of {count} chosen"
-    return (f"{path}: {has}; band {band} is copied to red, green and blue (the model expects colour "
-            "imagery: expect weaker results, or choose 3 bands)")
+    return (f"{path}: {has}; band {band} is copied to red, green and blue (the model's three inputs: a model "
+            "trained on colour imagery sees a grey image)")
 
 
 def _georeferenced(ds) -> bool:

@@ -110,8 +110,8 @@ def test_one_band_copied_to_three_is_a_warning_naming_the_file(tmp_path):
         raw, _, _ = pair.read(Window(0, 0, 40, 40))
         assert raw.shape == (3, 40, 40) and (raw[0] == raw[2]).all()
     warned = [e["message"] for e in logs if e["level"] == "warning"]
-    assert warned == [f"{b}: a single band; band 1 is copied to red, green and blue (the model expects colour "
-                      "imagery: expect weaker results, or choose 3 bands)"]
+    assert warned == [f"{b}: a single band; band 1 is copied to red, green and blue (the model's three inputs: "
+                      "a model trained on colour imagery sees a grey image)"]
     logs.clear()
     with open_pair(a, a, bands_after=[2], events=Events(logs.append)):
         pass
