@@ -115,7 +115,8 @@ def absolute(path: str) -> str:
 
 
 def layer_file(layer: Optional[QgsMapLayer], name: str) -> str:
-    """The file behind a file-based layer, or a QgsProcessingException naming ``name``."""
+    """The file behind a file-based layer, or a QgsProcessingException naming ``name`` (the
+    parameter's label, :meth:`EngineAlgorithm.label`)."""
     if layer is None:
         raise QgsProcessingException(f"{name}: no layer given")
     parts = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source())
