@@ -20,7 +20,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-__all__ = ["EngineSetupError", "HOW_TO", "HOW_TO_ONNX", "LIGHT_ENGINE", "LIGHT_ENGINE_COMMAND", "resolve_python", "qgis_python_candidates", "can_import_torch",
+__all__ = ["EngineSetupError", "HOW_TO", "HOW_TO_ONNX",
+           "LIGHT_ENGINE", "LIGHT_ENGINE_COMMAND", "resolve_python", "qgis_python_candidates", "can_import_torch",
            "can_import_onnxruntime", "is_onnx", "usable_for", "check_model", "engine_python"]
 
 HOW_TO = (

@@ -21,8 +21,8 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
-    QgsProject,
     QgsProcessingUtils,
+    QgsProject,
     QgsProviderRegistry,
 )
 from qgis.PyQt.QtCore import QCoreApplication

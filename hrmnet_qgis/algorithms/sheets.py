@@ -186,7 +186,8 @@ class DetectChangesSheets(EngineAlgorithm):
             self.THRESHOLD, self.tr("Change probability threshold (empty: the model's)"),
             QgsProcessingParameterNumber.Double, defaultValue=None, optional=True, minValue=0.0, maxValue=1.0)
         # In the dialog, the empty threshold, tile size and overlap fields show the model's values (as Detect).
-        threshold.setMetadata({"widget_wrapper": {"class": "hrmnet_qgis.algorithms.model_defaults.ModelDefaultsWrapper"}})
+        threshold.setMetadata({"widget_wrapper": {
+            "class": "hrmnet_qgis.algorithms.model_defaults.ModelDefaultsWrapper"}})
         self.addParameter(threshold)
         for param in mapping_parameters(self.tr):
             self.addParameter(param)

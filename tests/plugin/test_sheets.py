@@ -327,7 +327,8 @@ def test_cancel_keeps_the_run_folder_for_resuming(qgis_app, fake_engine, scenes,
 @pytest.mark.parametrize("extra, message", [
     ({}, '"Sheets": choose a sheet index layer or a sheet list file'),  # the labels on screen
     ({"SHEETS_FILE": "/nope/list.csv"}, "/nope/list.csv: no such file"),
-    ({"SHEETS_FILE": "LIST", "WORKERS": 2, "SCHEDULER": "tcp://10.0.0.5:8786"}, '"Worker processes" and "Dask scheduler: address"'),
+    ({"SHEETS_FILE": "LIST", "WORKERS": 2, "SCHEDULER": "tcp://10.0.0.5:8786"},
+     '"Worker processes" and "Dask scheduler: address"'),
     ({"SHEETS_FILE": "LIST", "OUTPUT_POLYGONS": "/tmp/x.kml"}, r"x\.kml: unsupported vector format"),
 ])
 def test_parameter_mistakes_in_one_line(qgis_app, tmp_path, extra, message):
