@@ -58,6 +58,7 @@ def test_the_documented_tile_index_flow_from_the_sheets_dialog(qgis_app, fake_en
     project.clear()
 
 
+@pytest.mark.slow
 def test_an_engine_error_names_the_dialogs_labels_not_cli_options(qgis_app, scenes, model_path, tmp_path):
     """The real engine refuses a Tile Index without an After template: QGIS says which field to
     fill with its label; the CLI's own message (``--after``) is unchanged."""
@@ -80,6 +81,7 @@ def test_an_engine_error_names_the_dialogs_labels_not_cli_options(qgis_app, scen
     project.clear()
 
 
+@pytest.mark.slow
 def test_a_single_band_raster_is_warned_about_in_the_log(qgis_app, scenes, model_path, threshold, tmp_path):
     """One band copied to red, green and blue: a warning naming the file in the Processing log."""
     import subprocess
