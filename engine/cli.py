@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from typing import Optional, Sequence
 
@@ -60,7 +61,19 @@ def _error_event(args: argparse.Namespace, message: str) -> None:
     if getattr(args, "progress", None) == "jsonl":
         from .events import JsonlSink
 
-        JsonlSink()({"event": "error", "message": message})
+        options = named_options(message, vars(args))
+        JsonlSink()({"event": "error", "message": message, **({"options": options} if options else {})})
+
+
+def named_options(message: str, values: dict) -> dict[str, str]:
+    """The command's options that ``message`` names, each with its argparse dest
+    (``{"--id-field": "id_field"}``): a front end (the QGIS plugin) shows its own labels."""
+    found = {}
+    for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*(?![\w-])", message):
+        dest = flag[2:].replace("-", "_")
+        if dest in values:
+            found[flag] = dest
+    return found
 
 
 def _listen_to_ctrl_c() -> None:

@@ -12,7 +12,8 @@ JSON lines protocol (``--progress jsonl``), one object a line on stdout::
     {"event": "progress", "done": k, "total": n, "stage": "..."}   (+ "unit": "B" for a download)
     (stages may interleave: ``sheets`` emits "sheets" and "tiles", each counting up on its own)
     {"event": "done", "outputs": {...}, "stats": {...}}
-    {"event": "error", "message": "..."}
+    {"event": "error", "message": "...", "options": {"--id-field": "id_field"}}
+    (``options``, when the message names command-line options: each with its argparse dest)
 """
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-__all__ = ["EngineSetupError", "HOW_TO", "LIGHT_ENGINE", "LIGHT_ENGINE_COMMAND", "resolve_python", "qgis_python_candidates", "can_import_torch",
+__all__ = ["EngineSetupError", "HOW_TO", "HOW_TO_ONNX",
+           "LIGHT_ENGINE", "LIGHT_ENGINE_COMMAND", "resolve_python", "qgis_python_candidates", "can_import_torch",
            "can_import_onnxruntime", "is_onnx", "usable_for", "check_model", "engine_python"]
 
 HOW_TO = (
@@ -28,6 +29,14 @@ HOW_TO = (
     "detection > Set up engine… to create one (a separate virtual environment; QGIS's own "
     "Python is not touched), or set the HRMNET_PYTHON environment variable to a Python "
     "that has the engine's requirements (see the README)."
+)
+
+#: No interpreter found for an ``.onnx`` model (one line; ``{model}``): either engine would do.
+HOW_TO_ONNX = (
+    "{model}: no Python that runs the engine was found; an .onnx model needs only the light engine "
+    "(onnxruntime, no torch). Use Plugins > HRMNet change detection > Set up engine… > Detection only to "
+    "create one (a separate virtual environment; QGIS's own Python is not touched), or set the "
+    "HRMNET_PYTHON environment variable to a Python that has it (see the README)."
 )
 
 #: A torch model given to the light engine (one line; ``{model}``, ``{onnx}``: paths).
@@ -133,6 +142,7 @@ def resolve_python(
     environ: Mapping[str, str],
     candidates: Sequence[str],
     usable: Callable[[str], bool] = can_import_torch,
+    missing: str = HOW_TO,
 ) -> str:
     """The engine interpreter from explicit inputs (pure; see :func:`engine_python`).
 
@@ -141,6 +151,7 @@ def resolve_python(
         environ: environment (``HRMNET_PYTHON`` is read from it).
         candidates: QGIS's own interpreters, tried only when they pass ``usable``.
         usable: check for a candidate (default: can it import torch).
+        missing: the message when nothing usable was found (what to set up).
 
     Raises:
         EngineSetupError: a configured path does not exist, or nothing usable was found.
@@ -160,7 +171,7 @@ def resolve_python(
     for python in candidates:
         if usable(python):
             return python
-    raise EngineSetupError(HOW_TO)
+    raise EngineSetupError(missing)
 
 
 def engine_python(model: str = "", needs_torch: str = "") -> str:
@@ -169,7 +180,9 @@ def engine_python(model: str = "", needs_torch: str = "") -> str:
     :func:`check_model`)."""
     from . import settings
 
+    onnx = bool(model) and is_onnx(model) and not needs_torch
     python = resolve_python(settings.get(settings.ENGINE_PYTHON), os.environ, qgis_python_candidates(),
-                            usable_for("" if needs_torch else model))
+                            usable_for("" if needs_torch else model),
+                            HOW_TO_ONNX.format(model=model) if onnx else HOW_TO)
     check_model(python, model, needs_torch=needs_torch)
     return python

@@ -6,14 +6,15 @@ their action is triggered.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from qgis.core import QgsApplication, QgsProject
 from qgis.PyQt.QtGui import QIcon
 
-from .compat import LAYER_RASTER, QAction
+from .compat import QAction
+
+from .raster_pair import before_after, raster_pair
 
 __all__ = ["HrmnetPlugin", "MENU", "before_after", "recent_raster_pair"]
 
@@ -101,35 +102,6 @@ class HrmnetPlugin:
         dialog.activateWindow()
 
 
-_DATE = re.compile(r"(?<!\d)((?:19|20)\d{2})(?:[-_.]?(\d{2}))?(?:[-_.]?(\d{2}))?(?!\d)")
-
-
-def before_after(names: Sequence[str]) -> tuple[int, int]:
-    """Which of two layer names is Before and which After: ``(before, after)`` indices.
-
-    ``names[0]`` is the most recently added layer. A date in both names (``2015``,
-    ``2021-06-30``, ``20210630``) decides when they differ, else the words before/after,
-    else the more recent layer is After.
-    """
-    dates = [_DATE.search(n) for n in names]
-    if all(dates):
-        keys = [tuple(int(g or 0) for g in d.groups()) for d in dates]  # type: ignore[union-attr]
-        if keys[0] != keys[1]:
-            return (0, 1) if keys[0] < keys[1] else (1, 0)
-    words = [n.lower() for n in names]
-    if "before" in words[0] and "before" not in words[1] or "after" in words[1] and "after" not in words[0]:
-        return 0, 1
-    return 1, 0
-
-
 def recent_raster_pair(project: QgsProject) -> dict:
-    """BEFORE and AFTER preselected for the detection dialog: the two rasters highest in the
-    Layers panel (QGIS adds new layers on top), ordered by :func:`before_after`; {} with
-    fewer than two rasters (Processing then preselects as usual)."""
-    rasters = [node.layer() for node in project.layerTreeRoot().findLayers()
-               if node.layer() is not None and node.layer().type() == LAYER_RASTER]
-    if len(rasters) < 2:
-        return {}
-    pair = rasters[:2]
-    b, a = before_after([layer.name() for layer in pair])
-    return {"BEFORE": pair[b].id(), "AFTER": pair[a].id()}
+    """BEFORE and AFTER preselected for the detection dialog (:func:`hrmnet_qgis.raster_pair.raster_pair`)."""
+    return raster_pair(project)

@@ -52,12 +52,17 @@ class EngineError(Exception):
     Attributes:
         returncode: the engine's exit status (2 for a user mistake).
         stderr: the last lines the engine wrote on stderr.
+        options: the command-line options the message names, each with its argparse dest
+            (``{"--id-field": "id_field"}``, from the error event), for callers that show
+            their own labels instead.
     """
 
-    def __init__(self, message: str, returncode: Optional[int] = None, stderr: Sequence[str] = ()) -> None:
+    def __init__(self, message: str, returncode: Optional[int] = None, stderr: Sequence[str] = (),
+                 options: Optional[dict] = None) -> None:
         super().__init__(message)
         self.returncode = returncode
         self.stderr = list(stderr)
+        self.options = dict(options or {})
 
 
 class EngineCancelled(Exception):
@@ -303,7 +308,8 @@ def run_engine(
         raise EngineCancelled("cancelled; no output was written")
     if rc != 0 and rc not in partial_codes:
         guard.clean()
-        raise EngineError(_message_from(report.error_message, report.stderr_tail, rc), rc, report.stderr_tail)
+        raise EngineError(_message_from(report.error_message, report.stderr_tail, rc), rc, report.stderr_tail,
+                          report.error_options if report.error_message else None)
     return EngineRun(done=report.done, start=report.start, extra=report.extra, returncode=rc)
 
 
@@ -341,6 +347,7 @@ class _Report:
         self.done: dict = {}
         self.extra: list = []
         self.error_message: Optional[str] = None
+        self.error_options: dict = {}
         self.stderr_tail: list[str] = []
 
     def stderr(self, line: str) -> None:
@@ -362,6 +369,8 @@ class _Report:
             self.done = event
         elif kind == "error":
             self.error_message = str(event.get("message", "")).strip() or None
+            options = event.get("options")
+            self.error_options = {str(k): str(v) for k, v in options.items()} if isinstance(options, dict) else {}
         if self.on_event is not None:
             self.on_event(event)
 

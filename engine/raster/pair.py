@@ -57,6 +57,13 @@ def open_raster(path: str | os.PathLike, role: str = "raster") -> rasterio.Datas
     return ds
 
 
+def one_band_warning(path: str, band: int, count: int) -> str:
+    """What is said when one band of ``path`` is fed to the model as red, green and blue."""
+    has = "a single band" if count == 1 else f"band {band} of {count} chosen"
+    return (f"{path}: {has}; band {band} is copied to red, green and blue (the model's three inputs: a model "
+            "trained on colour imagery sees a grey image)")
+
+
 def _georeferenced(ds) -> bool:
     return not ds.transform.is_identity or ds.crs is not None
 
@@ -251,6 +258,9 @@ def open_pair(
         to_close.append(ads)
         bb = select_bands(bpath, bds.count, bands_before, "--bands-before", [c.name for c in bds.colorinterp])
         ab = select_bands(apath, ads.count, bands_after, "--bands-after", [c.name for c in ads.colorinterp])
+        for p, bands, count in ((bpath, bb, bds.count), (apath, ab, ads.count)):
+            if len(bands) == 1:
+                events.warn(one_band_warning(p, bands[0], count))
 
         geo = _georeferenced(bds) and _georeferenced(ads)
         if not geo:

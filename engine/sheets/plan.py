@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..errors import UserError
+from ..errors import Cancelled, UserError
 from ..events import Events
 from ..core.options import DetectOptions
 from ..core.plan import AreaPlan, plan_area
@@ -129,6 +129,29 @@ def _device_type(options: DetectOptions, predictor) -> str:
     return "cpu"
 
 
+def _naming_sheets(events: Events, mosaics: dict[str, list[str]]) -> Events:
+    """``events`` whose messages name the sheet rasters instead of the mosaic VRT holding them
+    (``run/mosaic/before-1a2b.vrt`` -> ``the before sheets (r0c0.tif, …)``)."""
+
+    def sink(event: dict) -> None:
+        fields = dict(event)
+        if isinstance(fields.get("message"), str):
+            for vrt, paths in mosaics.items():
+                date = Path(vrt).name.split("-")[0]
+                text = paths[0] if len(paths) == 1 else f"the {date} sheets ({paths[0]}, …)"
+                fields["message"] = fields["message"].replace(vrt, text)
+        events.emit(fields.pop("event"), **fields)
+
+    def cancelled() -> bool:
+        try:
+            events.check_cancel()
+        except Cancelled:
+            return True
+        return False
+
+    return Events(sink, cancelled)
+
+
 def make_plan(run: Path, specs: Sequence, options: DetectOptions, *, model: Optional[str] = None, predictor=None,
               model_info=None, events: Optional[Events] = None) -> Plan:
     """Mosaic the dates, open them as one pair, and plan the whole area.
@@ -163,13 +186,14 @@ def make_plan(run: Path, specs: Sequence, options: DetectOptions, *, model: Opti
     before_vrt, after_vrt = run / "mosaic" / f"before-{tag}.vrt", run / "mosaic" / f"after-{tag}.vrt"
     grid_b = write_mosaic(rb, before_vrt, "before")
     write_mosaic(ra, after_vrt, "after")
-    pair = open_pair(before_vrt, after_vrt, options.bands_before, options.bands_after, options.extent, events)
+    named = _naming_sheets(events, {str(before_vrt): [r.path for r in rb], str(after_vrt): [r.path for r in ra]})
+    pair = open_pair(before_vrt, after_vrt, options.bands_before, options.bands_after, options.extent, named)
     try:
         if predictor is None or model_info is not None:  # as detect: what the model is, whether it fits
             _report_model(info, pair, events, str(model) if predictor is None else "predictor", str(specs[0].before))
         engine = Engine(None, info, {"device": _device_type(options, predictor)})
         try:
-            plan = plan_area(pair, engine, options, events)
+            plan = plan_area(pair, engine, options, named)
         except UserError as exc:  # a damaged sheet read while sampling the radiometry: name it
             raise blame_sheet(exc, before_vrt, after_vrt) from None
         area = (pair.width, pair.height, tuple(pair.transform)[:6], pair.crs.to_wkt() if pair.crs else None)

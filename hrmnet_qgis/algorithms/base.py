@@ -8,6 +8,7 @@ turns its failures into :class:`QgsProcessingException` with the engine's messag
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -20,6 +21,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingUtils,
     QgsProject,
     QgsProviderRegistry,
 )
@@ -28,6 +30,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..engine_python import EngineSetupError, engine_python
 from ..progress import STAGES, StageProgress
+from ..raster_pair import mark_as_output
 from ..runner import EngineCancelled, EngineError, EngineRun, run_engine
 
 __all__ = ["EngineAlgorithm", "FeedbackReporter", "OutputLayer", "layer_file", "absolute", "StyleLoader", "stack_layers",
@@ -112,7 +115,8 @@ def absolute(path: str) -> str:
 
 
 def layer_file(layer: Optional[QgsMapLayer], name: str) -> str:
-    """The file behind a file-based layer, or a QgsProcessingException naming ``name``."""
+    """The file behind a file-based layer, or a QgsProcessingException naming ``name`` (the
+    parameter's label, :meth:`EngineAlgorithm.label`)."""
     if layer is None:
         raise QgsProcessingException(f"{name}: no layer given")
     parts = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source())
@@ -127,17 +131,22 @@ def layer_file(layer: Optional[QgsMapLayer], name: str) -> str:
 class StyleLoader(QgsProcessingLayerPostProcessorInterface):
     """After QGIS loads an output: applies a shipped QML style and stacks the run's layers.
 
+    Also marks the layer as this plugin's output (:func:`hrmnet_qgis.raster_pair.mark_as_output`:
+    the detection dialog never proposes it as Before or After).
+
     Args:
         qml: file name in ``hrmnet_qgis/styles``.
         rank: place among the run's loaded layers, 0 on top (polygons above rasters).
         stack: shared by the loaders of one run; filled with ``layer id -> rank``.
+        numbered: give the layer a counter, "NAME (2)", when the project has one of that name.
     """
 
-    def __init__(self, qml: str, rank: int = 0, stack: Optional[dict] = None) -> None:
+    def __init__(self, qml: str, rank: int = 0, stack: Optional[dict] = None, numbered: bool = False) -> None:
         super().__init__()
         self.qml = str(STYLES / qml)
         self.rank = rank
         self.stack = stack if stack is not None else {}
+        self.numbered = numbered
 
     def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> None:  # noqa: N802
         if layer is None or not layer.isValid():
@@ -145,9 +154,23 @@ class StyleLoader(QgsProcessingLayerPostProcessorInterface):
         _msg, ok = layer.loadNamedStyle(self.qml)
         if ok:
             layer.triggerRepaint()
+        mark_as_output(layer, Path(self.qml).stem)  # after the style, which replaces custom properties
         self.stack[layer.id()] = self.rank
         project = layer.project() or context.project() or QgsProject.instance()
+        if self.numbered:
+            layer.setName(unique_name(layer.name(), {other.name() for other in project.mapLayers().values()
+                                                     if other.id() != layer.id()}))
         stack_layers(project.layerTreeRoot(), self.stack)
+
+
+def unique_name(name: str, taken: set) -> str:
+    """``name``, or ``name (2)``, ``name (3)``… : the first not in ``taken``."""
+    if name not in taken:
+        return name
+    k = 2
+    while f"{name} ({k})" in taken:
+        k += 1
+    return f"{name} ({k})"
 
 
 def stack_layers(root: QgsLayerTreeGroup, ranks: dict) -> None:
@@ -201,9 +224,26 @@ def queued_layers(context: QgsProcessingContext) -> dict:
     return {absolute(path): details for path, details in context.layersToLoadOnCompletion().items() if path}
 
 
+def short_label(description: str) -> str:
+    """A parameter's label without the hints after it: ``Sheet id field (empty: id)`` ->
+    ``Sheet id field``, ``Before image path, e.g. /ortho/{id}.tif (…)`` -> ``Before image path``."""
+    return re.split(r" \(|, e\.g\. ", description, maxsplit=1)[0].strip() or description
+
+
 def layer_name(label: str, description: str) -> str:
     """``LABEL: description`` (e.g. ``after_2021: change polygons``), or the description alone."""
     return f"{label}: {description[:1].lower()}{description[1:]}" if label else description
+
+
+def output_layer_name(path: str, label: str, description: str) -> tuple[str, bool, bool]:
+    """``(name, numbered, forced)`` of an output layer the user did not name: a file the user
+    chose is named after the file (``changes.gpkg`` -> ``changes``, whatever QGIS's "prefer
+    output filename" setting); a temporary output (Processing's temporary folder) after the run,
+    ``LABEL: description``, numbered when the project already has that name."""
+    temporary = QgsProcessingUtils.tempFolder()
+    if temporary and Path(path).resolve().is_relative_to(Path(temporary).resolve()):
+        return layer_name(label, description), True, False
+    return Path(path).stem, False, True
 
 
 class EngineAlgorithm(QgsProcessingAlgorithm):
@@ -214,6 +254,12 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     NEEDS_TORCH = False
     #: Icon file in the plugin folder (``icons/…`` for the algorithms with their own).
     ICON = "icon.png"
+    #: The parameter behind an engine option (its argparse dest), where it is not the dest in
+    #: capitals (``id_field`` -> ``ID_FIELD``): error messages show the parameter's label.
+    ENGINE_PARAMETERS = {"out_vector": "OUTPUT_POLYGONS", "out_probability": "OUTPUT_PROBABILITY",
+                         "out_mask": "OUTPUT_MASK", "out_review": "OUTPUT_REVIEW",
+                         "out_review_areas": "OUTPUT_REVIEW_AREAS", "run": "RUN_FOLDER",
+                         "scheduler_file": "SCHEDULER"}
 
     def tr(self, text: str) -> str:
         return QCoreApplication.translate(type(self).__name__, text)
@@ -232,6 +278,22 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
 
     def helpUrl(self) -> str:  # noqa: N802
         return "https://github.com/hrmnet-qgis/hrmnet-qgis#readme"
+
+    def label(self, name: str) -> str:
+        """The label the dialog shows for parameter ``name``, quoted and without its hints in
+        brackets (``"Sheet id field"``); the name itself when there is no such parameter."""
+        definition = self.parameterDefinition(name)
+        return f'"{short_label(definition.description())}"' if definition is not None else name
+
+    def engine_error(self, exc: EngineError) -> QgsProcessingException:
+        """The engine's error with the options it names (``--id-field``) given as the labels the
+        user sees (``"Sheet id field"``); the CLI's own message is unchanged."""
+        message = str(exc)
+        for flag, dest in sorted(exc.options.items(), key=lambda item: -len(item[0])):
+            name = self.ENGINE_PARAMETERS.get(dest, dest.upper())
+            if self.parameterDefinition(name) is not None:
+                message = re.sub(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", lambda _m: self.label(name), message)
+        return QgsProcessingException(message)
 
     def engine_args(self, parameters: dict, context: QgsProcessingContext) -> tuple:
         """The engine options for ``parameters`` and the output location(s) (per algorithm)."""
@@ -304,7 +366,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         except EngineCancelled as exc:
             raise QgsProcessingException(self.tr("Cancelled: no output was written.")) from exc
         except EngineError as exc:
-            raise QgsProcessingException(str(exc)) from exc
+            raise self.engine_error(exc) from exc
 
     def load_outputs(self, context: QgsProcessingContext, layers: Sequence[OutputLayer]) -> None:
         """Queue the written ``layers`` that the user asked to load, styled, named and stacked.
@@ -327,11 +389,12 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 continue
             definition = self.parameterDefinition(layer.key)
             description = definition.description() if definition is not None else ""
-            name = details.name
-            if not name or name == description:  # not named by the user or a model: say which run
-                name = layer_name(layer.label, description or name)
+            name, numbered, forced = details.name, False, details.forceName
+            if not name or name == description:  # not named by the user or a model
+                name, numbered, forced = output_layer_name(path, layer.label, description or name)
             queued = QgsProcessingContext.LayerDetails(name, details.project, details.outputName, details.layerTypeHint)
-            loader = StyleLoader(layer.qml, layer.rank, stack)
+            queued.forceName = forced
+            loader = StyleLoader(layer.qml, layer.rank, stack, numbered)
             _KEEP_ALIVE.append(loader)
             queued.setPostProcessor(loader)
             keep[path] = queued

@@ -179,10 +179,11 @@ class DetectChanges(EngineAlgorithm):
         """The ``detect`` options for these parameters, and the output paths by output name."""
         before = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
         after = self.parameterAsRasterLayer(parameters, self.AFTER, context)
-        args = ["--before", layer_file(before, self.BEFORE), "--after", layer_file(after, self.AFTER)]
+        args = ["--before", layer_file(before, self.label(self.BEFORE)), "--after",
+                layer_file(after, self.label(self.AFTER))]
         model = absolute(self.parameterAsFile(parameters, self.MODEL, context))
         if not model:
-            raise QgsProcessingException(self.tr("MODEL: no model checkpoint given"))
+            raise QgsProcessingException(self.tr("{}: no model checkpoint given").format(self.label(self.MODEL)))
         args += ["--model", model]
 
         outputs = {

@@ -23,9 +23,14 @@ VECTOR_EXTENSIONS = ["gpkg", "shp", "fgb", "geojson"]
 
 
 def given(parameters: dict, name: str) -> bool:
-    """True when the user set the optional parameter ``name``."""
+    """True when the user set the optional parameter ``name``: not None, not a NULL variant
+    (what an empty field of the dialog gives in QGIS 3.22; tested by its ``isNull()``, as
+    PyQt6 has no QVariant values), not blank text, not an empty list."""
     value = parameters.get(name)
-    return value is not None and not (isinstance(value, str) and value.strip() == "")
+    is_null = getattr(value, "isNull", None)
+    if value is None or (callable(is_null) and not isinstance(value, str) and is_null()):
+        return False
+    return not (isinstance(value, str) and value.strip() == "") and not (isinstance(value, list) and not value)
 
 
 def num(value: float) -> str:

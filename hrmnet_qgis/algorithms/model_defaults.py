@@ -9,8 +9,9 @@ torch: :mod:`hrmnet_qgis.model_info`).
 
 This module is the Processing widget wrapper of THRESHOLD (imported by the dialogs only,
 through the parameter's ``widget_wrapper`` metadata); in the dialog it also labels the
-empty TILE_SIZE and OVERLAP fields. In the batch dialog and the modeler it is a plain
-number field.
+empty TILE_SIZE and OVERLAP fields, and (the one hook into the standard dialog) it
+preselects Detect's Before and After (:func:`hrmnet_qgis.raster_pair.preselect_in_dialog`).
+In the batch dialog and the modeler it is a plain number field.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from qgis.core import NULL
 from qgis.gui import QgsDoubleSpinBox
 
 from ..model_info import read_model_info
+from ..raster_pair import preselect_in_dialog
 
 __all__ = ["ModelDefaultsWrapper", "NOT_SET", "empty_text"]
 
@@ -79,6 +81,7 @@ class ModelDefaultsWrapper(WidgetWrapper):
         if self.dialogType != DIALOG_STANDARD:
             return
         by_name = {w.parameterDefinition().name(): w for w in wrappers}
+        preselect_in_dialog(by_name)  # Detect's Before/After: never our outputs (hrmnet_qgis.raster_pair)
         model = by_name.get("MODEL")
         if model is None:
             return

@@ -188,9 +188,13 @@ class DetectChangesSheets(EngineAlgorithm):
             self.MODEL, self.tr("Model checkpoint"), behavior=FILE_BEHAVIOR_FILE,
             defaultValue=_default_model() or None,
             fileFilter=self.tr("HRMNet models (*.safetensors *.pth *.onnx);;All files (*.*)")))
-        self.addParameter(QgsProcessingParameterNumber(
+        threshold = QgsProcessingParameterNumber(
             self.THRESHOLD, self.tr("Change probability threshold (empty: the model's)"),
-            NUMBER_DOUBLE, defaultValue=None, optional=True, minValue=0.0, maxValue=1.0))
+            NUMBER_DOUBLE, defaultValue=None, optional=True, minValue=0.0, maxValue=1.0)
+        # In the dialog, the empty threshold, tile size and overlap fields show the model's values (as Detect).
+        threshold.setMetadata({"widget_wrapper": {
+            "class": "hrmnet_qgis.algorithms.model_defaults.ModelDefaultsWrapper"}})
+        self.addParameter(threshold)
         for param in mapping_parameters(self.tr):
             self.addParameter(param)
         self.addParameter(QgsProcessingParameterBoolean(
@@ -238,10 +242,10 @@ class DetectChangesSheets(EngineAlgorithm):
         sheets, export = self._sheets_source(parameters, context)
         run = absolute(self.parameterAsFileOutput(parameters, self.RUN_FOLDER, context))
         if not run:
-            raise QgsProcessingException(self.tr("RUN_FOLDER: choose a folder for the run"))
+            raise QgsProcessingException(self.tr("{}: choose a folder for the run").format(self.label(self.RUN_FOLDER)))
         model = absolute(self.parameterAsFile(parameters, self.MODEL, context))
         if not model:
-            raise QgsProcessingException(self.tr("MODEL: no model checkpoint given"))
+            raise QgsProcessingException(self.tr("{}: no model checkpoint given").format(self.label(self.MODEL)))
         polygons = absolute(self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context))
         check_vector_output(polygons)
         args = ["--sheets", sheets, "--run", run, "--model", model, "--out-vector", polygons]
@@ -266,16 +270,19 @@ class DetectChangesSheets(EngineAlgorithm):
         path = absolute(self.parameterAsFile(parameters, self.SHEETS_FILE, context)) \
             if given(parameters, self.SHEETS_FILE) else ""
         if path and given(parameters, self.SHEETS):
-            raise QgsProcessingException(self.tr("SHEETS and SHEETS_FILE: give one of them"))
+            raise QgsProcessingException(self.tr("{} and {}: give one of them").format(
+                self.label(self.SHEETS), self.label(self.SHEETS_FILE)))
         if path:
             if not Path(path).is_file():
                 raise QgsProcessingException(f"{path}: no such file")
             return path, False
         if not given(parameters, self.SHEETS):
-            raise QgsProcessingException(self.tr("SHEETS: choose a sheet index layer or a sheet list file"))
+            raise QgsProcessingException(self.tr("{}: choose a sheet index layer or a sheet list file").format(
+                self.label(self.SHEETS)))
         layer = self._sheet_layer(parameters, context)
         if layer is None:
-            raise QgsProcessingException(self.tr("SHEETS: the sheet index layer could not be read"))
+            raise QgsProcessingException(self.tr("{}: the sheet index layer could not be read").format(
+                self.label(self.SHEETS)))
         selected = _selected_only(parameters.get(self.SHEETS))
         parts = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source())
         file = parts.get("path") or ""
@@ -306,12 +313,13 @@ class DetectChangesSheets(EngineAlgorithm):
         if field not in names and not given(parameters, self.ID_FIELD) and "location" in names:
             field = "location"
         if field not in names:
-            raise QgsProcessingException(f"ID_FIELD: the sheet index has no field '{field}' "
+            raise QgsProcessingException(f"{self.label(self.ID_FIELD)}: the sheet index has no field '{field}' "
                                          f"(fields: {', '.join(names)})")
         values = [f[field] for f in layer.getSelectedFeatures(QgsFeatureRequest().setSubsetOfAttributes([field],
                                                                                                        layer.fields()))]
         if not values:
-            raise QgsProcessingException(self.tr("SHEETS: 'Selected features only' is on but no sheet is selected"))
+            raise QgsProcessingException(self.tr("{}: 'Selected features only' is on but no sheet is selected").format(
+                self.label(self.SHEETS)))
         return selection_filter(field, values)
 
     def _sheet_options(self, parameters: dict, context: QgsProcessingContext) -> list[str]:
@@ -338,7 +346,8 @@ class DetectChangesSheets(EngineAlgorithm):
         scheduler = self.parameterAsString(parameters, self.SCHEDULER, context).strip() \
             if given(parameters, self.SCHEDULER) else ""
         if scheduler and given(parameters, self.WORKERS):
-            raise QgsProcessingException(self.tr("WORKERS and SCHEDULER: the cluster has its own workers; give one"))
+            raise QgsProcessingException(self.tr("{} and {}: the cluster has its own workers; give one").format(
+                self.label(self.WORKERS), self.label(self.SCHEDULER)))
         if scheduler:
             is_file = "://" not in scheduler and Path(absolute(scheduler)).is_file()
             return ["--scheduler-file", absolute(scheduler)] if is_file else ["--scheduler", scheduler]
@@ -379,7 +388,8 @@ class DetectChangesSheets(EngineAlgorithm):
         """Save the SHEETS source (honouring "Selected features only") as a GeoPackage in the run folder."""
         source = self.parameterAsSource(parameters, self.SHEETS, context)
         if source is None:
-            raise QgsProcessingException(self.tr("SHEETS: the sheet index layer could not be read"))
+            raise QgsProcessingException(self.tr("{}: the sheet index layer could not be read").format(
+                self.label(self.SHEETS)))
         run.mkdir(parents=True, exist_ok=True)
         path = run / EXPORTED_INDEX
         options = QgsVectorFileWriter.SaveVectorOptions()
@@ -395,7 +405,8 @@ class DetectChangesSheets(EngineAlgorithm):
             count += 1
         del writer
         if count == 0:
-            raise QgsProcessingException(self.tr("SHEETS: no sheet to process (nothing selected?)"))
+            raise QgsProcessingException(self.tr("{}: no sheet to process (nothing selected?)").format(
+                self.label(self.SHEETS)))
         if feedback is not None:
             feedback.pushInfo(f"The sheet layer is not a file: {count} sheet(s) saved to {path} "
                               "(relative image paths are relative to the run folder)")
@@ -424,7 +435,7 @@ class DetectChangesSheets(EngineAlgorithm):
             raise QgsProcessingException(self.tr(
                 "Cancelled: the finished sheets are kept in the run folder; run again to resume.")) from exc
         except EngineError as exc:
-            raise QgsProcessingException(str(exc)) from exc
+            raise self.engine_error(exc) from exc
 
     def _load_status(self, context: QgsProcessingContext, status: str, label: str) -> None:
         """Queue the run's status layer, styled by status, below the polygons."""

@@ -308,7 +308,8 @@ class SetupEngineDialog(QDialog):
             settings.put(settings.ENGINE_KIND, getattr(self, "task_kind", FULL))
             can_import_torch.cache_clear()  # the interpreter may have been probed before it had its packages
             can_import_onnxruntime.cache_clear()
-            _refresh_algorithms()  # their default model follows the kind (hrmnet_demo.onnx for a light engine)
+            # No provider refresh (it would collapse the toolbox's HRMNet group): every dialog, batch
+            # or script creates a fresh algorithm, whose default model follows the kind just set.
             self.progress.setValue(100)
             summary = f" It will use: {doctor_summary(self.report)}." if self.report else ""
             self.status.setText(f"Ready: the engine runs with {value}.{summary}")
@@ -318,11 +319,3 @@ class SetupEngineDialog(QDialog):
             self.status.setText(f"Set-up failed: {value} (details in {self.log_path})")
         self._show_current()
 
-
-def _refresh_algorithms() -> None:
-    """Rebuild the HRMNet algorithms so their defaults (the demo model) follow the engine just set up."""
-    from ..provider import PROVIDER_ID
-
-    provider = QgsApplication.processingRegistry().providerById(PROVIDER_ID)
-    if provider is not None:
-        provider.refreshAlgorithms()

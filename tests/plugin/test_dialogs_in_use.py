@@ -8,6 +8,7 @@ import pytest
 
 from .conftest import DEMO_MODEL
 from .test_plugin_gui import FakeIface
+from .test_task_loading import _to_load, run_as_the_dialog_does, stand_in_engine  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.qgis
 
@@ -115,6 +116,47 @@ def test_toolbar_dialog_preselects_the_two_most_recent_rasters(qgis_app, scenes)
     for layer in layers:  # labels first, then before, then after: the last added is on top
         project.addMapLayer(layer)
     assert recent_raster_pair(project) == {"BEFORE": layers[1].id(), "AFTER": layers[2].id()}
+    project.clear()
+
+
+def _preselected(project) -> tuple:
+    """What the Detect dialog (opened from the toolbox) and the toolbar action propose as Before/After."""
+    from hrmnet_qgis.plugin import recent_raster_pair
+
+    wrappers = _dialog(_detect()).mainWidget().wrappers
+    shown = (wrappers["BEFORE"].parameterValue(), wrappers["AFTER"].parameterValue())
+    toolbar = recent_raster_pair(project)
+    return shown, ((toolbar["BEFORE"], toolbar["AFTER"]) if toolbar else (None, None))
+
+
+def test_our_outputs_are_never_preselected_as_before_or_after(qgis_app, stand_in_engine, scenes, tmp_path):
+    """After a run, its rasters lie on top of the Layers panel: the dialog still proposes the two
+    input rasters; with no overlapping pair of the same band count it proposes nothing."""
+    from processing.gui.Postprocessing import handleAlgorithmResults
+    from qgis.core import QgsProcessing, QgsProject, QgsRasterLayer
+
+    project = QgsProject.instance()
+    project.clear()
+    before, after = (QgsRasterLayer(str(p), p.stem) for p in scenes[1][:2])
+    project.addMapLayers([before, after])
+    params = {"BEFORE": before.id(), "AFTER": after.id(), "MODEL": str(tmp_path / "m.safetensors"),
+              "OUTPUT_POLYGONS": _to_load(tmp_path / "changes.gpkg", project),
+              "OUTPUT_PROBABILITY": _to_load(QgsProcessing.TEMPORARY_OUTPUT, project),
+              "OUTPUT_MASK": _to_load(QgsProcessing.TEMPORARY_OUTPUT, project)}
+    ok, _results, context, feedback, alg = run_as_the_dialog_does("hrmnet:detectchanges", params, project)
+    assert ok and handleAlgorithmResults(alg, context, feedback, False, params), feedback.textLog()
+    on_top = [node.layer() for node in project.layerTreeRoot().findLayers()][:3]
+    assert [layer.name().split(": ")[-1] for layer in on_top] == ["changes", "change mask", "change probability"]
+    # A single-band raster added on top (a labels file) does not pair with a 3-band one.
+    labels = QgsRasterLayer(str(scenes[1][2]), scenes[1][2].stem)
+    project.addMapLayer(labels)
+    assert _preselected(project) == ((before.id(), after.id()), (before.id(), after.id()))
+
+    # Only rasters that do not overlap (another scene's before) besides ours: nothing proposed.
+    project.removeMapLayers([before.id(), labels.id()])
+    other = QgsRasterLayer(str(scenes[0][0]), scenes[0][0].stem)
+    project.addMapLayer(other)
+    assert _preselected(project) == ((None, None), (None, None))
     project.clear()
 
 

@@ -200,12 +200,12 @@ def test_selected_features_only_reach_the_engine_and_outputs_load_styled(qgis_ap
 
     handleAlgorithmResults(_alg(), context, feedback, showResults=False, parameters=params)
     layers = {layer.name(): layer for layer in QgsProject.instance().mapLayers().values()}
-    assert "run: sheet status" in layers and "run: change polygons" in layers
+    assert "run: sheet status" in layers and "changes" in layers  # the polygons: named after their file
     status = layers["run: sheet status"]
     assert isinstance(status.renderer(), QgsCategorizedSymbolRenderer)
     assert status.renderer().classAttribute() == "status"
     assert {c.value() for c in status.renderer().categories()} >= {"done", "failed", "skipped", "pending"}
-    assert layers["run: change polygons"].featureCount() == 2
+    assert layers["changes"].featureCount() == 2
 
 
 def test_a_layer_filter_and_templates_relative_to_the_index(qgis_app, fake_engine, scenes, tmp_path):
@@ -325,9 +325,10 @@ def test_cancel_keeps_the_run_folder_for_resuming(qgis_app, fake_engine, scenes,
 
 
 @pytest.mark.parametrize("extra, message", [
-    ({}, "SHEETS: choose a sheet index layer or a sheet list file"),
+    ({}, '"Sheets": choose a sheet index layer or a sheet list file'),  # the labels on screen
     ({"SHEETS_FILE": "/nope/list.csv"}, "/nope/list.csv: no such file"),
-    ({"SHEETS_FILE": "LIST", "WORKERS": 2, "SCHEDULER": "tcp://10.0.0.5:8786"}, "WORKERS and SCHEDULER"),
+    ({"SHEETS_FILE": "LIST", "WORKERS": 2, "SCHEDULER": "tcp://10.0.0.5:8786"},
+     '"Worker processes" and "Dask scheduler: address"'),
     ({"SHEETS_FILE": "LIST", "OUTPUT_POLYGONS": "/tmp/x.kml"}, r"x\.kml: unsupported vector format"),
 ])
 def test_parameter_mistakes_in_one_line(qgis_app, tmp_path, extra, message):

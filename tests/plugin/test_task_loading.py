@@ -229,8 +229,34 @@ def test_blank_optional_outputs_are_not_reported_as_missing(qgis_app, stand_in_e
     assert list(context.layersToLoadOnCompletion()) == [str(tmp_path / "changes.gpkg")]
     assert handleAlgorithmResults(alg, context, feedback, False, params)
     assert "not correctly generated" not in feedback.textLog()
-    # (QGIS names a file outside the temporary folder after the file; this one is under /tmp.)
-    assert [layer.name() for layer in project.mapLayers().values()] == ["scene_000_after: change polygons"]
+    # A file the user chose: the layer is named after it (also under /tmp, whatever QGIS's setting).
+    assert [layer.name() for layer in project.mapLayers().values()] == ["changes"]
+    project.clear()
+
+
+def test_file_outputs_are_named_after_their_file_and_temporary_ones_get_a_counter(qgis_app, stand_in_engine,
+                                                                                  scenes, tmp_path):
+    """Two runs on the same After (a batch, or Run twice): file outputs by file name; temporary
+    outputs by the After raster, numbered when the name repeats; all marked as ours."""
+    from processing.gui.Postprocessing import handleAlgorithmResults
+    from qgis.core import QgsProcessing, QgsProject
+
+    from hrmnet_qgis.raster_pair import is_output
+
+    project = QgsProject.instance()
+    project.clear()
+    after = scenes[0][1].stem
+    for k in (1, 2):
+        params = {"BEFORE": str(scenes[0][0]), "AFTER": str(scenes[0][1]), "MODEL": str(tmp_path / "m.safetensors"),
+                  "OUTPUT_POLYGONS": _to_load(tmp_path / f"rennes_{k}.gpkg", project),
+                  "OUTPUT_PROBABILITY": _to_load(QgsProcessing.TEMPORARY_OUTPUT, project)}
+        ok, results, context, feedback, alg = run_as_the_dialog_does("hrmnet:detectchanges", params, project)
+        assert ok, feedback.textLog()
+        assert handleAlgorithmResults(alg, context, feedback, False, params)
+    layers = list(project.mapLayers().values())
+    assert sorted(layer.name() for layer in layers) == sorted([
+        "rennes_1", "rennes_2", f"{after}: change probability", f"{after}: change probability (2)"])
+    assert all(is_output(layer) for layer in layers)
     project.clear()
 
 

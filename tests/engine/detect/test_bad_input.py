@@ -39,6 +39,19 @@ def test_rasters_that_do_not_overlap(setup, checkpoints):
     assert not list(out.iterdir())
 
 
+def test_the_error_event_names_the_options_of_its_message(setup, checkpoints):
+    """For front ends that show their own labels (the QGIS plugin); stderr keeps the CLI's words."""
+    before, after, out = setup
+    res = _detect(before, after, checkpoints["none"], out, "--tile-size", "33", "--progress", "jsonl")
+    one_line_error(res, "--tile-size 33", "multiple of 32")
+    event = jsonl(res.stdout)[-1]
+    assert event["event"] == "error" and event["options"] == {"--tile-size": "tile_size"}
+    res = _detect(before, far := write_geotiff(before.parent / "far2.tif", textured(40, 50),
+                                               origin=(ORIGIN[0] + 5000, ORIGIN[1])),
+                  checkpoints["none"], out, "--progress", "jsonl")
+    assert "options" not in jsonl(res.stdout)[-1] and str(far) in jsonl(res.stdout)[-1]["message"]
+
+
 def test_band_index_out_of_range(setup, checkpoints):
     before, after, out = setup
     one_line_error(_detect(before, after, checkpoints["none"], out, "--bands-after", "1,2,4"), str(after), "band 4 out of range")

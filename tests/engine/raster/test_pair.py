@@ -102,6 +102,26 @@ def test_no_georeferencing_pairs_in_pixel_space_with_a_warning(tmp_path):
     assert any(e["level"] == "warning" and "no georeferencing" in e["message"] for e in logs)
 
 
+def test_one_band_copied_to_three_is_a_warning_naming_the_file(tmp_path):
+    b = write_geotiff(tmp_path / "grey.tif", textured(40, 40)[:1])
+    a = write_geotiff(tmp_path / "a.tif", textured(40, 40))
+    logs = []
+    with open_pair(b, a, events=Events(logs.append)) as pair:
+        raw, _, _ = pair.read(Window(0, 0, 40, 40))
+        assert raw.shape == (3, 40, 40) and (raw[0] == raw[2]).all()
+    warned = [e["message"] for e in logs if e["level"] == "warning"]
+    assert warned == [f"{b}: a single band; band 1 is copied to red, green and blue (the model's three inputs: "
+                      "a model trained on colour imagery sees a grey image)"]
+    logs.clear()
+    with open_pair(a, a, bands_after=[2], events=Events(logs.append)):
+        pass
+    assert [e["message"].split(";")[0] for e in logs if e["level"] == "warning"] == [f"{a}: band 2 of 3 chosen"]
+    logs.clear()
+    with open_pair(a, a, events=Events(logs.append)):
+        pass
+    assert not [e for e in logs if e["level"] == "warning"]
+
+
 def test_nodata_internal_mask_and_alpha_are_invalid(tmp_path):
     img = textured(40, 40)
     img_nd = img.copy()

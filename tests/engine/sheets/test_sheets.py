@@ -224,6 +224,17 @@ def test_vector_sheet_index_with_templates(scene, tmp_path):
     assert set(pyogrio.read_dataframe(tmp_path / "m.gpkg")["sheet"]) <= set(ids)
 
 
+def test_one_band_of_the_sheets_is_a_warning_naming_them(scene, tmp_path):
+    events = []
+    res = run_sheets(scene, tmp_path / "run", predictor=BlurDifference(), out_vector=tmp_path / "m.gpkg",
+                     workers=1, bands_before=[2], bands_after=[2], on_event=events.append, **TILING)
+    assert res.exit_code == 0
+    warned = [e["message"] for e in events if e["event"] == "log" and e["level"] == "warning"]
+    assert [m.split(":")[0] for m in warned] == [f"the before sheets ({scene.parent / 'before_r0c0.tif'}, …)",
+                                                 f"the after sheets ({scene.parent / 'after_r0c0.tif'}, …)"], warned
+    assert all("band 2 of 3 chosen; band 2 is copied to red, green and blue" in m for m in warned)
+
+
 def test_a_raster_changed_after_its_sheet_finished_is_refused(scene, tmp_path):
     kw = dict(predictor=BlurDifference(), out_vector=tmp_path / "m.gpkg", workers=1, **TILING)
     run_sheets(scene, tmp_path / "run", **kw)
@@ -245,10 +256,15 @@ def test_after_on_another_grid_is_warped_exactly_and_no_change_gives_an_empty_la
         with rasterio.open(path) as ds:
             arr, t = ds.read(), ds.transform
         write_geotiff(path, arr, origin=(t.c + 0.3 * PIXEL, t.f), pixel_size=PIXEL)
-    run = tmp_path / "run"
+    run, events = tmp_path / "run", []
     res = run_sheets(csv_path, run, predictor=BlurDifference(), out_vector=tmp_path / "m.gpkg",
-                     out_mask=tmp_path / "m.vrt", workers=1, **TILING)
+                     out_mask=tmp_path / "m.vrt", workers=1, on_event=events.append, **TILING)
     assert res.exit_code == 0
+    # The log names the user's sheets, not the run's mosaic VRTs.
+    said = [e["message"] for e in events if e["event"] == "log"]
+    first_after = sorted((tmp_path / "in").glob("after_*.tif"))[0]
+    assert f"the after sheets ({first_after}, …): resampled onto the before's grid (bilinear)" in said, said
+    assert not [m for m in said if ".vrt" in m]
     mask, polygons = _detect_on_mosaic(run, tmp_path)
     with rasterio.open(tmp_path / "m.vrt") as ds:
         assert ds.read(1).tobytes() == mask.tobytes()
