@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from ..checkpoint import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import UserError
+from .areas import LABELLED
 
 __all__ = [
     "IMAGE_EXTS",
@@ -49,8 +50,6 @@ __all__ = [
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 TIFF_EXTS = (".tif", ".tiff")
 FOLDERS = ("A", "B", "label")
-#: Optional folder of "labelled" masks beside A, B and label (see the module docstring).
-LABELLED = "labelled"
 
 
 @dataclass(frozen=True)
@@ -116,9 +115,7 @@ def _image_size(path: Path) -> tuple[int, int]:
     """(rows, cols) from the file header only."""
     try:
         if path.suffix.lower() in TIFF_EXTS:
-            import rasterio
-
-            with rasterio.open(path) as src:
+            with _open_tiff(path) as src:
                 return src.height, src.width
         from PIL import Image
 
@@ -126,6 +123,19 @@ def _image_size(path: Path) -> tuple[int, int]:
             return im.height, im.width
     except Exception as exc:  # any reader failure is a bad file
         raise UserError(f"{path}: not an image that can be read ({_short(exc)})") from exc
+
+
+def _open_tiff(path: Path):
+    """``rasterio.open(path)`` without rasterio's NotGeoreferencedWarning: dataset tiles need
+    no georeference (``prepare`` writes none for inputs without one, and says so once)."""
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return rasterio.open(path)
 
 
 def _short(exc: BaseException) -> str:
@@ -142,11 +152,9 @@ def _read_array(path: Path, rgb: bool) -> np.ndarray:
     """
     try:
         if path.suffix.lower() in TIFF_EXTS:
-            import rasterio
-
             from ..raster.read_errors import reading
 
-            with rasterio.open(path) as src, reading(path):
+            with _open_tiff(path) as src, reading(path):
                 arr = src.read()
             return arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
         from PIL import Image

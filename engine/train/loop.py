@@ -571,7 +571,9 @@ class _Data:
 def _scan_data(data: Path, crop_asked: int, events: Events, dist: _Dist) -> _Data:
     """Scan the splits; warn (rank 0) of odd labels, no validation split, a crop cut to the tiles."""
     train_samples = scan_split(data, "train")
-    val_samples = scan_split(data, "val") if (data / "val").exists() else []
+    val_list = data / "val" / "list" / "val.txt"
+    empty_val = val_list.is_file() and not val_list.read_text(errors="replace").strip()  # prepare --split x,0,y
+    val_samples = scan_split(data, "val") if (data / "val").exists() and not empty_val else []
     if dist.main:
         warning = label_warning(train_samples + val_samples)
         if warning:

@@ -95,7 +95,7 @@ def review_areas_to_file(mask_path: PathLike, review_path: PathLike, out_path: P
     rows = _strip_rows(window_rows, width, block_rows)
     starts = list(range(0, height, rows))
     with Polygonizer(out_path, transform=transform, crs=crs, width=width, height=height, min_area_m2=min_area_m2,
-                     has_prob=prob_path is not None, name=display(mask_path), has_review=True,
+                     has_prob=prob_path is not None, has_review=True,
                      keep=lambda c: not c.review_max > 1.0) as polygonizer:
         for k, r0 in enumerate(starts):
             events.check_cancel()
