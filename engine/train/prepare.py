@@ -30,7 +30,6 @@ import contextlib
 import csv
 import json
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path

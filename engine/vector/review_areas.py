@@ -23,7 +23,6 @@ from typing import Optional, Union
 import numpy as np
 
 from ..events import Events
-from ..outputs import display
 from .polygonize import _check_prob_dtype, _check_same_grid, _open, _read_mask, _read_prob, _strip_rows
 from .stream import Polygonizer
 

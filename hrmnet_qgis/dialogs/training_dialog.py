@@ -324,13 +324,13 @@ class TrainingDialog(QDialog):
         if kind == "progress":
             step, total = int(event.get("done", 0)), max(int(event.get("total") or 1), 1)
             self.progress.setValue(int(100 * step / total))
-            if self.stage == "train":
+            if event.get("stage") == "train":  # prepare and evaluate report tiles
                 self.last_step = step
                 if "loss" in event:
                     self.curves.add_loss(step, float(event["loss"]))
         elif kind == "log":
-            val = event.get("val")
-            if self.stage == "train" and isinstance(val, dict) and isinstance(val.get("f1"), (int, float)):
+            val = event.get("val")  # training's validation only
+            if isinstance(val, dict) and isinstance(val.get("f1"), (int, float)):
                 self.curves.add_f1(int(event.get("step", self.last_step)), float(val["f1"]))
             prefix = "warning: " if event.get("level") == "warning" else ""
             self._append(prefix + str(event.get("message", "")))
