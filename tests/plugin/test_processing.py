@@ -22,7 +22,9 @@ EXPECTED = {
                      "INIT", "BACKBONE", "IMAGENET", "VAL_EVERY", "RESUME", "OVERWRITE", "SEED"},
     "hrmnet:evaluate": {"DATA", "SPLIT", "MODEL", "OUTPUT", "DEVICE", "PRECISION", "BATCH_SIZE"},
     "hrmnet:preparedataset": {"BEFORE", "AFTER", "LABELS", "PAIRS", "OUTPUT", "TILE_SIZE", "STRIDE", "SPLIT",
-                              "SEED", "KEEP_EMPTY", "OVERWRITE"},
+                              "SEED", "KEEP_EMPTY", "OVERWRITE", "FOOTPRINTS_BEFORE", "FOOTPRINTS_AFTER",
+                              "FOOTPRINT_TOLERANCE", "LABELLED_AREA", "LABELLED_EXTENT", "VAL_SHEETS", "TEST_SHEETS",
+                              "GSD"},
 }
 ADVANCED = {"BANDS_BEFORE", "BANDS_AFTER", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE", "PRECISION"}
 
