@@ -108,6 +108,13 @@ def test_rasters_without_georeference_need_gsd_and_read_areas_in_pixels(tmp_path
     assert json.loads((out / "dataset.json").read_text())["gsd"] == 0.5
     assert sorted(listed(out, "train")) == ["A_0_0.tif", "A_0_64.tif"]
     assert read(out / "train" / "label" / "A_0_0.tif")[10:30, 10:30].min() == 255  # the top square kept
+    # Reading the tiles (training, evaluation) prints no rasterio warning about their missing georeference.
+    from tests.engine.train.test_evaluate import constant_model
+
+    model = constant_model(tmp_path / "m.safetensors", 0.0)
+    ev = run_engine("evaluate", "--data", str(out), "--split", "train", "--model", str(model), "--device", "cpu",
+                    "--progress", "none")
+    assert ev.returncode == 0 and ev.stderr == "", ev.stderr
     georef = run_engine("prepare", "--before", str(write_geotiff(tmp_path / "g.tif", textured(64, 64, 3))),
                         "--after", str(write_geotiff(tmp_path / "g2.tif", textured(64, 64, 3, seed=3))),
                         "--labels", str(write_geotiff(tmp_path / "gl.tif", np.zeros((64, 64), np.uint8))),
@@ -198,3 +205,17 @@ def test_prepare_from_footprints_labels_appeared_and_vanished_buildings(sheet, t
     assert meta["label"]["footprints"]["tolerance_m"] == 1.0
     assert meta["label"]["labelled"]["area"] == "the footprint layers' common extent"
     assert all(s["labels"] == "footprints" for s in meta["sources"])
+
+
+def test_detect_on_rasters_without_georeference_blames_the_inputs_not_its_output(tmp_path):
+    from engine.detect import DifferencePredictor, detect
+
+    before = write_geotiff(tmp_path / "b.tif", textured(40, 50), crs=None)
+    after = write_geotiff(tmp_path / "a.tif", textured(40, 50, seed=1), crs=None)
+    events: list[dict] = []
+    vec = tmp_path / "changes.gpkg"
+    detect(before, after, predictor=DifferencePredictor(), out_vector=vec, on_event=events.append)
+    messages = [e["message"] for e in events if e["event"] == "log"]
+    assert f"{vec}: polygons in pixel coordinates (column, row), because the input rasters have no georeference; " \
+           "area_m2, --min-area and --simplify are in pixels" in messages, messages
+    assert not [m for m in messages if "mask" in m.split(":")[0]], messages
