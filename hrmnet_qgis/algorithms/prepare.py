@@ -134,7 +134,7 @@ class PrepareDataset(EngineAlgorithm):
             args += ["--stride", str(self.parameterAsInt(parameters, "STRIDE", context))]
         if given(parameters, "KEEP_EMPTY"):
             args += ["--keep-empty", repr(self.parameterAsDouble(parameters, "KEEP_EMPTY", context))]
-        if given(parameters, "GSD"):
+        if given(parameters, "GSD") and self.parameterAsDouble(parameters, "GSD", context) > 0:  # NULL reads as 0
             args += ["--gsd", repr(self.parameterAsDouble(parameters, "GSD", context))]
         for name, option in (("VAL_SHEETS", "--val"), ("TEST_SHEETS", "--test")):
             if given(parameters, name) and self.parameterAsString(parameters, name, context).strip():
@@ -177,6 +177,8 @@ class PrepareDataset(EngineAlgorithm):
         if not given(parameters, "LABELLED_EXTENT"):
             return []
         extent = self.parameterAsExtent(parameters, "LABELLED_EXTENT", context)
+        if extent.isNull() or extent.isEmpty():  # a NULL value from the dialog
+            return []
         crs = self.parameterAsExtentCrs(parameters, "LABELLED_EXTENT", context)
         text = ",".join(repr(v) for v in (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()))
         return ["--labelled-area", text + (f",{crs.authid()}" if crs.isValid() and crs.authid() else "")]

@@ -134,3 +134,15 @@ def test_prepare_parameters_for_footprints_an_extent_and_chosen_sheets(qgis_app,
     assert opts["--val"] == "m1,m2" and opts["--gsd"] == "0.25"
     with pytest.raises(QgsProcessingException, match="both building footprint"):
         alg.engine_args(dict(params, FOOTPRINTS_AFTER=None), context)
+
+
+def test_prepare_parameters_left_null_by_the_dialog_add_no_option(qgis_app, scenes, tmp_path):
+    from qgis.core import QgsApplication, QgsProcessingContext
+    from qgis.PyQt.QtCore import QVariant
+
+    before, after, labels = scenes[0]
+    alg = QgsApplication.processingRegistry().createAlgorithmById("hrmnet:preparedataset")
+    params = {"BEFORE": str(before), "AFTER": str(after), "LABELS": str(labels), "TILE_SIZE": 64,
+              "GSD": QVariant(), "LABELLED_EXTENT": QVariant(), "VAL_SHEETS": QVariant(), "OUTPUT": str(tmp_path / "d")}
+    args, _ = alg.engine_args(params, QgsProcessingContext())
+    assert not {"--gsd", "--labelled-area", "--val"} & set(args), args
