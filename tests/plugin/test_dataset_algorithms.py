@@ -43,6 +43,13 @@ def test_evaluate_reports_the_metrics_as_outputs(qgis_app, dataset, model_path, 
         assert isinstance(result[key], float) and -1.0 <= result[key] <= 1.0, key
     assert 0.0 <= result["OA"] <= 1.0
     assert result["OUTPUT"] == str(maps) and list(maps.glob("*.png"))
+    # Running again into the same folder: refused unless the maps may be replaced.
+    from qgis.core import QgsProcessingException
+
+    params = {"DATA": str(dataset), "SPLIT": 0, "MODEL": str(model_path), "DEVICE": 1, "OUTPUT": str(maps)}
+    with pytest.raises(QgsProcessingException, match="exists"):
+        processing.run("hrmnet:evaluate", params)
+    assert processing.run("hrmnet:evaluate", dict(params, OVERWRITE=True))["OUTPUT"] == str(maps)
 
 
 def test_train_parameters_map_to_the_cli_options(qgis_app, dataset, tmp_path):
