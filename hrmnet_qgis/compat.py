@@ -23,7 +23,7 @@ except ImportError:  # Qt5 (QGIS 3)
     from qgis.PyQt.QtWidgets import QAction
 
 __all__ = ["QAction", "SOURCE_VECTOR", "SOURCE_VECTOR_POLYGON", "NUMBER_INTEGER", "NUMBER_DOUBLE",
-           "FILE_BEHAVIOR_FILE", "FILE_BEHAVIOR_FOLDER", "PARAMETER_ADVANCED", "LAYER_RASTER", "newer"]
+           "FILE_BEHAVIOR_FILE", "FILE_BEHAVIOR_FOLDER", "PARAMETER_ADVANCED", "LAYER_RASTER", "LAYER_FILTER", "newer"]
 
 
 def newer(qgis_enum: str, member: str, older: str) -> Any:
@@ -51,3 +51,6 @@ FILE_BEHAVIOR_FOLDER = newer("ProcessingFileParameterBehavior", "Folder", "QgsPr
 PARAMETER_ADVANCED = newer("ProcessingParameterFlag", "Advanced", "QgsProcessingParameterDefinition.Flag.FlagAdvanced")
 #: Raster layer type (``QgsMapLayerType`` before 3.30).
 LAYER_RASTER = newer("LayerType", "Raster", "QgsMapLayerType.RasterLayer")
+#: Layer filters of the layer combo boxes, the enum itself (``QgsMapLayerProxyModel.Filter``
+#: before 3.34, ``Qgis.LayerFilter`` since; looked up by name so QGIS 4 may drop the old one).
+LAYER_FILTER = getattr(Qgis, "LayerFilter", None) or getattr(qgis.core.QgsMapLayerProxyModel, "Filter")

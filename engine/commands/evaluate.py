@@ -10,13 +10,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "evaluate",
         help="metrics of a checkpoint on one split (one confusion matrix over all its tiles)",
         description="Kappa, IoU, F1, precision, recall and overall accuracy of the change class over one "
-        "confusion matrix of the whole split. With --out, a colour PNG per tile: "
-        "TP white, FP red, FN cyan, TN black.",
+        "confusion matrix of the whole split (only the labelled pixels when the split has a labelled/ "
+        "folder of masks). With --out, a colour PNG per tile: TP white, FP red, FN cyan, TN black, not "
+        "labelled grey. Each dataset tile is scored whole, in one forward pass, as in training; detect "
+        "instead overlaps and blends its tiles, so figures near tile edges differ from detect's.",
     )
     p.add_argument("--data", required=True, help="dataset folder in the authors' layout")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--model", required=True, help="checkpoint: our .safetensors or the authors' .pth, or an exported .onnx (onnxruntime)")
     p.add_argument("--out", help="folder for the colour maps (one NAME.png per tile)")
+    p.add_argument("--overwrite", action="store_true", help="replace colour maps that exist in --out")
+    p.add_argument("--per-pair", action="store_true",
+                   help="also the figures of each before/after pair (each sheet of a prepared dataset, else each "
+                        "tile): a table, or 'pairs' in the JSON")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16 (default auto)")
@@ -38,7 +44,22 @@ def format_table(result: dict) -> str:
     from ..train.review_metrics import format_review
 
     lines += format_review(result.get("review"))
+    lines.append(f"  tiling: {result['tiling']}")
+    if result.get("pairs") is not None:
+        lines += format_pairs(result["pairs"])
     return "\n".join(lines)
+
+
+def format_pairs(pairs: list) -> list[str]:
+    """One aligned row per pair: tiles, labelled pixels and the six metrics."""
+    from ..train.metrics import METRIC_KEYS
+
+    width = max([4] + [len(p["pair"]) for p in pairs])
+    lines = ["", f"  {'pair':<{width}} {'tiles':>5} {'pixels':>10} " + " ".join(f"{k:>9}" for k in METRIC_KEYS)]
+    for p in pairs:
+        lines.append(f"  {p['pair']:<{width}} {p['tiles']:>5} {p['pixels']:>10} "
+                     + " ".join(f"{p[k]:>9.4f}" for k in METRIC_KEYS))
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,12 +71,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--workers {args.workers}: must be 0 or more")
     progress = "none" if args.json and args.progress == "jsonl" else args.progress
     result = evaluate(args.data, args.split, args.model, args.out, args.device, args.precision,
-                      args.batch_size, args.workers, make_events(progress))
+                      args.batch_size, args.workers, make_events(progress), overwrite=args.overwrite,
+                      per_pair=args.per_pair)
     if args.json:
-        print(json.dumps({**result["metrics"], "confusion": result["confusion"], "tiles": result["tiles"],
-                          "split": result["split"], "model": result["model"], "runtime": result["runtime"],
-                          "review": result.get("review")},
-                         indent=2))
+        keys = ("confusion", "tiles", "labelled_pixels", "split", "model", "runtime", "tiling", "review", "pairs")
+        print(json.dumps({**result["metrics"], **{k: result.get(k) for k in keys if k in result}}, indent=2))
     elif args.progress != "jsonl":
         print(format_table(result))
     return 0

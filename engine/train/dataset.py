@@ -5,6 +5,13 @@ list file names one tile a line (with or without its extension). Tiles may be PN
 or (Geo)TIFF; images are 8-bit RGB (the first three bands of a TIFF), labels one band
 where any non-zero value is change.
 
+Partial labels: an optional ``{split}/labelled/NAME.ext`` (one band, the tile's size) says
+which pixels were labelled: non-zero = labelled, 0 = not labelled (``prepare
+--labelled-area`` writes 255/0). When the folder exists every listed tile needs one;
+training, validation and ``evaluate`` then ignore the pixels that are not labelled. The
+label files keep the authors' 0/255 convention (0 where not labelled), so tools that do
+not know the mask still read them.
+
 :func:`scan_split` checks the whole split up front (every name resolves, A/B/label have
 the same size) so a bad dataset fails in one clear line before training starts;
 :class:`ChangeDataset` then reads samples as normalised tensors for the model.
@@ -22,6 +29,7 @@ from torch.utils.data import Dataset
 
 from ..checkpoint import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import UserError
+from .areas import LABELLED
 
 __all__ = [
     "IMAGE_EXTS",
@@ -33,6 +41,9 @@ __all__ = [
     "label_warning",
     "read_rgb",
     "read_label",
+    "read_labelled",
+    "split_target",
+    "LABELLED",
     "normalise",
 ]
 
@@ -49,6 +60,7 @@ class Sample:
         name: the name as written in the list file.
         before, after, label: image paths (``A``, ``B``, ``label`` folders).
         size: (rows, cols) in pixels, the same for all three.
+        labelled: the mask of labelled pixels (``labelled`` folder), None: all labelled.
     """
 
     name: str
@@ -56,6 +68,7 @@ class Sample:
     after: Path
     label: Path
     size: tuple[int, int]
+    labelled: Optional[Path] = None
 
 
 @dataclass(frozen=True)
@@ -102,9 +115,7 @@ def _image_size(path: Path) -> tuple[int, int]:
     """(rows, cols) from the file header only."""
     try:
         if path.suffix.lower() in TIFF_EXTS:
-            import rasterio
-
-            with rasterio.open(path) as src:
+            with _open_tiff(path) as src:
                 return src.height, src.width
         from PIL import Image
 
@@ -112,6 +123,19 @@ def _image_size(path: Path) -> tuple[int, int]:
             return im.height, im.width
     except Exception as exc:  # any reader failure is a bad file
         raise UserError(f"{path}: not an image that can be read ({_short(exc)})") from exc
+
+
+def _open_tiff(path: Path):
+    """``rasterio.open(path)`` without rasterio's NotGeoreferencedWarning: dataset tiles need
+    no georeference (``prepare`` writes none for inputs without one, and says so once)."""
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return rasterio.open(path)
 
 
 def _short(exc: BaseException) -> str:
@@ -128,11 +152,9 @@ def _read_array(path: Path, rgb: bool) -> np.ndarray:
     """
     try:
         if path.suffix.lower() in TIFF_EXTS:
-            import rasterio
-
             from ..raster.read_errors import reading
 
-            with rasterio.open(path) as src, reading(path):
+            with _open_tiff(path) as src, reading(path):
                 arr = src.read()
             return arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
         from PIL import Image
@@ -174,6 +196,15 @@ def read_label(path: Union[str, Path]) -> tuple[np.ndarray, bool]:
         arr = arr.max(axis=2)  # an RGB label: change where any channel is set
     odd = bool(np.any((arr != 0) & (arr != 255)))
     return (arr != 0).astype(np.uint8), odd
+
+
+def read_labelled(path: Union[str, Path]) -> np.ndarray:
+    """A "labelled" mask as (rows, cols) uint8 in {0, 1}: 1 where labelled (any non-zero value)."""
+    path = Path(path)
+    arr = _read_array(path, rgb=False)
+    if arr.ndim == 3:
+        arr = arr.max(axis=2)
+    return (arr != 0).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- scanning
@@ -229,13 +260,14 @@ def scan_split(root: Union[str, Path], split: str) -> list[Sample]:
 
     Raises :class:`UserError` naming the file for a missing split folder, list file or
     A/B/label folder, a listed name with no image, a file that cannot be read, or A, B
-    and label of different sizes.
+    and label of different sizes. With a ``labelled`` folder, each tile needs its mask.
     """
     root = Path(root)
     names = read_list(root, split)
     split_dir = root / split
+    folders = FOLDERS + ((LABELLED,) if (split_dir / LABELLED).is_dir() else ())
     indexes = {}
-    for folder in FOLDERS:
+    for folder in folders:
         d = split_dir / folder
         if not d.is_dir():
             raise UserError(f"{d}: folder not found (expected {split}/A, {split}/B and {split}/label)")
@@ -243,19 +275,19 @@ def scan_split(root: Union[str, Path], split: str) -> list[Sample]:
     samples = []
     for name in names:
         paths = []
-        for folder in FOLDERS:
+        for folder in folders:
             p = _resolve(name, indexes[folder])
             if p is None:
                 raise UserError(f"{split_dir / folder / name}: listed in {split}/list/{split}.txt but no such image")
             paths.append(p)
         sizes = [_image_size(p) for p in paths]
-        for folder, p, s in zip(FOLDERS[1:], paths[1:], sizes[1:]):
+        for p, s in zip(paths[1:], sizes[1:]):
             if s != sizes[0]:
                 raise UserError(
                     f"{p}: {s[1]}x{s[0]} pixels but {split}/A/{paths[0].name} is {sizes[0][1]}x{sizes[0][0]}"
-                    " (A, B and label must have the same size)"
+                    " (A, B, label and labelled must have the same size)"
                 )
-        samples.append(Sample(name, paths[0], paths[1], paths[2], sizes[0]))
+        samples.append(Sample(name, paths[0], paths[1], paths[2], sizes[0], paths[3] if len(paths) > 3 else None))
     return samples
 
 
@@ -276,6 +308,13 @@ def label_warning(samples: Sequence[Sample]) -> Optional[str]:
 # --------------------------------------------------------------------------- tensors
 
 
+def split_target(y: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """A batch target (N, 1|2, H, W) -> (change (N, 1, H, W), labelled mask (N, 1, H, W) or None)."""
+    if y.shape[1] > 1:
+        return y[:, :1], y[:, 1:2]
+    return y, None
+
+
 def normalise(image: torch.Tensor, norm: Normalisation = Normalisation()) -> torch.Tensor:
     """(6, H, W) uint8 before|after RGB -> float32 normalised (``(raw*scale - mean)/std``)."""
     mean = torch.tensor(norm.mean * 2, dtype=torch.float32).view(6, 1, 1)
@@ -290,7 +329,9 @@ class ChangeDataset(Dataset):
     """Samples of one split as model inputs.
 
     ``dataset[i]`` or ``dataset[(i, seed)]`` returns ``(x, y, i)``: x float32 (6, H, W)
-    normalised (before = channels 0-2, after = 3-5), y float32 (1, H, W) in {0, 1}.
+    normalised (before = channels 0-2, after = 3-5), y float32 (1, H, W) in {0, 1}, or
+    (2, H, W) for a tile with a ``labelled`` mask: channel 0 the change, channel 1 the
+    mask (1 = labelled; see :func:`split_target`).
     A ``transform(image uint8 (6,H,W), label uint8 (1,H,W), rng)`` (augmentation)
     runs before normalisation with a generator seeded by ``seed`` (deterministic,
     whatever the worker process), or seeded by ``i`` when no seed is given.
@@ -306,15 +347,22 @@ class ChangeDataset(Dataset):
         return len(self.samples)
 
     def read(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw tile i: image uint8 (6, H, W) and label uint8 (1, H, W) in {0, 1}."""
+        """Raw tile i: image uint8 (6, H, W) and label uint8 (1, H, W) in {0, 1}, or (2, H, W)
+        with the labelled mask as channel 1 (pixels not labelled: change 0, mask 0)."""
         s = self.samples[i]
         a, b = read_rgb(s.before), read_rgb(s.after)
         y, _ = read_label(s.label)
-        for p, arr in ((s.after, b), (s.label, y)):
+        layers = [(s.after, b), (s.label, y)]
+        if s.labelled is not None:
+            valid = read_labelled(s.labelled)
+            layers.append((s.labelled, valid))
+        for p, arr in layers:
             if arr.shape[:2] != a.shape[:2]:
                 raise UserError(f"{p}: {arr.shape[1]}x{arr.shape[0]} pixels but {s.before} is {a.shape[1]}x{a.shape[0]}")
         image = torch.from_numpy(np.concatenate([a, b], axis=2)).permute(2, 0, 1).contiguous()
-        return image, torch.from_numpy(y)[None]
+        if s.labelled is None:
+            return image, torch.from_numpy(y)[None]
+        return image, torch.from_numpy(np.stack([y * valid, valid]))
 
     def __getitem__(self, key: Union[int, tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor, int]:
         i, seed = (key, key) if isinstance(key, (int, np.integer)) else key

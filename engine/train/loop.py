@@ -24,6 +24,7 @@ batch, gradients are averaged by DistributedDataParallel, and only rank 0 writes
 """
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import math
@@ -44,13 +45,13 @@ from ..errors import Cancelled, UserError, first_line
 from ..events import Events
 from ..runtime import Runtime, select_runtime
 from .augment import TrainAugment
-from .dataset import ChangeDataset, label_warning, scan_split
+from .dataset import ChangeDataset, label_warning, scan_split, split_target
 from .evaluate import confusion_over, eval_loader
 from .metrics import Confusion
 from .schedule import lr_factor, make_scheduler
 
 __all__ = [
-    "TrainConfig", "DEFAULTS", "StepSampler", "train", "train_step", "make_optimizer", "training_runtime",
+    "TrainConfig", "DEFAULTS", "RecentRate", "StepSampler", "train", "train_step", "make_optimizer", "training_runtime",
     "RUN_FILES", "CSV_COLUMNS",
 ]
 
@@ -395,13 +396,39 @@ class _StopFlag:
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
+class RecentRate:
+    """Seconds per step over the last ``window`` steps, as the training log shows it.
+
+    The first step of a run (or of a resume) also starts the data loader and warms up the
+    kernels: it counts only until a second step is timed, so the rate shown is what the
+    following steps take, not a running average that starts high."""
+
+    def __init__(self, window: int = 20) -> None:
+        self.first: Optional[float] = None
+        self.recent: collections.deque = collections.deque(maxlen=window)
+
+    def add(self, seconds: float) -> None:
+        if self.first is None:
+            self.first = seconds
+        else:
+            self.recent.append(seconds)
+
+    @property
+    def value(self) -> float:
+        """The mean of the recent steps (the first step alone while it is the only one; 0 before)."""
+        if self.recent:
+            return sum(self.recent) / len(self.recent)
+        return self.first or 0.0
+
+
 # --------------------------------------------------------------------------- the run
 
 
 def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
                rt: Runtime) -> tuple[torch.Tensor, float]:
-    """One optimizer step on a batch: x float (N, 6, H, W) normalised, y float (N, 1, H, W) in {0, 1}.
+    """One optimizer step on a batch: x float (N, 6, H, W) normalised, y float (N, 1, H, W) in {0, 1}
+    (or (N, 2, H, W) with the labelled mask as channel 1: the loss ignores the pixels not labelled).
 
     Forward under the runtime's autocast, the authors' loss in fp32, backward (scaled
     for fp16), optimizer and schedule step. Returns the loss (a 0-d tensor on the
@@ -410,10 +437,10 @@ def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, optimiz
     from ..model import hrmnet_loss
 
     x = rt.tensor(x)
-    y = y.to(rt.device, non_blocking=True)
+    y, valid = split_target(y.to(rt.device, non_blocking=True))
     with rt.autocast():
         change, hard = model(x)
-    loss = hrmnet_loss(change, hard, y)
+    loss = hrmnet_loss(change, hard, y, valid)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -544,7 +571,9 @@ class _Data:
 def _scan_data(data: Path, crop_asked: int, events: Events, dist: _Dist) -> _Data:
     """Scan the splits; warn (rank 0) of odd labels, no validation split, a crop cut to the tiles."""
     train_samples = scan_split(data, "train")
-    val_samples = scan_split(data, "val") if (data / "val").exists() else []
+    val_list = data / "val" / "list" / "val.txt"
+    empty_val = val_list.is_file() and not val_list.read_text(errors="replace").strip()  # prepare --split x,0,y
+    val_samples = scan_split(data, "val") if (data / "val").exists() and not empty_val else []
     if dist.main:
         warning = label_warning(train_samples + val_samples)
         if warning:
@@ -687,7 +716,7 @@ class _Trainer:
         A cancel (signal or the caller's) saves a resumable state and raises :class:`Cancelled`."""
         cfg, run = self.cfg, self.run
         log_every = max(1, min(50, cfg.steps // 20))
-        ema = None
+        rate = RecentRate()
         t_last = time.perf_counter()
         batches = iter(self.loaders.train)
         with _StopFlag() as stop:
@@ -700,8 +729,8 @@ class _Trainer:
                     dt, t_last = now - t_last, now
                     run.seconds += dt
                     run.step_seconds += dt
-                    ema = dt if ema is None else 0.9 * ema + 0.1 * dt
-                    self._report_step(loss_f, lr_used, ema, log_every)
+                    rate.add(dt)
+                    self._report_step(loss_f, lr_used, rate.value, log_every)
                     if (cfg.val_every and run.step % cfg.val_every == 0) or run.step == cfg.steps:
                         self.validate()
                         now = time.perf_counter()
@@ -737,14 +766,15 @@ class _Trainer:
         self.run.step += 1
         return loss_f, lr_used
 
-    def _report_step(self, loss_f: float, lr_used: float, ema: float, log_every: int) -> None:
-        """A history row, the ``progress`` event and, every ``log_every`` steps, a log line."""
+    def _report_step(self, loss_f: float, lr_used: float, seconds_per_step: float, log_every: int) -> None:
+        """A history row, the ``progress`` event and, every ``log_every`` steps, a log line
+        (``seconds_per_step``: the recent rate, see :class:`RecentRate`)."""
         run, steps = self.run, self.cfg.steps
         run.history.append([run.step, loss_f, lr_used] + [math.nan] * 5)
         self.events.emit("progress", done=run.step, total=steps, stage="train", loss=round(loss_f, 5),
-                         lr=lr_used, seconds_per_step=round(ema, 3))
+                         lr=lr_used, seconds_per_step=round(seconds_per_step, 3))
         if run.step % log_every == 0 or run.step == 1:
-            self.events.log(f"step {run.step}/{steps} loss {loss_f:.4f} lr {lr_used:.3g} {ema:.2f} s/step")
+            self.events.log(f"step {run.step}/{steps} loss {loss_f:.4f} lr {lr_used:.3g} {seconds_per_step:.2f} s/step")
 
     def _save_stopped(self) -> None:
         """On a cancel, rank 0 writes the metrics and the resumable state."""

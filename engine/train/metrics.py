@@ -13,7 +13,7 @@ none is predicted).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -49,6 +49,21 @@ def _bool(x: ArrayLike) -> ArrayLike:
     return x if x.dtype == bool else (x > 0.5 if np.issubdtype(x.dtype, np.floating) else x != 0)
 
 
+def _counts_torch(p: torch.Tensor, y: torch.Tensor, v: Optional[torch.Tensor]) -> list[int]:
+    """(TP, FP, FN, pixels counted) of bool tensors; only where ``v`` when given."""
+    if v is None:
+        return torch.stack([(p & y).sum(), (p & ~y).sum(), (~p & y).sum()]).tolist() + [int(np.prod(p.shape))]
+    return torch.stack([(p & y & v).sum(), (p & ~y & v).sum(), (~p & y & v).sum(), v.sum()]).tolist()
+
+
+def _counts_numpy(p: np.ndarray, y: np.ndarray, v: Optional[np.ndarray]) -> list[int]:
+    """(TP, FP, FN, pixels counted) of bool arrays; only where ``v`` when given."""
+    if v is None:
+        return [int(np.count_nonzero(p & y)), int(np.count_nonzero(p & ~y)), int(np.count_nonzero(~p & y)), p.size]
+    return [int(np.count_nonzero(p & y & v)), int(np.count_nonzero(p & ~y & v)), int(np.count_nonzero(~p & y & v)),
+            int(np.count_nonzero(v))]
+
+
 @dataclass
 class Confusion:
     """Pixel counts of the change class: true/false positives/negatives (int)."""
@@ -58,23 +73,26 @@ class Confusion:
     fn: int = 0
     tn: int = 0
 
-    def update(self, pred: ArrayLike, label: ArrayLike) -> "Confusion":
+    def update(self, pred: ArrayLike, label: ArrayLike, valid: Optional[ArrayLike] = None) -> "Confusion":
         """Add one tile or batch: ``pred`` and ``label`` of the same shape, bool, {0,1}
-        or probabilities (> 0.5 is change); numpy arrays or tensors on any device."""
+        or probabilities (> 0.5 is change); numpy arrays or tensors on any device.
+        ``valid`` (same shape; None = every pixel): only those pixels are counted."""
         p, y = _bool(pred), _bool(label)
         if tuple(p.shape) != tuple(y.shape):
             raise ValueError(f"prediction shape {tuple(p.shape)} != label shape {tuple(y.shape)}")
         if isinstance(p, torch.Tensor):
             y = y.to(p.device) if isinstance(y, torch.Tensor) else torch.as_tensor(y, device=p.device)
-            counts = torch.stack([(p & y).sum(), (p & ~y).sum(), (~p & y).sum()]).tolist()
+            v = None if valid is None else torch.as_tensor(_bool(valid), device=p.device)
+            counts = _counts_torch(p, y, v)
         else:
             y = y.cpu().numpy() if isinstance(y, torch.Tensor) else y
-            counts = [int(np.count_nonzero(p & y)), int(np.count_nonzero(p & ~y)), int(np.count_nonzero(~p & y))]
-        tp, fp, fn = (int(c) for c in counts)
+            v = None if valid is None else np.asarray(_bool(valid.cpu() if isinstance(valid, torch.Tensor) else valid))
+            counts = _counts_numpy(p, y, v)
+        tp, fp, fn, n = (int(c) for c in counts)
         self.tp += tp
         self.fp += fp
         self.fn += fn
-        self.tn += int(np.prod(p.shape)) - tp - fp - fn
+        self.tn += n - tp - fp - fn
         return self
 
     def __add__(self, other: "Confusion") -> "Confusion":

@@ -6,13 +6,20 @@ before's grid (the after is warped onto it when its grid differs, the vector lab
 reprojected and rasterized onto it) and written as georeferenced GeoTIFF tiles::
 
     OUT/train/A/NAME.tif  OUT/train/B/NAME.tif  OUT/train/label/NAME.tif  (uint8 0/255)
+    OUT/train/labelled/NAME.tif                    (with a labelled area: 255 labelled, 0 not)
     OUT/train/list/train.txt                       one NAME.tif a line
     OUT/val/...  OUT/test/...
     OUT/dataset.json                               CRS, GSD, bands, sources, counts
 
-Splits never share an area: with enough sheets whole sheets go to one split each;
-otherwise each sheet is cut into horizontal bands of tile rows that are assigned to the
-splits, and a tile that would overlap a tile of another split is dropped.
+Splits never share an area: with enough sheets whole sheets go to one split each (or the
+sheets named by ``--val``/``--test`` or a ``split`` column); otherwise each sheet is cut into
+horizontal bands of tile rows that are assigned to the splits, and a tile that would overlap
+a tile of another split is dropped.
+
+Partial labels (``labelled_area``, :mod:`.areas`): tiles are cut only where they meet the
+area, and each gets a ``labelled`` mask; labels outside the area are 0 in the label tile
+and ignored by training and evaluation. Footprints (:mod:`.footprints`): the change labels
+are derived from two building-footprint layers, labelled where both layers cover.
 
 The pure helpers (:func:`tile_origins`, :func:`assign_sheets`, :func:`assign_bands`,
 :func:`parse_split`) need no files; :func:`prepare_dataset` does the I/O.
@@ -23,19 +30,21 @@ import contextlib
 import csv
 import json
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
 from ..errors import UserError
 from ..events import Events
+from .areas import LABELLED, Area, area_geometry, pixel_span, starts_within, tile_mask
+from .footprints import DEFAULT_TOLERANCE_M, FootprintChanges, footprint_changes
 
 __all__ = [
     "SPLITS",
+    "LabelSource",
     "Sheet",
     "assign_bands",
     "assign_bands_multi",
@@ -44,6 +53,7 @@ __all__ = [
     "parse_split",
     "prepare_dataset",
     "read_pairs",
+    "sheet_names",
     "staged_output",
     "tile_origins",
 ]
@@ -95,12 +105,31 @@ def staged_output(out: Union[str, Path], overwrite: bool = False,
 
 @dataclass
 class Sheet:
-    """One before/after/labels triplet (paths) and its tile-name stem."""
+    """One before/after/labels triplet (paths; labels None when derived from footprints), its
+    tile-name stem, and the split it must go to ("" = chosen by the split fractions)."""
 
     before: Path
     after: Path
-    labels: Path
+    labels: Optional[Path]
     name: str = ""
+    split: str = ""
+
+
+@dataclass
+class LabelSource:
+    """Where the labels are complete and where they come from, beyond each sheet's ``labels``.
+
+    Attributes:
+        labelled_area: the area where the labels are complete (:class:`.areas.Area`), None: everywhere.
+        footprints: (before, after) building-footprint layers that give the labels of every sheet.
+        tolerance_m: outline tolerance of the footprints in metres.
+        gsd: metres per pixel of rasters without georeference (``--gsd``).
+    """
+
+    labelled_area: Optional[Area] = None
+    footprints: Optional[tuple[Path, Path]] = None
+    tolerance_m: float = DEFAULT_TOLERANCE_M
+    gsd: Optional[float] = None
 
 
 def parse_split(text: str) -> tuple[float, float, float]:
@@ -118,8 +147,10 @@ def parse_split(text: str) -> tuple[float, float, float]:
     return parts  # type: ignore[return-value]
 
 
-def read_pairs(csv_path: Union[str, Path]) -> list[Sheet]:
-    """Read a sheets table: columns ``before,after,labels`` (optional ``name``).
+def read_pairs(csv_path: Union[str, Path], labels: bool = True) -> list[Sheet]:
+    """Read a sheets table: columns ``before,after,labels`` (optional ``name`` and ``split``:
+    train, val, test or empty). Without ``labels`` (footprints give them) the labels column
+    is not needed.
 
     Paths are relative to the table's folder (absolute paths work too). Each file must
     exist. Sheet names default to the before's file stem, made unique.
@@ -134,26 +165,32 @@ def read_pairs(csv_path: Union[str, Path]) -> list[Sheet]:
             rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
     except (UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"{csv_path}: not a readable CSV table ({exc})") from None
-    missing = [c for c in ("before", "after", "labels") if c not in columns]
+    keys = ("before", "after", "labels") if labels else ("before", "after")
+    missing = [c for c in keys if c not in columns]
     if missing:
-        raise UserError(f"{csv_path}: missing column(s) {', '.join(missing)}; expected a header before,after,labels")
+        raise UserError(f"{csv_path}: missing column(s) {', '.join(missing)}; expected a header {','.join(keys)}")
     sheets = []
     for i, row in enumerate(rows, start=2):
         if not any(row.values()):
             continue
-        paths = {}
-        for key in ("before", "after", "labels"):
+        paths: dict = {"labels": None}
+        for key in keys:
             if not row.get(key):
                 raise UserError(f"{csv_path}: line {i}: empty {key} path")
             p = Path(row[key])
             paths[key] = p if p.is_absolute() else csv_path.parent / p
-        sheets.append(Sheet(paths["before"], paths["after"], paths["labels"], row.get("name", "")))
+        split = row.get("split", "").lower()
+        if split not in ("",) + SPLITS:
+            raise UserError(f"{csv_path}: line {i}: split {row['split']!r}: expected train, val, test or empty")
+        sheets.append(Sheet(paths["before"], paths["after"], paths["labels"], row.get("name", ""), split))
     if not sheets:
         raise UserError(f"{csv_path}: no sheets listed (expected rows before,after,labels)")
     return sheets
 
 
-def _unique_names(sheets: Sequence[Sheet]) -> list[str]:
+def sheet_names(sheets: Sequence[Sheet]) -> list[str]:
+    """The names :func:`prepare_dataset` gives the sheets (the ``name`` column, else the before's
+    file stem less a ``_before``-like suffix; made unique); also the tiles' name stems."""
     names, seen = [], {}
     for s in sheets:
         stem = s.name or s.before.stem
@@ -280,6 +317,8 @@ class _SheetReader:
     """Opened rasters of one sheet; :meth:`read` returns one tile on the before's grid."""
 
     sheet: Sheet
+    source: LabelSource = field(default_factory=LabelSource)
+    derive: Optional[Callable[[Any], FootprintChanges]] = None  # footprints' changes in a CRS
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     notes: list = field(default_factory=list)  # warnings for the user
 
@@ -299,15 +338,56 @@ class _SheetReader:
         if a.dtypes[0] != b.dtypes[0]:
             raise UserError(f"{self.sheet.after}: data type {a.dtypes[0]}, but the before is {b.dtypes[0]}")
         self.after_view = self._on_before_grid(a, self.sheet.after, "bilinear")
+        self._check_georeference()
         self.labels_raster = None
         self.shapes = None
         self.labels_elsewhere: Optional[str] = None  # why no label feature touches the sheet
-        if self._is_vector(self.sheet.labels):
+        derived = self.derive(self.before.crs) if self.sheet.labels is None and self.derive else None
+        if derived is not None:
+            self._use_shapes(derived.changes.geometry, "the footprints' changes")
+        elif self._is_vector(self.sheet.labels):
             self._load_vector(self.sheet.labels)
         else:
             self.labels_file = self._open_raster(self.sheet.labels, "labels")
             self.labels_raster = self._on_before_grid(self.labels_file, self.sheet.labels, "nearest")
+        self.area = self._labelled_area(derived)
         self.odd_label_values: set = set()
+
+    def _check_georeference(self) -> None:
+        """A before without CRS needs ``--gsd`` (its pixel size is unknown); with one, --gsd is refused."""
+        gsd = self.source.gsd
+        if self.before.crs is None and not gsd:
+            raise UserError(f"{self.sheet.before}: no georeference, so its ground sampling distance is unknown; "
+                            "give --gsd METRES per pixel (e.g. --gsd 0.5)")
+        if self.before.crs is None:
+            self.notes.append(f"{self.sheet.before}: no georeference; tiles are written without one, at the "
+                              f"--gsd {gsd:g} m given, and vector labels or areas are read in pixels "
+                              "(x = column, y = row from the top)")
+        elif gsd:
+            raise UserError(f"{self.sheet.before}: georeferenced ({abs(self.before.transform.a):g} units per pixel "
+                            f"in {self.before.crs.to_string()}); --gsd is only for rasters without georeference")
+
+    def _labelled_area(self, derived: Optional[FootprintChanges]):
+        """The labelled area on this sheet (a geometry in the before's CRS), None: all labelled.
+
+        ``--labelled-area`` when given, else the footprints' common extent."""
+        from shapely.geometry import box
+
+        if self.source.labelled_area is not None:
+            area = area_geometry(self.source.labelled_area, self.before.crs, self.sheet.name)
+            where = f"--labelled-area {self.source.labelled_area.text}"
+        elif derived is not None:
+            area = derived.common
+            where = "the footprint layers' common extent"
+            if area is None:
+                raise UserError(f"{self.source.footprints[0]}: does not overlap {self.source.footprints[1]}, so no "
+                                "area is labelled by both dates")
+        else:
+            return None
+        sheet_box = box(*self.before.bounds)
+        if area.is_empty or not area.intersection(sheet_box).area > 0:
+            self.notes.append(f"{where}: does not meet sheet {self.sheet.name}; no tile is cut from it")
+        return area
 
     # -- opening --
     def _open_raster(self, path: Path, role: str):
@@ -383,13 +463,15 @@ class _SheetReader:
             gdf = gpd.read_file(path)
         except Exception as exc:  # pyogrio raises several error types for unreadable files
             raise UserError(f"{path}: not a raster or vector file GDAL can read ({str(exc).splitlines()[0]})") from None
-        if len(gdf) and gdf.crs is None:
+        if len(gdf) and gdf.crs is None and self.before.crs is not None:
             raise UserError(f"{path}: the vector labels have no CRS (add a .prj or save them with one)")
-        if self.before.crs is None:
-            raise UserError(f"{self.sheet.before}: has no CRS, so vector labels cannot be placed on it")
+        if self.before.crs is None and gdf.crs is not None:
+            raise UserError(f"{self.sheet.before}: has no CRS, so vector labels with one cannot be placed on it "
+                            "(give them in pixels, without a CRS)")
         gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
-        if len(gdf):
+        if len(gdf) and self.before.crs is not None:
             gdf = gdf.to_crs(self.before.crs)
+        if len(gdf):
             kinds = gdf.geometry.geom_type
             polys = kinds.isin(["Polygon", "MultiPolygon"])
             if not polys.all():
@@ -397,11 +479,15 @@ class _SheetReader:
             gdf = gdf[polys]
         if len(gdf) == 0:
             self.notes.append(f"{path}: no change polygons; every tile is labelled no change")
-        self.shapes = gdf.geometry.reset_index(drop=True)
-        self.sindex = self.shapes.sindex if len(self.shapes) else None
-        self.labels_elsewhere = self._elsewhere(path)
+        self._use_shapes(gdf.geometry, str(path))
 
-    def _elsewhere(self, path: Path) -> Optional[str]:
+    def _use_shapes(self, geometry, what: str) -> None:
+        """Change polygons (a GeoSeries in the before's CRS) to rasterize tile by tile."""
+        self.shapes = geometry.reset_index(drop=True)
+        self.sindex = self.shapes.sindex if len(self.shapes) else None
+        self.labels_elsewhere = self._elsewhere(what)
+
+    def _elsewhere(self, path: Union[str, Path]) -> Optional[str]:
         """One line with both extents (the before's CRS) when there are change polygons but
         none touches the sheet (a wrong file or CRS); None otherwise."""
         from shapely.geometry import box
@@ -410,7 +496,7 @@ class _SheetReader:
             return None
         return (f"{path}: no label feature touches the sheet {self.sheet.before.name}: labels extent "
                 f"{_extent_text(self.shapes.total_bounds)}, raster extent {_extent_text(self.before.bounds)} "
-                f"({self.before.crs.to_string()}); wrong file, or wrong CRS in the labels?")
+                f"({self.before.crs.to_string() if self.before.crs else 'pixels'}); wrong file, or wrong CRS in the labels?")
 
     @property
     def may_have_change(self) -> bool:
@@ -419,6 +505,24 @@ class _SheetReader:
         return self.labels_raster is not None or bool(len(self.shapes)) and self.labels_elsewhere is None
 
     # -- reading --
+    def labelled(self, row: int, col: int, size: int) -> Optional[np.ndarray]:
+        """(size, size) bool: the tile's pixels inside the labelled area; None without an area."""
+        from rasterio.windows import Window
+        from rasterio.windows import transform as win_transform
+
+        if self.area is None:
+            return None
+        return tile_mask(self.area, win_transform(Window(col, row, size, size), self.before.transform), size)
+
+    def tile_span(self, rows: list[int], cols: list[int], size: int) -> tuple[list[int], list[int]]:
+        """The tile rows and columns that meet the labelled area's bounds (all without an area)."""
+        if self.area is None:
+            return rows, cols
+        span = pixel_span(self.area, self.before.transform)
+        if span is None:
+            return [], []
+        return starts_within(rows, size, span[0], span[1]), starts_within(cols, size, span[2], span[3])
+
     def read(self, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
         """Tile at (row, col) px: before, after (bands, size, size), change bool (size, size)
         and the fraction of pixels valid in both dates."""
@@ -490,6 +594,7 @@ class _Written:
     per_source: list
     dropped_empty: int = 0
     dropped_nodata: int = 0
+    dropped_unlabelled: int = 0
 
 
 def prepare_dataset(
@@ -502,6 +607,7 @@ def prepare_dataset(
     seed: int = 42,
     keep_empty: float = 1.0,
     events: Optional[Events] = None,
+    labels: Optional[LabelSource] = None,
 ) -> dict:
     """Cut ``sheets`` into tiles and write the authors' layout into ``out_dir``.
 
@@ -516,10 +622,13 @@ def prepare_dataset(
         seed: seeds the split assignment and the ``keep_empty`` draw.
         keep_empty: fraction (0..1) of tiles without any change to keep.
         events: progress, warnings and cancel checks.
+        labels: labelled area, footprint layers, ``--gsd`` (see :class:`LabelSource`); a
+            sheet's ``split`` sends it whole to that split.
 
     Returns:
-        counts per split: ``{"train": {"tiles": n, "change_pixels": n, "empty_tiles": n}, ...}``
-        plus ``"dropped"`` (tiles dropped: empty draw, nodata, split borders).
+        counts per split: ``{"train": {"tiles": n, "change_pixels": n, "empty_tiles": n,
+        "unlabelled_pixels": n}, ...}`` plus ``"dropped"`` (tiles dropped: empty draw,
+        nodata, split borders, outside the labelled area).
 
     Raises:
         UserError: a bad sheet (unreadable, mismatched, labels that touch no sheet, too
@@ -531,20 +640,21 @@ def prepare_dataset(
         raise UserError("no sheets to prepare")
     if not 0 <= keep_empty <= 1:
         raise UserError(f"--keep-empty {keep_empty}: must be a fraction between 0 and 1")
-    for s, name in zip(sheets, _unique_names(sheets)):
+    labels = labels or LabelSource()
+    for s, name in zip(sheets, sheet_names(sheets)):
         s.name = name
-    readers = _open_sheets(sheets, events)
+    readers = _open_sheets(sheets, labels, events)
     try:
         _check_labels_touch(readers, events)
         grids = _tile_grids(readers, tile_size, stride)
-        plan = _plan_tiles(grids, tile_size, split, seed)
+        plan = _plan_tiles(grids, tile_size, split, seed, [s.split for s in sheets])
         events.start(command="prepare", sheets=len(readers), tiles=len(plan.tiles), tile_size=tile_size,
                      stride=stride, split_by="sheet" if plan.by_sheet else "region")
         written = _write_tiles(readers, plan, out_dir, tile_size, keep_empty, seed, events)
         _warn_label_values(readers, events)
         _write_lists(out_dir, written, split, events)
         meta = _dataset_meta(readers, plan, written, out_dir, tile_size=tile_size, stride=stride, split=split,
-                             seed=seed, keep_empty=keep_empty)
+                             seed=seed, keep_empty=keep_empty, labels=labels)
         (out_dir / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
     finally:
         for r in readers:
@@ -552,12 +662,23 @@ def prepare_dataset(
     return meta["counts"]
 
 
-def _open_sheets(sheets: Sequence[Sheet], events: Events) -> list[_SheetReader]:
+def _open_sheets(sheets: Sequence[Sheet], labels: LabelSource, events: Events) -> list[_SheetReader]:
     """Open (and so check) every sheet; pass on their notes as warnings."""
     readers: list[_SheetReader] = []
+    derived: dict = {}  # the footprints' changes per CRS (WKT)
+
+    def derive(crs) -> FootprintChanges:
+        key = crs.to_wkt() if crs is not None else None
+        if key not in derived:
+            derived[key] = footprint_changes(*labels.footprints, crs, labels.tolerance_m, labels.gsd)
+            c = derived[key].counts
+            events.log(f"footprints: {c['before']} before, {c['after']} after; {c['appeared']} appeared, "
+                       f"{c['vanished']} vanished (tolerance {labels.tolerance_m:g} m)")
+        return derived[key]
+
     try:
         for s in sheets:
-            readers.append(_SheetReader(s))
+            readers.append(_SheetReader(s, labels, derive if labels.footprints else None))
     except BaseException:
         for r in readers:
             r.close()
@@ -590,15 +711,22 @@ def _tile_grids(readers: Sequence[_SheetReader], tile_size: int, stride: int) ->
         if not rows or not cols:
             raise UserError(f"{r.sheet.before}: {r.before.width}x{r.before.height} px, smaller than "
                             f"--tile-size {tile_size}")
-        grids.append((rows, cols))
+        grids.append(r.tile_span(rows, cols, tile_size))  # only where tiles meet the labelled area
+    if not any(rows and cols for rows, cols in grids):
+        raise UserError("the labelled area meets no sheet: no tile to cut (is it in the rasters' CRS?)")
     return grids
 
 
 def _plan_tiles(grids: Sequence[tuple[list[int], list[int]]], tile_size: int, split: Sequence[float],
-                seed: int) -> _Plan:
-    """Whole sheets to splits when there are enough sheets, else bands of tile rows."""
-    by_sheet = len(grids) >= sum(1 for f in split if f > 0)
-    sheet_split = assign_sheets([len(r) * len(c) for r, c in grids], split, seed) if by_sheet else None
+                seed: int, chosen: Sequence[str] = ()) -> _Plan:
+    """Whole sheets to splits when some are chosen (the others go to train) or there are enough
+    sheets, else bands of tile rows."""
+    chosen = list(chosen) or [""] * len(grids)
+    by_sheet = any(chosen) or len(grids) >= sum(1 for f in split if f > 0)
+    if any(chosen):
+        sheet_split = [SPLITS.index(c) if c else 0 for c in chosen]
+    else:
+        sheet_split = assign_sheets([len(r) * len(c) for r, c in grids], split, seed) if by_sheet else None
     row_splits = None if by_sheet else assign_bands_multi([r for r, _ in grids], tile_size, split, seed)
     tiles, dropped_border = [], 0
     for i, (rows, cols) in enumerate(grids):
@@ -618,37 +746,47 @@ def _write_tiles(readers: Sequence[_SheetReader], plan: _Plan, out_dir: Path, ti
     for sp in SPLITS:
         for sub in ("A", "B", "label", "list"):
             (out_dir / sp / sub).mkdir(parents=True, exist_ok=True)
-    done = _Written({sp: {"tiles": 0, "change_pixels": 0, "empty_tiles": 0} for sp in SPLITS},
+    labelled_area = any(r.area is not None for r in readers)
+    done = _Written({sp: {"tiles": 0, "change_pixels": 0, "empty_tiles": 0, "unlabelled_pixels": 0} for sp in SPLITS},
                     {sp: [] for sp in SPLITS}, [{sp: 0 for sp in SPLITS} for _ in readers])
     rng = np.random.default_rng(seed)
     for k, (i, row, col, sp) in enumerate(plan.tiles):
         events.check_cancel()
         r = readers[i]
         a, b, change, valid = r.read(row, col, tile_size)
+        labelled = r.labelled(row, col, tile_size)
+        if labelled is None and labelled_area:
+            labelled = np.ones_like(change)  # a sheet without an area (pairs mixing both): all labelled
+        if labelled is not None:
+            change &= labelled
         keep_draw = rng.random()
         if valid < 0.5:
             done.dropped_nodata += 1
+        elif labelled is not None and not labelled.any():
+            done.dropped_unlabelled += 1
         elif not change.any() and keep_draw >= keep_empty:
             done.dropped_empty += 1
         else:
             split_name = SPLITS[sp]
             name = f"{r.sheet.name}_{row}_{col}.tif"
-            _write_triplet(out_dir / split_name, name, r, row, col, a, b, change)
+            _write_triplet(out_dir / split_name, name, r, row, col, a, b, change, labelled)
             done.lists[split_name].append(name)
             c = done.counts[split_name]
             n_change = int(change.sum())
             c["tiles"] += 1
             c["change_pixels"] += n_change
             c["empty_tiles"] += int(n_change == 0)
+            c["unlabelled_pixels"] += 0 if labelled is None else int(labelled.size - labelled.sum())
             done.per_source[i][split_name] += 1
         events.progress(k + 1, len(plan.tiles), "tiles")
     return done
 
 
 def _write_triplet(folder: Path, name: str, r: _SheetReader, row: int, col: int, a: np.ndarray, b: np.ndarray,
-                   change: np.ndarray) -> None:
+                   change: np.ndarray, labelled: Optional[np.ndarray] = None) -> None:
     """``folder/{A,B,label}/name``: the dates (bands, n, n) and the label (0/255), georeferenced
-    as the tile at (row, col) px of the sheet's before."""
+    as the tile at (row, col) px of the sheet's before; ``folder/labelled/name`` (255 labelled,
+    0 not) when ``labelled`` is given."""
     from rasterio.windows import Window
     from rasterio.windows import transform as win_transform
 
@@ -665,6 +803,9 @@ def _write_triplet(folder: Path, name: str, r: _SheetReader, row: int, col: int,
     _write_tile(folder / "A" / name, a, img_profile)
     _write_tile(folder / "B" / name, b, img_profile)
     _write_tile(folder / "label" / name, (change.astype(np.uint8) * 255)[None], dict(base, count=1, dtype="uint8"))
+    if labelled is not None:
+        (folder / LABELLED).mkdir(exist_ok=True)
+        _write_tile(folder / LABELLED / name, (labelled.astype(np.uint8) * 255)[None], dict(base, count=1, dtype="uint8"))
 
 
 def _warn_label_values(readers: Sequence[_SheetReader], events: Events) -> None:
@@ -688,7 +829,8 @@ def _write_lists(out_dir: Path, written: _Written, split: Sequence[float], event
 
 
 def _dataset_meta(readers: Sequence[_SheetReader], plan: _Plan, written: _Written, out_dir: Path, *,
-                  tile_size: int, stride: int, split: Sequence[float], seed: int, keep_empty: float) -> dict:
+                  tile_size: int, stride: int, split: Sequence[float], seed: int, keep_empty: float,
+                  labels: LabelSource) -> dict:
     """The content of ``dataset.json``: CRS, GSD, bands, options, counts and sources."""
     from .. import __version__
 
@@ -701,14 +843,14 @@ def _dataset_meta(readers: Sequence[_SheetReader], plan: _Plan, written: _Writte
         "created_by": f"hrmnet-engine {__version__} prepare",
         "layout": "{split}/{A,B,label}/NAME.tif + {split}/list/{split}.txt",
         "crs": crs_set.pop() if len(crs_set) == 1 else None,
-        "gsd": _gsd(gsds),
+        "gsd": labels.gsd if first.crs is None else _gsd(gsds),
         "bands": {
             "count": first.count,
             "dtype": first.dtypes[0],
             "descriptions": [d or f"band {j + 1}" for j, d in enumerate(first.descriptions)],
             "nodata": first.nodata,
         },
-        "label": {"dtype": "uint8", "change": 255, "no_change": 0},
+        "label": _label_meta(readers, labels, out_dir),
         "tile_size": tile_size,
         "stride": stride,
         "split": dict(zip(SPLITS, split)),
@@ -716,13 +858,14 @@ def _dataset_meta(readers: Sequence[_SheetReader], plan: _Plan, written: _Writte
         "seed": seed,
         "keep_empty": keep_empty,
         "counts": {**written.counts, "dropped": {"empty": written.dropped_empty, "nodata": written.dropped_nodata,
-                                                 "split_border": plan.dropped_border}},
+                                                 "split_border": plan.dropped_border,
+                                                 "outside_labelled_area": written.dropped_unlabelled}},
         "sources": [
             {
                 "name": r.sheet.name,
                 "before": _source_path(r.sheet.before, out_dir),
                 "after": _source_path(r.sheet.after, out_dir),
-                "labels": _source_path(r.sheet.labels, out_dir),
+                "labels": _source_path(r.sheet.labels, out_dir) if r.sheet.labels else "footprints",
                 "crs": r.before.crs.to_string() if r.before.crs else None,
                 "size": [r.before.width, r.before.height],
                 "split": SPLITS[plan.sheet_split[i]] if plan.sheet_split is not None else "region",
@@ -733,11 +876,30 @@ def _dataset_meta(readers: Sequence[_SheetReader], plan: _Plan, written: _Writte
     }
 
 
-def _write_tile(path: Path, array: np.ndarray, profile: dict) -> None:
-    import rasterio
+def _label_meta(readers: Sequence[_SheetReader], labels: LabelSource, out_dir: Path) -> dict:
+    """``dataset.json``'s ``label``: the values, the labelled masks, where the labels came from."""
+    meta: dict = {"dtype": "uint8", "change": 255, "no_change": 0}
+    if any(r.area is not None for r in readers):
+        meta["labelled"] = {"folder": "{split}/" + LABELLED + "/NAME.tif", "labelled": 255, "not_labelled": 0,
+                            "area": labels.labelled_area.text if labels.labelled_area is not None
+                            else "the footprint layers' common extent"}
+    if labels.footprints:
+        meta["footprints"] = {"before": _source_path(labels.footprints[0], out_dir),
+                              "after": _source_path(labels.footprints[1], out_dir),
+                              "tolerance_m": labels.tolerance_m,
+                              "change": "appeared or vanished farther than tolerance_m from the other date"}
+    return meta
 
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(array)
+
+def _write_tile(path: Path, array: np.ndarray, profile: dict) -> None:
+    """One tile; without georeference when the sheet has none (said once, when it was opened)."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(array)
 
 
 def _source_path(path: Path, stage: Path) -> str:

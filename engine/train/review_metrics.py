@@ -38,13 +38,14 @@ class ReviewStats:
     def update(self, pred: np.ndarray, label: np.ndarray, review: np.ndarray,
                valid: Optional[np.ndarray] = None) -> None:
         """Add tiles: ``pred``, ``label`` (N, H, W) or (H, W) bool, ``review`` same shape
-        float 0..1 (NaN = unknown), ``valid`` bool (default: where review is finite)."""
+        float 0..1 (NaN = unknown), ``valid`` bool (default: where review is finite). A
+        ``valid`` mask (partial labels) also keeps the polygons to the valid pixels."""
         pred, label, review, ok = as_tiles(pred, label, review, valid)
         bins = np.clip((np.nan_to_num(review) * (BINS - 1)).astype(np.int64), 0, BINS - 1)
         self.all += np.bincount(bins[ok], minlength=BINS)
         self.wrong += np.bincount(bins[ok & (pred != label)], minlength=BINS)
-        for p, y, r in zip(pred, label, review):
-            self._polygons(p, y, r)
+        for p, y, r, v in zip(pred, label, review, ok):
+            self._polygons(p if valid is None else p & v, y, r)
 
     def _polygons(self, pred: np.ndarray, label: np.ndarray, review: np.ndarray) -> None:
         from scipy import ndimage

@@ -110,7 +110,7 @@ def polygonize_to_file(mask_path: PathLike, prob_path: Optional[PathLike], out_p
     total = len(windows)
     with Polygonizer(out_path, transform=transform, crs=crs, width=width, height=height,
                      min_area_m2=min_area_m2, simplify_m=simplify_m, has_prob=prob_path is not None,
-                     events=events, name=display(mask_path), has_review=review_path is not None) as polygonizer:
+                     events=events, has_review=review_path is not None) as polygonizer:
         # One reader thread fetches the next strip while this one is polygonized (GDAL
         # reads and decompresses without the GIL).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectorize-read") as pool:

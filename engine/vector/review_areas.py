@@ -23,7 +23,6 @@ from typing import Optional, Union
 import numpy as np
 
 from ..events import Events
-from ..outputs import display
 from .polygonize import check_prob_dtype, check_same_grid, open_result_raster, read_mask, read_prob, strip_rows
 from .stream import Polygonizer
 
@@ -95,7 +94,7 @@ def review_areas_to_file(mask_path: PathLike, review_path: PathLike, out_path: P
     rows = strip_rows(window_rows, width, block_rows)
     starts = list(range(0, height, rows))
     with Polygonizer(out_path, transform=transform, crs=crs, width=width, height=height, min_area_m2=min_area_m2,
-                     has_prob=prob_path is not None, name=display(mask_path), has_review=True,
+                     has_prob=prob_path is not None, has_review=True,
                      keep=lambda c: not c.review_max > 1.0) as polygonizer:
         for k, r0 in enumerate(starts):
             events.check_cancel()

@@ -88,8 +88,7 @@ class Polygonizer:
         min_area_m2: drop polygons smaller than this (m²; see :class:`MapGrid`).
         simplify_m: topology-preserving simplification tolerance in metres (0: none).
         has_prob: False when no probabilities are given (``mean_prob``/``max_prob`` null).
-        events: gets a warning when the grid has no CRS.
-        name: how to name the grid in that warning (e.g. the mask's path).
+        events: gets a warning (naming ``out_path``) when the grid has no CRS.
         has_review: add a ``review`` field (mean review score over the polygon's pixels,
             0..1; fed with :meth:`add`).
         keep: write only the components for which ``keep(component)`` is true.
@@ -97,13 +96,13 @@ class Polygonizer:
 
     def __init__(self, out_path: PathLike, *, transform: Affine, crs, width: int, height: int,
                  min_area_m2: float = 0.0, simplify_m: float = 0.0, has_prob: bool = True,
-                 events: Optional[Events] = None, name: str = "raster", has_review: bool = False,
+                 events: Optional[Events] = None, has_review: bool = False,
                  keep: Optional[Callable[[Component], bool]] = None) -> None:
         check_options(min_area_m2, simplify_m)
         self.grid = MapGrid(transform, crs, width, height)
         if self.grid.kind == "pixel" and events is not None:
-            events.warn(f"{name}: no CRS; polygons are in the raster's own coordinates and area_m2 / "
-                        "--min-area / --simplify are in its units (pixels without georeferencing)")
+            events.warn(f"{display(out_path)}: polygons in pixel coordinates (column, row), because the input "
+                        "rasters have no georeference; area_m2, --min-area and --simplify are in pixels")
             if str(out_path).lower().endswith(".geojson"):
                 events.warn(f"{display(out_path)}: GeoJSON cannot say 'no CRS'; readers will assume WGS 84 "
                             "(use .gpkg, .shp or .fgb for pixel-space polygons)")

@@ -8,6 +8,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
@@ -72,6 +73,8 @@ class Evaluate(EngineAlgorithm):
         for param in advanced:
             param.setFlags(param.flags() | PARAMETER_ADVANCED)
             self.addParameter(param)
+        self.addParameter(QgsProcessingParameterBoolean("OVERWRITE", self.tr("Replace colour maps already in the "
+                                                                             "folder"), defaultValue=False))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", self.tr("Colour maps folder"),
                                                                   optional=True, createByDefault=False))
         for key in METRICS:
@@ -89,6 +92,8 @@ class Evaluate(EngineAlgorithm):
         out = absolute(self.parameterAsFileOutput(parameters, "OUTPUT", context)) if given(parameters, "OUTPUT") else ""
         if out:
             args += ["--out", out]
+            if self.parameterAsBoolean(parameters, "OVERWRITE", context):
+                args.append("--overwrite")
         return args, out
 
     def processAlgorithm(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict[str, Any]:  # noqa: N802

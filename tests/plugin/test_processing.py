@@ -20,9 +20,11 @@ EXPECTED = {
                                    "DEVICE", "PRECISION", "OUTPUT_POLYGONS", "OUTPUT_REVIEW", "OUTPUT_REVIEW_AREAS"},
     "hrmnet:train": {"DATA", "OUTPUT", "STEPS", "BATCH_SIZE", "LR", "CROP", "WORKERS", "DEVICE", "PRECISION",
                      "INIT", "BACKBONE", "IMAGENET", "VAL_EVERY", "RESUME", "OVERWRITE", "SEED"},
-    "hrmnet:evaluate": {"DATA", "SPLIT", "MODEL", "OUTPUT", "DEVICE", "PRECISION", "BATCH_SIZE"},
+    "hrmnet:evaluate": {"DATA", "SPLIT", "MODEL", "OUTPUT", "DEVICE", "PRECISION", "BATCH_SIZE", "OVERWRITE"},
     "hrmnet:preparedataset": {"BEFORE", "AFTER", "LABELS", "PAIRS", "OUTPUT", "TILE_SIZE", "STRIDE", "SPLIT",
-                              "SEED", "KEEP_EMPTY", "OVERWRITE"},
+                              "SEED", "KEEP_EMPTY", "OVERWRITE", "FOOTPRINTS_BEFORE", "FOOTPRINTS_AFTER",
+                              "FOOTPRINT_TOLERANCE", "LABELLED_AREA", "LABELLED_EXTENT", "VAL_SHEETS", "TEST_SHEETS",
+                              "GSD"},
 }
 ADVANCED = {"BANDS_BEFORE", "BANDS_AFTER", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE", "PRECISION"}
 

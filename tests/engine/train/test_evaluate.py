@@ -89,3 +89,42 @@ def test_bad_input_one_line(tmp_path, capsys):
     assert main(["evaluate", "--data", str(data), "--model", str(tmp_path / "missing.safetensors")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing.safetensors: model file not found" in err
+
+
+def test_existing_colour_maps_are_kept_without_overwrite(tmp_path):
+    data = make_dataset(tmp_path / "data", {"test": 2}, size=64)
+    model = constant_model(tmp_path / "none.safetensors", -20.0)
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    (maps / "t00.png").write_bytes(b"an earlier map")
+    args = ["evaluate", "--data", str(data), "--model", str(model), "--out", str(maps), "--device", "cpu",
+            "--progress", "none"]
+    p = engine(*args)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1
+    assert "t00.png: exists (use --overwrite to replace the colour maps)" in p.stderr
+    assert (maps / "t00.png").read_bytes() == b"an earlier map" and sorted(x.name for x in maps.iterdir()) == ["t00.png"]
+    p = engine(*args, "--overwrite")
+    assert p.returncode == 0, p.stderr
+    assert sorted(x.name for x in maps.iterdir()) == ["t00.png", "t01.png"]
+    assert np.asarray(Image.open(maps / "t00.png")).shape == (64, 64, 3)
+
+
+def test_per_pair_figures_group_the_tiles_of_each_prepared_sheet(tmp_path):
+    data = make_dataset(tmp_path / "data", {"test": 3}, size=64)
+    for i, name in enumerate(("north_0_0", "north_0_64", "south_0_0")):  # as prepare names tiles: SHEET_ROW_COL
+        for folder in ("A", "B", "label"):
+            (data / "test" / folder / f"t{i:02d}.png").rename(data / "test" / folder / f"{name}.png")
+    (data / "test" / "list" / "test.txt").write_text("north_0_0\nnorth_0_64\nsouth_0_0\n")
+    (data / "dataset.json").write_text(json.dumps({"sources": [{"name": "north"}, {"name": "south"}]}))
+    model = constant_model(tmp_path / "all.safetensors", 20.0)
+    p = engine("evaluate", "--data", str(data), "--model", str(model), "--device", "cpu", "--per-pair",
+               "--progress", "none")
+    assert p.returncode == 0, p.stderr
+    rows = {line.split()[0]: line.split() for line in p.stdout.splitlines() if line.startswith(("  north", "  south"))}
+    assert rows["north"][1:3] == ["2", str(2 * 64 * 64)] and rows["south"][1:3] == ["1", str(64 * 64)]
+    assert "tiling: whole dataset tiles" in p.stdout  # said plainly: no overlap blending as in detect
+    j = engine("evaluate", "--data", str(data), "--model", str(model), "--device", "cpu", "--per-pair", "--json")
+    pairs = json.loads(j.stdout)["pairs"]
+    assert [(r["pair"], r["tiles"]) for r in pairs] == [("north", 2), ("south", 1)]
+    total = sum(r["confusion"]["tp"] for r in pairs)
+    assert total == json.loads(j.stdout)["confusion"]["tp"]

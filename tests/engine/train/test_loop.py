@@ -186,3 +186,15 @@ def test_interrupt_stops_after_the_step_with_a_resumable_state(data, tmp_path):
     assert 1 <= state["run"]["step"] < 500
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert len(rows) == state["run"]["step"]
+
+
+def test_the_seconds_per_step_shown_is_the_recent_rate_not_the_slow_first_step():
+    from engine.train.loop import RecentRate
+
+    rate = RecentRate(window=3)
+    assert rate.value == 0.0
+    rate.add(3.8)  # the first step also starts the loader
+    assert rate.value == 3.8
+    for dt in (2.5, 2.5, 2.4, 2.6):
+        rate.add(dt)
+    assert rate.value == pytest.approx(2.5)  # the last three steps; the first no longer counts
