@@ -21,6 +21,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fp16", action="store_true", help="store the weights as float16 (half the file; fp32 arithmetic)")
     p.add_argument("--fixed-size", type=int, metavar="PX",
                    help="fix H = W to PX (a multiple of 32) instead of dynamic; Deepness needs this")
+    p.add_argument("--int8", action="store_true",
+                   help="int8 weights (per channel) and uint8 activations, onnxruntime static QDQ quantization: "
+                        "a quarter of the file, faster on CPUs; refused below 99.5 %% mask agreement with fp32")
+    p.add_argument("--calibrate", nargs="+", metavar="SOURCE",
+                   help="--int8's calibration imagery: BEFORE,AFTER (two rasters) or a dataset folder, one or more "
+                        "(default: the demo pair); every 4th tile is held back for the check")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT.onnx")
     p.set_defaults(func=run)
 
@@ -29,8 +35,12 @@ def run(args: argparse.Namespace) -> int:
     from ..export import export_onnx
 
     result = export_onnx(args.model, args.out, opset=args.opset, fp16=args.fp16, fixed_size=args.fixed_size,
-                         overwrite=args.overwrite, log=lambda line: print(line, file=sys.stderr))
-    print(f"wrote {result['path']} ({result['bytes'] / 1e6:.1f} MB, opset {result['opset']}"
-          f"{', fp16 weights' if result['fp16_weights'] else ''}; max |onnxruntime - torch| "
-          f"{result['parity_max_abs_diff']:.1e} on the parity inputs)")
+                         overwrite=args.overwrite, log=lambda line: print(line, file=sys.stderr),
+                         int8=args.int8, calibrate=args.calibrate)
+    int8 = result.get("int8")
+    kind = ", fp16 weights" if result["fp16_weights"] else ""
+    if int8:
+        kind = f", int8: mask agreement {100 * int8['mask_agreement']:.2f} % on {int8['held_back_tiles']} held-back tiles"
+    print(f"wrote {result['path']} ({result['bytes'] / 1e6:.1f} MB, opset {result['opset']}{kind}; max "
+          f"|onnxruntime - torch| {result['parity_max_abs_diff']:.1e} on the parity inputs, fp32)")
     return 0
