@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, help="dataset folder in the authors' layout")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
-    p.add_argument("--model", required=True, help="checkpoint: our .safetensors or the authors' .pth, or an exported .onnx (onnxruntime)")
+    p.add_argument("--model", required=True, help="checkpoint: our .safetensors or the authors' .pth, or an exported .onnx (onnxruntime), or a catalogue name")
     p.add_argument("--out", help="folder for the colour maps (one NAME.png per tile)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -48,9 +48,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 0:
         raise UserError(f"--workers {args.workers}: must be 0 or more")
+    from ..catalogue import resolve_model
+
     progress = "none" if args.json and args.progress == "jsonl" else args.progress
-    result = evaluate(args.data, args.split, args.model, args.out, args.device, args.precision,
-                      args.batch_size, args.workers, make_events(progress))
+    events = make_events(progress)
+    result = evaluate(args.data, args.split, resolve_model(args.model, events), args.out, args.device, args.precision,
+                      args.batch_size, args.workers, events)
     if args.json:
         print(json.dumps({**result["metrics"], "confusion": result["confusion"], "tiles": result["tiles"],
                           "split": result["split"], "model": result["model"], "runtime": result["runtime"],

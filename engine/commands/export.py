@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Export a checkpoint as an ONNX graph: input (N, 6, H, W) normalised before+after RGB, "
         "outputs change and hard (N, 1, H, W) probabilities, all metadata (ours and Deepness's) in "
         "metadata_props. The graph is checked against torch (within 1e-4) before it is written.")
-    p.add_argument("model", metavar="MODEL", help="checkpoint (.safetensors or the authors' .pth)")
+    p.add_argument("model", metavar="MODEL", help="checkpoint (.safetensors or the authors' .pth), or a catalogue name")
     p.add_argument("out", metavar="OUT.onnx", help="ONNX file to write")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, 18 or later (default 18)")
     p.add_argument("--fp16", action="store_true", help="store the weights as float16 (half the file; fp32 arithmetic)")
@@ -32,9 +32,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..catalogue import resolve_model
+    from ..events import make_events
     from ..export import export_onnx
 
-    result = export_onnx(args.model, args.out, opset=args.opset, fp16=args.fp16, fixed_size=args.fixed_size,
+    model = resolve_model(args.model, make_events("bar"), formats=("safetensors", "pth"))
+    result = export_onnx(model, args.out, opset=args.opset, fp16=args.fp16, fixed_size=args.fixed_size,
                          overwrite=args.overwrite, log=lambda line: print(line, file=sys.stderr),
                          int8=args.int8, calibrate=args.calibrate)
     int8 = result.get("int8")
