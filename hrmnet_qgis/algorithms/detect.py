@@ -116,6 +116,7 @@ class DetectChanges(EngineAlgorithm):
                 else self.tr("Model checkpoint"),
                 behavior=QgsProcessingParameterFile.File,
                 defaultValue=default_model or None,
+                optional=True,  # empty: the default model (qgis_process 3.22 ignores a mandatory one's default)
                 fileFilter=self.tr("HRMNet models (*.safetensors *.pth *.onnx);;All files (*.*)"),
             )
         )
@@ -181,9 +182,9 @@ class DetectChanges(EngineAlgorithm):
         before = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
         after = self.parameterAsRasterLayer(parameters, self.AFTER, context)
         args = ["--before", layer_file(before, self.BEFORE), "--after", layer_file(after, self.AFTER)]
-        model = absolute(self.parameterAsFile(parameters, self.MODEL, context))
+        model = absolute(self.parameterAsFile(parameters, self.MODEL, context)) or _default_model()
         if not model:
-            raise QgsProcessingException(self.tr("MODEL: no model checkpoint given"))
+            raise QgsProcessingException(self.tr("MODEL: no model given and no default model (HRMNet › Models…)"))
         args += ["--model", model]
 
         outputs = {

@@ -180,7 +180,7 @@ class DetectChangesSheets(EngineAlgorithm):
             optional=True))
         self.addParameter(QgsProcessingParameterFile(
             self.MODEL, self.tr("Model checkpoint"), behavior=QgsProcessingParameterFile.File,
-            defaultValue=_default_model() or None,
+            defaultValue=_default_model() or None, optional=True,  # empty: the default model (qgis_process too)
             fileFilter=self.tr("HRMNet models (*.safetensors *.pth *.onnx);;All files (*.*)")))
         self.addParameter(QgsProcessingParameterNumber(
             self.THRESHOLD, self.tr("Change probability threshold (empty: the model's)"),
@@ -233,9 +233,9 @@ class DetectChangesSheets(EngineAlgorithm):
         run = absolute(self.parameterAsFileOutput(parameters, self.RUN_FOLDER, context))
         if not run:
             raise QgsProcessingException(self.tr("RUN_FOLDER: choose a folder for the run"))
-        model = absolute(self.parameterAsFile(parameters, self.MODEL, context))
+        model = absolute(self.parameterAsFile(parameters, self.MODEL, context)) or _default_model()
         if not model:
-            raise QgsProcessingException(self.tr("MODEL: no model checkpoint given"))
+            raise QgsProcessingException(self.tr("MODEL: no model given and no default model (HRMNet › Models…)"))
         polygons = absolute(self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context))
         check_vector_output(polygons)
         args = ["--sheets", sheets, "--run", run, "--model", model, "--out-vector", polygons]
