@@ -28,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="--int8's calibration imagery: BEFORE,AFTER (two rasters) or a dataset folder, one or more "
                         "(default: the demo pair); every 4th tile is held back for the check")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT.onnx")
+    p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar",
+                   help="bar/none: steps on stderr; jsonl: JSON events on stdout (the plugin)")
     p.set_defaults(func=run)
 
 
@@ -36,10 +38,15 @@ def run(args: argparse.Namespace) -> int:
     from ..events import make_events
     from ..export import export_onnx
 
-    model = resolve_model(args.model, make_events("bar"), formats=("safetensors", "pth"))
+    events = make_events(args.progress)
+    log = (lambda line: print(line, file=sys.stderr)) if args.progress != "jsonl" else events.log
+    model = resolve_model(args.model, events, formats=("safetensors", "pth"))
     result = export_onnx(model, args.out, opset=args.opset, fp16=args.fp16, fixed_size=args.fixed_size,
-                         overwrite=args.overwrite, log=lambda line: print(line, file=sys.stderr),
+                         overwrite=args.overwrite, log=log,
                          int8=args.int8, calibrate=args.calibrate)
+    if args.progress == "jsonl":
+        events.done({"model": result["path"]}, {k: v for k, v in result.items() if k != "path"})
+        return 0
     int8 = result.get("int8")
     kind = ", fp16 weights" if result["fp16_weights"] else ""
     if int8:
