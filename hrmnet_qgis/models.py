@@ -13,7 +13,8 @@ from typing import Callable, Optional
 from .model_info import is_demonstration, read_model_info
 from .runner import run_engine
 
-__all__ = ["list_models", "download_model", "onnx_copy", "export_onnx_copy", "local_rows", "describe_row"]
+__all__ = ["list_models", "download_model", "onnx_copy", "export_onnx_copy", "local_rows", "describe_row",
+           "remember_models", "offered_models"]
 
 EventHandler = Callable[[dict], None]
 
@@ -65,6 +66,31 @@ def local_rows(paths: list[str], catalogue: list[dict]) -> list[dict]:
                      "license": "", "metrics": training.get("test") or training.get("best_val") or {},
                      "catalogue": "local file"})
     return rows
+
+
+def remember_models(rows: list[dict]) -> None:
+    """Store the paths of the models that are here (what the Model fields then offer)."""
+    import json
+
+    from . import settings
+
+    settings.put(settings.MODELS_HERE, json.dumps([str(r["path"]) for r in rows if r.get("available") and r.get("path")]))
+
+
+def offered_models() -> list[str]:
+    """The model files the Model fields offer: the default model, the demo model and those
+    :func:`remember_models` stored, each once, only those that exist."""
+    import json
+
+    from . import settings
+    from .model_info import demo_model
+
+    try:
+        remembered = json.loads(settings.get(settings.MODELS_HERE) or "[]")
+    except ValueError:
+        remembered = []
+    paths = [settings.get(settings.DEFAULT_MODEL), demo_model(), *[str(p) for p in remembered]]
+    return [p for p in dict.fromkeys(paths) if p and Path(p).is_file()]
 
 
 def describe_row(row: dict) -> str:

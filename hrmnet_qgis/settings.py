@@ -1,7 +1,7 @@
 """The plugin's settings (QgsSettings keys under ``hrmnet/``)."""
 from __future__ import annotations
 
-__all__ = ["ENGINE_PYTHON", "ENGINE_KIND", "DEFAULT_MODEL", "MODELS_URL", "get", "put"]
+__all__ = ["ENGINE_PYTHON", "ENGINE_KIND", "DEFAULT_MODEL", "MODELS_URL", "MODELS_HERE", "get", "put"]
 
 #: Path of the Python interpreter that runs the engine (set by "Set up engine").
 ENGINE_PYTHON = "hrmnet/engine_python"
@@ -11,6 +11,8 @@ ENGINE_KIND = "hrmnet/engine_kind"
 DEFAULT_MODEL = "hrmnet/default_model"
 #: Another model catalogue (an http(s) address or a file), given to the engine as HRMNET_MODELS_URL.
 MODELS_URL = "hrmnet/models_url"
+#: JSON list of the model files the Models… dialog last found here (offered by the Model fields).
+MODELS_HERE = "hrmnet/models_here"
 
 
 def get(key: str, default: str = "") -> str:

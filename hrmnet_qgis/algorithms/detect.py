@@ -33,7 +33,12 @@ from .detect_options import (
     tiling_parameters,
 )
 
-__all__ = ["DetectChanges", "VECTOR_EXTENSIONS"]
+__all__ = ["DetectChanges", "VECTOR_EXTENSIONS", "MODEL_CHOICE"]
+
+#: MODEL's widget in the dialogs: the models that are here, offered in a list (imported by the
+#: dialogs only: qgis_process never loads processing.gui).
+MODEL_CHOICE = {"widget_wrapper": {"class": "hrmnet_qgis.algorithms.model_choice.ModelChoiceWrapper"}}
+
 
 class DetectChanges(EngineAlgorithm):
     """Change polygons (and optionally probability and mask rasters) from two dates."""
@@ -109,17 +114,17 @@ class DetectChanges(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(self.AFTER, self.tr("After (later date)")))
         default_model = _default_model()
         demo = bool(default_model) and default_model == demo_model()
-        self.addParameter(
-            QgsProcessingParameterFile(
-                self.MODEL,
-                self.tr("Model checkpoint (default: the DEMO model, for synthetic scenes only)") if demo
-                else self.tr("Model checkpoint"),
-                behavior=QgsProcessingParameterFile.File,
-                defaultValue=default_model or None,
-                optional=True,  # empty: the default model (qgis_process 3.22 ignores a mandatory one's default)
-                fileFilter=self.tr("HRMNet models (*.safetensors *.pth *.onnx);;All files (*.*)"),
-            )
+        model = QgsProcessingParameterFile(
+            self.MODEL,
+            self.tr("Model checkpoint (default: the DEMO model, for synthetic scenes only)") if demo
+            else self.tr("Model checkpoint"),
+            behavior=QgsProcessingParameterFile.File,
+            defaultValue=default_model or None,
+            optional=True,  # empty: the default model (qgis_process 3.22 ignores a mandatory one's default)
+            fileFilter=self.tr("HRMNet models (*.safetensors *.pth *.onnx);;All files (*.*)"),
         )
+        model.setMetadata(MODEL_CHOICE)  # the dialog offers the models that are here
+        self.addParameter(model)
         threshold = QgsProcessingParameterNumber(
             self.THRESHOLD,
             self.tr("Change probability threshold (empty: the model's)"),

@@ -55,7 +55,7 @@ from .base import (
     layer_name,
     queued_layers,
 )
-from .detect import _default_model
+from .detect import MODEL_CHOICE, _default_model
 from .detect_options import (
     check_vector_output,
     given,
@@ -178,10 +178,12 @@ class DetectChangesSheets(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterString(
             self.AFTER, self.tr("After image path, e.g. /ortho/2023/{id}.tif (empty: the after field)"),
             optional=True))
-        self.addParameter(QgsProcessingParameterFile(
+        model = QgsProcessingParameterFile(
             self.MODEL, self.tr("Model checkpoint"), behavior=QgsProcessingParameterFile.File,
             defaultValue=_default_model() or None, optional=True,  # empty: the default model (qgis_process too)
-            fileFilter=self.tr("HRMNet models (*.safetensors *.pth *.onnx);;All files (*.*)")))
+            fileFilter=self.tr("HRMNet models (*.safetensors *.pth *.onnx);;All files (*.*)"))
+        model.setMetadata(MODEL_CHOICE)  # the dialog offers the models that are here
+        self.addParameter(model)
         self.addParameter(QgsProcessingParameterNumber(
             self.THRESHOLD, self.tr("Change probability threshold (empty: the model's)"),
             QgsProcessingParameterNumber.Double, defaultValue=None, optional=True, minValue=0.0, maxValue=1.0))

@@ -134,7 +134,7 @@ def test_each_action_has_its_own_icon(qgis_app):
         icons = [a.icon() for a in iface.menus["&HRMNet change detection"]]
         images = [icon.pixmap(32, 32).toImage() for icon in icons]
         assert all(not icon.isNull() for icon in icons)
-        assert len({bytes(img.constBits().asarray(img.byteCount())) for img in images}) == 3
+        assert len({bytes(img.constBits().asarray(img.byteCount())) for img in images}) == 4
     finally:
         plugin.provider = None  # keep the session's provider registered
         plugin.unload()

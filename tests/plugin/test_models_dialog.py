@@ -72,6 +72,20 @@ def test_models_dialog_lists_downloads_and_sets_the_default(qgis_app, served, tm
     assert alg.parameterDefinition("MODEL").defaultValue() == str(cached)
     assert not dialog.grab().isNull()
     dialog.close()
+    # The Model fields of Detect changes, Map sheets and Evaluate offer the models that are here.
+    from processing.gui.AlgorithmDialog import AlgorithmDialog
+    from qgis.core import QgsApplication, QgsProcessingContext
+
+    for alg_id in ("hrmnet:detectchanges", "hrmnet:detectchangessheets", "hrmnet:evaluate"):
+        form = AlgorithmDialog(QgsApplication.processingRegistry().createAlgorithmById(alg_id))
+        wrapper = form.mainWidget().wrappers["MODEL"]
+        offered = [wrapper.combo.itemText(i) for i in range(wrapper.combo.count())]
+        assert str(cached) in offered and str(INT8) in offered, (alg_id, offered)
+        wrapper.combo.setCurrentIndex(offered.index(str(INT8)))
+        assert wrapper.parameterValue() == str(INT8)
+        wrapper.setParameterValue(str(cached), QgsProcessingContext())
+        assert wrapper.parameterValue() == str(cached)
+        form.close()
 
 
 def test_export_onnx_copy_of_a_checkpoint_for_the_light_engine(qgis_app, served, tmp_path):
