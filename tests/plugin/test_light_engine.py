@@ -283,7 +283,8 @@ def test_a_finished_light_setup_is_remembered_and_the_demo_default_follows(qgis_
         dialog._on_ended("ok", str(python))  # what the finished set-up task reports
         assert settings.get(settings.ENGINE_KIND) == "light" and settings.get(settings.ENGINE_PYTHON) == str(python)
         alg = QgsApplication.processingRegistry().createAlgorithmById("hrmnet:detectchanges")
-        assert alg.parameterDefinition("MODEL").defaultValue() == str(ONNX_DEMO)
+        # the int8 ONNX demo model: it runs on the light engine
+        assert alg.parameterDefinition("MODEL").defaultValue() == str(ONNX_DEMO.with_name("hrmnet_demo_int8.onnx"))
     finally:
         settings.put(settings.ENGINE_KIND, "")
         settings.put(settings.ENGINE_PYTHON, "")
