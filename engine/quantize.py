@@ -92,7 +92,7 @@ def _dataset_tiles(folder: Path, info) -> list[np.ndarray]:
     from .raster.tiles import make_grid, pad_tile
     from .train.dataset import Normalisation, read_rgb, scan_split
 
-    splits = [p.name for p in sorted(folder.iterdir()) if (p / "list" / f"{p.name}.txt").is_file()]
+    splits = [p.name for p in sorted(folder.iterdir()) if _listed(p / "list" / f"{p.name}.txt")]
     if not splits:
         raise UserError(f"{folder}: not a dataset (no SPLIT/list/SPLIT.txt) and not BEFORE,AFTER rasters")
     samples = _evenly([s for split in splits for s in scan_split(folder, split)], 2 * MAX_TILES)
@@ -110,6 +110,14 @@ def _dataset_tiles(folder: Path, info) -> list[np.ndarray]:
             part = x[:, int(w.row_off):int(w.row_off + w.height), int(w.col_off):int(w.col_off + w.width)]
             tiles.append(np.ascontiguousarray(pad_tile(part, grid.shape)[None], dtype=np.float32))
     return tiles
+
+
+def _listed(list_file: Path) -> bool:
+    """Whether a split's list file exists and names at least one tile (a split may be empty)."""
+    if not list_file.is_file():
+        return False
+    lines = (line.strip() for line in list_file.read_text(encoding="utf-8", errors="replace").splitlines())
+    return any(line and not line.startswith("#") for line in lines)
 
 
 def _floor32(n: int) -> int:

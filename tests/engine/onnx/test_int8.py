@@ -123,3 +123,21 @@ def test_shipped_int8_demo_model_matches_the_fp32_export(tmp_path):
             masks[name] = src.read(1)
     assert masks["int8"].shape == (1024, 1024)
     assert np.mean(masks["int8"] == masks["fp32"]) >= 0.995
+
+
+def test_a_dataset_calibrates_with_its_tiles_normalised_as_the_model_says(tmp_path):
+    """`--calibrate DATASET` (the authors' layout, every split): each image cut into tiles of the
+    model's size (smaller ones as they are), normalised with the checkpoint's scaling."""
+    from engine.checkpoint import ModelInfo
+    from engine.quantize import calibration_tiles, split_tiles
+
+    res = _cli("synth", "--out", tmp_path / "data", "--scenes", "2", "--size", "128", "--layout", "dataset",
+               "--tile-size", "64", "--split", "0.5,0.5,0", "--progress", "none")
+    assert res.returncode == 0, res.stderr
+    lines: list[str] = []
+    tiles = calibration_tiles([str(tmp_path / "data")], ModelInfo(tile_size=64, overlap=16), lines.append)
+    assert len(tiles) == 8 and all(t.shape == (1, 6, 64, 64) and t.dtype == np.float32 for t in tiles)
+    assert -3 < float(np.mean([t.mean() for t in tiles])) < 3  # ImageNet-normalised, not raw 0-255
+    assert lines == [f"calibration source {tmp_path / 'data'}: 8 tiles"]
+    calib, held = split_tiles(tiles)
+    assert (len(calib), len(held)) == (6, 2)
