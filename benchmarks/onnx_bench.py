@@ -1,6 +1,7 @@
 """torch vs onnxruntime with the demo model: 512² pairs/s of the model alone (torch fp32, torch
-bf16 where the CPU has it, onnxruntime fp32), detect end to end on a corner of the demo pair
-with each, and the disk size of the full (.venv) and light (.venv-light) environments.
+bf16 where the CPU has it, onnxruntime fp32 and int8), detect end to end on the whole demo pair
+with each (s/tile, CPU-s/tile, mask agreement with torch fp32), and the disk size of the full
+(.venv) and light (.venv-light) environments.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "engine" / "demo"
-EXTENT = "640000,5799488,640512,5800000"  # 1024² px of the demo pair, 25 tiles of 256
 
 
 def _best(fn: Callable[[], object], repeat: int = 3) -> tuple[float, float]:
@@ -52,29 +52,43 @@ def model_rows(size: int = 512) -> list[dict]:
         rows.append({"what": "model", "runtime": f"torch {torch.__version__}", "precision": precision,
                      "channels_last": rt.channels_last, "s_per_pair": round(s, 3), "pairs_per_s": round(1 / s, 2),
                      "cpu_s_per_pair": round(cpu, 3)})
-    predictor, _ = load_onnx(DEMO / "hrmnet_demo.onnx", "cpu")
-    s, cpu = _best(lambda: predictor(x))
-    rows.append({"what": "model", "runtime": predictor.describe()["runtime"], "precision": "fp32",
-                 "s_per_pair": round(s, 3), "pairs_per_s": round(1 / s, 2), "cpu_s_per_pair": round(cpu, 3)})
+    for name in ("hrmnet_demo.onnx", "hrmnet_demo_int8.onnx"):
+        predictor, _ = load_onnx(DEMO / name, "cpu")
+        s, cpu = _best(lambda: predictor(x))
+        rows.append({"what": "model", "runtime": predictor.describe()["runtime"],
+                     "precision": predictor.describe()["precision"], "s_per_pair": round(s, 3),
+                     "pairs_per_s": round(1 / s, 2), "cpu_s_per_pair": round(cpu, 3)})
     return rows
 
 
-def detect_rows(tmp: Path) -> list[dict]:
-    """detect (probability + mask) on a 1024² corner of the demo pair: seconds per model."""
+def detect_rows(tmp: Path, extent: str | None = None) -> list[dict]:
+    """detect (probability + mask) on the demo pair (or ``extent`` of it), one run per model and
+    precision in one process: seconds and CPU-seconds per tile, and the fraction of pixels whose
+    mask agrees with the torch fp32 run's (the first)."""
+    import rasterio
+
     from engine.detect import detect
     from engine.runtime import cpu_has_bf16
 
-    runs = [("hrmnet_demo.safetensors", "fp32")] + ([("hrmnet_demo.safetensors", "bf16")] if cpu_has_bf16() else [])
-    runs.append(("hrmnet_demo.onnx", "auto"))
-    rows = []
-    for i, (model, precision) in enumerate(runs):
+    runs = [("hrmnet_demo.safetensors", "fp32", "torch fp32")]
+    runs += [("hrmnet_demo.safetensors", "bf16", "torch bf16")] if cpu_has_bf16() else []
+    runs += [("hrmnet_demo.onnx", "auto", "onnxruntime fp32"), ("hrmnet_demo_int8.onnx", "auto", "onnxruntime int8")]
+    rows, reference = [], None
+    for i, (model, precision, label) in enumerate(runs):
         t0, c0 = time.perf_counter(), time.process_time()
         result = detect(DEMO / "data" / "before.tif", DEMO / "data" / "after.tif", model=DEMO / model,
-                        out_probability=tmp / f"p{i}.tif", out_mask=tmp / f"m{i}.tif", extent=EXTENT,
+                        out_probability=tmp / f"p{i}.tif", out_mask=tmp / f"m{i}.tif", extent=extent,
                         device="cpu", precision=precision)
-        rows.append({"what": "detect 1024² corner of the demo pair", "model": model, "precision": precision,
-                     "seconds": round(time.perf_counter() - t0, 2), "cpu_seconds": round(time.process_time() - c0, 2),
-                     "tiles_per_s": result.stats.get("tiles_per_s")})
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        with rasterio.open(tmp / f"m{i}.tif") as src:
+            mask = src.read(1)
+        reference = mask if reference is None else reference
+        tiles = int(result.stats.get("tiles") or 0) or 1
+        rows.append({"what": f"detect, demo pair{' ' + extent if extent else ''}", "model": model,
+                     "runtime": label, "tiles": tiles,
+                     "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
+                     "s_per_tile": round(seconds / tiles, 3), "cpu_s_per_tile": round(cpu / tiles, 3),
+                     "mask_agreement_with_torch_fp32": round(float((mask == reference).mean()), 5)})
     return rows
 
 
@@ -99,5 +113,5 @@ def run(device: str = "cpu") -> list[dict]:
 
     rows = model_rows()
     with tempfile.TemporaryDirectory(prefix="onnx-bench-") as tmp:
-        rows += detect_rows(Path(tmp))
+        rows += detect_rows(Path(tmp), os.environ.get("HRMNET_BENCH_EXTENT") or None)
     return rows + size_rows()

@@ -29,6 +29,7 @@ COMMANDS = {
     "demo": "demo",
     "export": "export",
     "doctor": "doctor",
+    "models": "models",
 }
 # Modules only the full engine has: a command reaching one without them says so in one line.
 TORCH_MODULES = ("torch", "safetensors")

@@ -25,7 +25,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -294,8 +294,48 @@ def _check_options(opset: int, fixed_size: Optional[int]) -> None:
         raise UserError(f"--fixed-size {fixed_size}: must be a multiple of 32 (pixels)")
 
 
+def _int8_tiles(int8: bool, fp16: bool, calibrate: Optional[Sequence[str]], info, log) -> list:
+    """The calibration tiles of ``--int8`` ([] without it), read before the slow export so a
+    mistake is reported at once."""
+    if not int8:
+        if calibrate:
+            raise UserError("--calibrate: only with --int8")
+        return []
+    if fp16:
+        raise UserError("--int8 and --fp16: choose one (int8 stores 8-bit weights already)")
+    from .quantize import calibration_tiles, default_calibration
+
+    sources = list(calibrate or default_calibration())
+    if not sources:
+        raise UserError("--int8: give --calibrate BEFORE,AFTER or a dataset folder (the demo pair, the default, "
+                        "is not in this installation)")
+    return calibration_tiles(sources, info, log)
+
+
+def _quantized(proto, tiles: list, info, out_p: Path, log):
+    """(int8 graph, its record) from the checked fp32 graph ``proto``; refuses (nothing written)
+    when the masks agree on fewer than :data:`engine.quantize.MIN_AGREEMENT` of the held-back pixels."""
+    from .quantize import MIN_AGREEMENT, mask_agreement, quantize_int8, split_tiles
+
+    calib, held = split_tiles(tiles)
+    log(f"int8: calibrating on {len(calib)} tiles, checking on {len(held)} held-back tiles")
+    fp32 = proto.SerializeToString()
+    quantized = quantize_int8(fp32, calib)
+    agreement = mask_agreement(fp32, quantized.SerializeToString(), held, float(info.threshold))
+    log(f"int8 mask agrees with fp32 on {100 * agreement:.3f} % of the held-back pixels")
+    if agreement < MIN_AGREEMENT:
+        raise UserError(f"{out_p}: not written: the int8 mask agrees with fp32 on {100 * agreement:.2f} % of the "
+                        f"held-back pixels (< {100 * MIN_AGREEMENT:g} %); calibrate on imagery like yours "
+                        "(--calibrate BEFORE,AFTER or a dataset) or export without --int8")
+    record = {"weights": "int8 per channel", "activations": "uint8", "format": "QDQ (onnxruntime static)",
+              "calibration_tiles": len(calib), "held_back_tiles": len(held), "tile_size": int(tiles[0].shape[-1]),
+              "mask_agreement": float(f"{agreement:.6f}"), "min_agreement": MIN_AGREEMENT}
+    return quantized, record
+
+
 def export_onnx(model: str | os.PathLike, out: str | os.PathLike, opset: int = DEFAULT_OPSET, fp16: bool = False,
-                fixed_size: Optional[int] = None, overwrite: bool = False, log=print) -> dict:
+                fixed_size: Optional[int] = None, overwrite: bool = False, log=print, int8: bool = False,
+                calibrate: Optional[Sequence[str]] = None) -> dict:
     """Export checkpoint ``model`` to the ONNX file ``out`` (see the module docstring).
 
     Args:
@@ -307,13 +347,17 @@ def export_onnx(model: str | os.PathLike, out: str | os.PathLike, opset: int = D
         fixed_size: fix H = W to this many pixels (a multiple of 32) instead of dynamic.
         overwrite: replace an existing ``out``.
         log: called with progress lines.
+        int8: quantize to int8 (:mod:`engine.quantize`), checked against the fp32 graph.
+        calibrate: ``--int8``'s calibration sources (``BEFORE,AFTER`` or dataset folders;
+            default the demo pair).
 
     Returns:
         The ``onnx_export`` record (also in the file's metadata) plus ``path`` and ``bytes``.
 
     Raises:
         UserError: bad options or model, or a graph that differs from torch by more
-            than :data:`TOLERANCE` on the parity inputs (nothing is written then).
+            than :data:`TOLERANCE` on the parity inputs, or an int8 graph whose mask agrees
+            with fp32 on too few held-back pixels (nothing is written then).
     """
     model_p, out_p = Path(model).expanduser().absolute(), Path(out).expanduser().absolute()
     _check_target(model_p, out_p, overwrite)
@@ -327,6 +371,7 @@ def export_onnx(model: str | os.PathLike, out: str | os.PathLike, opset: int = D
         info.tile_size = fixed_size
         if 2 * info.overlap >= fixed_size:
             info.overlap = fixed_size // 4
+    tiles = _int8_tiles(int8, fp16, calibrate, info, log)
     if fp16:
         net = net.half().float()  # the arithmetic the fp16-weight graph does
     module = exportable(net)
@@ -345,6 +390,8 @@ def export_onnx(model: str | os.PathLike, out: str | os.PathLike, opset: int = D
     record = {"source": model_p.name, "opset": opset, "fp16_weights": bool(fp16), "fixed_size": fixed_size,
               "inputs": {INPUT: "N,6,H,W float32 normalised"}, "outputs": {k: "N,1,H,W probability" for k in OUTPUTS},
               "parity_max_abs_diff": float(f"{difference:.3g}"), "tolerance": TOLERANCE}
+    if int8:
+        proto, record["int8"] = _quantized(proto, tiles, info, out_p, log)
     _set_metadata(proto, info, record)
     data = proto.SerializeToString()
     from .outputs import staged_file

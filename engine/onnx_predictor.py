@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import UserError
 
-__all__ = ["OnnxPredictor", "load_onnx", "read_onnx_info", "read_onnx_metadata", "select_providers", "is_onnx",
+__all__ = ["OnnxPredictor", "load_onnx", "graph_precision", "read_onnx_info", "read_onnx_metadata", "select_providers", "is_onnx",
            "import_onnxruntime", "check_contract"]
 
 DEVICES = "auto|cpu|cuda[:N]|tensorrt[:N]|directml[:N]"
@@ -195,9 +195,10 @@ class OnnxPredictor:
     the ``hard`` output) it returns ``(prob, review)``, review = the hard-region score.
     """
 
-    def __init__(self, session, path: Path, review: bool = False) -> None:
+    def __init__(self, session, path: Path, review: bool = False, precision: str = "fp32") -> None:
         self.session = session
         self.path = path
+        self.precision = precision
         self.input = session.get_inputs()[0].name
         names = [o.name for o in session.get_outputs()]
         self.outputs = ["change" if "change" in names else names[0]]
@@ -234,7 +235,7 @@ class OnnxPredictor:
         else:
             kind = {CUDA: "cuda", TRT: "cuda", DML: "directml"}.get(first, first)
             device = f"{kind}:{options.get('device_id', 0)}"
-        return {"device": f"{device} (onnxruntime {first})", "precision": "fp32",
+        return {"device": f"{device} (onnxruntime {first})", "precision": self.precision,
                 "runtime": f"onnxruntime {import_onnxruntime().__version__}", "providers": self.providers}
 
 
@@ -251,11 +252,19 @@ def load_onnx(path: str | os.PathLike, device: str = "auto", precision: str = "a
     p = _check_file(path)
     providers = select_providers(device, import_onnxruntime().get_available_providers())
     session = _session(p, providers)
-    info, _meta = _info_from_session(session, p)
+    info, meta = _info_from_session(session, p)
     check_contract(session, p)
     wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
     if (device or "auto").strip().lower() != "auto" and session.get_providers()[0] != wanted:
         raise UserError(f"--device {device}: onnxruntime could not start {wanted} "
                         f"(running on {session.get_providers()[0]}); use --device cpu or auto")
-    return OnnxPredictor(session, p, review), info
+    return OnnxPredictor(session, p, review, graph_precision(meta)), info
+
+
+def graph_precision(meta: dict) -> str:
+    """``int8`` for a graph exported with ``--int8`` (int8 weights, uint8 activations), else ``fp32``."""
+    try:
+        return "int8" if json.loads(meta.get("onnx_export") or "{}").get("int8") else "fp32"
+    except (ValueError, AttributeError):
+        return "fp32"
 

@@ -115,9 +115,10 @@ def read_model_info(path: str) -> Optional[dict[str, Any]]:
 
 
 def demo_model(root: Optional[Path] = None, light: Optional[bool] = None) -> str:
-    """The bundled demonstration model when it is present (a source checkout, or copied into the
-    installed plugin's ``engine/demo``), else ''. With a light engine (``light``; default: the
-    kind "Set up engine" stored) the ONNX export ``hrmnet_demo.onnx``, else the checkpoint."""
+    """The bundled demonstration model when it is present, else '': the int8 ONNX model
+    ``hrmnet_demo_int8.onnx`` (the one the plugin ZIP ships; it runs on either engine), else
+    (a source checkout without it) ``hrmnet_demo.onnx`` with a light engine (``light``; default:
+    the kind "Set up engine" stored) or the checkpoint with a full one."""
     from .runner import EngineError, engine_root
 
     try:
@@ -126,7 +127,7 @@ def demo_model(root: Optional[Path] = None, light: Optional[bool] = None) -> str
         return ""
     if light is None:
         light = _engine_is_light()
-    names = ["hrmnet_demo.onnx", "hrmnet_demo.safetensors"] if light else ["hrmnet_demo.safetensors"]
+    names = ["hrmnet_demo_int8.onnx"] + (["hrmnet_demo.onnx"] if light else ["hrmnet_demo.safetensors"])
     for name in names:
         path = base / "engine" / "demo" / name
         if path.is_file():

@@ -51,6 +51,7 @@ class HrmnetPlugin:
         self.toolbar.setObjectName("HrmnetToolbar")
         self._add_action("Detect changes…", "detect.svg", self.open_detect, toolbar=True)
         self._add_action("Train a model…", "train.svg", self.open_training, toolbar=True)
+        self._add_action("Models…", "models.svg", self.open_models, toolbar=True)
         self._add_action("Set up engine…", "setup.svg", self.open_setup)
 
     def _add_action(self, text: str, icon: str, slot, toolbar: bool = False) -> QAction:
@@ -85,6 +86,9 @@ class HrmnetPlugin:
 
     def open_training(self) -> None:
         self._show("training", "TrainingDialog")
+
+    def open_models(self) -> None:
+        self._show("models", "ModelsDialog")
 
     def open_setup(self) -> None:
         self._show("setup", "SetupEngineDialog")

@@ -86,14 +86,29 @@ def engine_env(base: Optional[dict] = None, root: Optional[Path] = None) -> dict
     """Environment for the engine process: ``root`` first on PYTHONPATH, unbuffered output.
 
     Variables that would make the engine's interpreter pick up QGIS's own Python
-    (PYTHONHOME, QGIS's PYTHONPATH) are dropped.
+    (PYTHONHOME, QGIS's PYTHONPATH) are dropped; the plugin's model catalogue setting becomes
+    ``HRMNET_MODELS_URL`` (unless the environment has one).
     """
     env = dict(os.environ if base is None else base)
     env.pop("PYTHONHOME", None)
     env["PYTHONPATH"] = str(root or engine_root())
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONIOENCODING"] = "utf-8"
+    if not env.get("HRMNET_MODELS_URL"):
+        url = _models_url()
+        if url:
+            env["HRMNET_MODELS_URL"] = url
     return env
+
+
+def _models_url() -> str:
+    """The plugin's "model catalogue" setting ('' outside QGIS or when unset)."""
+    try:
+        from . import settings
+
+        return settings.get(settings.MODELS_URL)
+    except Exception:  # noqa: BLE001 - no QGIS settings here (plain-Python use, tests)
+        return ""
 
 
 #: Files that belong to an output file, by its extension: suffixes added to its name

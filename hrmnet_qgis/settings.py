@@ -1,7 +1,7 @@
 """The plugin's settings (QgsSettings keys under ``hrmnet/``)."""
 from __future__ import annotations
 
-__all__ = ["ENGINE_PYTHON", "ENGINE_KIND", "DEFAULT_MODEL", "get", "put"]
+__all__ = ["ENGINE_PYTHON", "ENGINE_KIND", "DEFAULT_MODEL", "MODELS_URL", "MODELS_HERE", "get", "put"]
 
 #: Path of the Python interpreter that runs the engine (set by "Set up engine").
 ENGINE_PYTHON = "hrmnet/engine_python"
@@ -9,6 +9,10 @@ ENGINE_PYTHON = "hrmnet/engine_python"
 ENGINE_KIND = "hrmnet/engine_kind"
 #: Checkpoint proposed as MODEL by the detection algorithm (set by the training dialog).
 DEFAULT_MODEL = "hrmnet/default_model"
+#: Another model catalogue (an http(s) address or a file), given to the engine as HRMNET_MODELS_URL.
+MODELS_URL = "hrmnet/models_url"
+#: JSON list of the model files the Models… dialog last found here (offered by the Model fields).
+MODELS_HERE = "hrmnet/models_here"
 
 
 def get(key: str, default: str = "") -> str:

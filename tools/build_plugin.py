@@ -3,8 +3,9 @@
 Writes ``build/hrmnet_qgis/`` (the plugin sources, the ``engine`` package inside
 them, ``metadata.txt`` and ``LICENSE`` from the top level, and ``pb_tool.cfg`` so that
 ``pb_tool deploy``/``zip`` can run there) and ``dist/hrmnet_qgis.zip`` (one top
-folder ``hrmnet_qgis/``; no ``__pycache__``/``.pyc``, no model weights, no demo data,
-at most 25 MB): the file QGIS installs with "Install from ZIP".
+folder ``hrmnet_qgis/``; no ``__pycache__``/``.pyc``, no demo data, no model weights but
+the int8 demo model ``engine/demo/hrmnet_demo_int8.onnx`` (14.7 MB, the default model of an
+installed plugin), at most 25 MB): the file QGIS installs with "Install from ZIP".
 
 The engine's requirements and pins travel with it: ``engine_requirements.txt`` and
 ``engine_constraints.txt`` are generated from pyproject.toml's dependencies and
@@ -39,6 +40,8 @@ REQUIRED_METADATA = ["name", "qgisMinimumVersion", "description", "about", "vers
 EXCLUDE = ["__pycache__", "*.pyc", "*.pyo", ".DS_Store", "*~", "*.swp", "*.safetensors", "*.pth", "*.pt",
            "*.ckpt", "*.onnx", ".pytest_cache"]
 EXCLUDE_PATHS = ["engine/demo/data", "engine/demo/training"]
+#: Shipped although EXCLUDE matches: the int8 demo model, the installed plugin's default (runs on either engine).
+SHIPPED_MODELS = ["engine/demo/hrmnet_demo_int8.onnx"]
 #: In the build folder for pb_tool, not in the ZIP.
 BUILD_ONLY = ["pb_tool.cfg"]
 
@@ -63,6 +66,8 @@ def check_metadata(path: Path) -> dict[str, str]:
 
 
 def _ignored(rel: str) -> bool:
+    if rel in SHIPPED_MODELS:
+        return False
     parts = rel.split("/")
     if any(fnmatch.fnmatch(p, pattern) for p in parts for pattern in EXCLUDE):
         return True

@@ -41,7 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Detect change between a before and an after raster of any size.")
     p.add_argument("--before", required=True, metavar="PATH", help="raster of the earlier date (any GDAL format)")
     p.add_argument("--after", required=True, metavar="PATH", help="raster of the later date; warped onto the before's grid")
-    p.add_argument("--model", required=True, metavar="PATH", help="checkpoint (.safetensors or the authors' .pth), or an exported .onnx (runs on onnxruntime; no torch needed)")
+    p.add_argument("--model", required=True, metavar="MODEL", help="checkpoint (.safetensors or the authors' .pth), or an exported .onnx (runs on onnxruntime; no torch needed), "
+                        "or a catalogue name (python -m engine models list)")
     out = p.add_argument_group("outputs (at least one)")
     out.add_argument("--out-vector", metavar="PATH", help="change polygons: .shp, .gpkg, .fgb or .geojson")
     out.add_argument("--out-probability", metavar="PATH.tif", help="change probability GeoTIFF")
@@ -92,10 +93,12 @@ def run(args: argparse.Namespace) -> int:
     warnings.simplefilter("ignore", NotGeoreferencedWarning)  # the pipeline warns once, in its own words
     cancel_on_sigterm()
     events = make_events(args.progress)
+    from ..catalogue import resolve_model
+
     detect(
         args.before,
         args.after,
-        model=args.model,
+        model=resolve_model(args.model, events),
         out_vector=args.out_vector,
         out_probability=args.out_probability,
         out_mask=args.out_mask,

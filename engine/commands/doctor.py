@@ -3,7 +3,7 @@
 Checks, each on its own (one failing check does not hide the others): Python, the
 engine, torch and its CUDA build, the device and precision ``detect`` will use (with
 one small forward pass there), GDAL/PROJ (through rasterio and pyproj), write access to
-the download cache, and the demo model. Exit 0 when every required check passes, else 1.
+the download cache, the demo model and the models available (none is a failure). Exit 0 when every required check passes, else 1.
 In the light engine (onnxruntime, no torch) torch is reported as not installed (not a
 failure), the device is onnxruntime's execution provider and the ONNX demo model is run.
 The plugin's "Test engine" button and "Set up engine" run ``doctor --json``.
@@ -44,6 +44,8 @@ def _engine() -> dict:
     return {"value": __version__, "engine": __version__}
 
 
+#: The ONNX demo models, the one the plugin ships first.
+ONNX_DEMOS = ("hrmnet_demo_int8.onnx", "hrmnet_demo.onnx")
 LIGHT_TORCH = "not installed (light engine: detection with .onnx models only)"
 
 
@@ -139,7 +141,7 @@ def _onnx_demo_model(device: str) -> dict:
     from ..demo import DEMO_DIR
     from ..onnx_predictor import load_onnx
 
-    path = DEMO_DIR / "hrmnet_demo.onnx"
+    path = next((DEMO_DIR / n for n in ONNX_DEMOS if (DEMO_DIR / n).is_file()), DEMO_DIR / ONNX_DEMOS[0])
     if not path.is_file():
         return {"value": f"{path.name} not shipped with this installation", "demo_model": None, "skipped": True}
     predictor, info = load_onnx(path, device)
@@ -151,16 +153,28 @@ def _onnx_demo_model(device: str) -> dict:
 
 
 def _demo_model(device: str = "auto") -> dict:
-    if not _has_torch():
-        return _onnx_demo_model(device)
-    from ..checkpoint import load_model
     from ..demo import DEMO_MODEL
 
-    if not DEMO_MODEL.is_file():
-        return {"value": "not shipped with this installation (the plugin ZIP leaves it out)", "demo_model": None,
-                "skipped": True}
+    if not _has_torch() or not DEMO_MODEL.is_file():  # the plugin ZIP ships only the int8 ONNX demo model
+        return _onnx_demo_model(device)
+    from ..checkpoint import load_model
+
     _, info = load_model(DEMO_MODEL)
     return {"value": f"{DEMO_MODEL.name} loads ({info.architecture}, bands {', '.join(info.bands)})", "demo_model": str(DEMO_MODEL)}
+
+
+def _models() -> dict:
+    """The catalogue models that are here and that this engine runs (the light engine: .onnx);
+    none is a failure whose message says how to get one."""
+    from ..catalogue import available_path, default_formats, load_entries
+
+    formats = default_formats()
+    here = [f"{e.name} ({e.format})" for e in load_entries(strict=False) if e.format in formats and available_path(e)]
+    if not here:
+        raise RuntimeError("no model available: download one with python -m engine models get NAME "
+                           "(python -m engine models list shows the catalogue; HRMNET_MODELS_URL adds your "
+                           "organisation's) or give detect --model FILE")
+    return {"value": ", ".join(here), "models": here}
 
 
 def _short(exc: BaseException) -> str:
@@ -173,7 +187,7 @@ def diagnose(device: str = "auto") -> dict[str, Any]:
     checks: list[tuple[str, Callable[[], dict], bool]] = [
         ("Python", _python, True), ("engine", _engine, True), ("torch", _torch, True),
         ("device", _device(device), True), ("GDAL/PROJ", _gdal_proj, True), ("cache", _cache, True),
-        ("demo model", lambda: _demo_model(device), False),
+        ("demo model", lambda: _demo_model(device), False), ("models", _models, True),
     ]
     report: dict[str, Any] = {"ok": True, "checks": []}
     for name, check, required in checks:

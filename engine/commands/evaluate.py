@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, help="dataset folder in the authors' layout")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
-    p.add_argument("--model", required=True, help="checkpoint: our .safetensors or the authors' .pth, or an exported .onnx (onnxruntime)")
+    p.add_argument("--model", required=True, help="checkpoint: our .safetensors or the authors' .pth, or an exported .onnx (onnxruntime), or a catalogue name")
     p.add_argument("--out", help="folder for the colour maps (one NAME.png per tile)")
     p.add_argument("--overwrite", action="store_true", help="replace colour maps that exist in --out")
     p.add_argument("--per-pair", action="store_true",
@@ -69,9 +69,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 0:
         raise UserError(f"--workers {args.workers}: must be 0 or more")
+    from ..catalogue import resolve_model
+
     progress = "none" if args.json and args.progress == "jsonl" else args.progress
-    result = evaluate(args.data, args.split, args.model, args.out, args.device, args.precision,
-                      args.batch_size, args.workers, make_events(progress), overwrite=args.overwrite,
+    events = make_events(progress)
+    result = evaluate(args.data, args.split, resolve_model(args.model, events), args.out, args.device, args.precision,
+                      args.batch_size, args.workers, events, overwrite=args.overwrite,
                       per_pair=args.per_pair)
     if args.json:
         keys = ("confusion", "tiles", "labelled_pixels", "split", "model", "runtime", "tiling", "review", "pairs")

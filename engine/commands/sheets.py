@@ -155,8 +155,10 @@ def run(args: argparse.Namespace) -> int:
     warnings.simplefilter("ignore", NotGeoreferencedWarning)
     cancel_on_sigterm()
     events = make_events(args.progress, bars=("sheets", "tiles"))
+    from ..catalogue import resolve_model
+
     result = run_sheets(
-        args.sheets, args.run, model=args.model, out_vector=args.out_vector, out_probability=args.out_probability,
+        args.sheets, args.run, model=resolve_model(args.model, events), out_vector=args.out_vector, out_probability=args.out_probability,
         out_mask=args.out_mask, out_review=args.out_review, out_review_areas=args.out_review_areas,
         review_threshold=args.review_threshold, id_field=args.id_field, before=args.before, after=args.after,
         skip_missing=args.skip_missing, workers=args.workers, gpus=args.gpus, scheduler=args.scheduler,

@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--precision", default="auto",
                    help="auto, fp32, bf16 or fp16 (auto: bf16/fp16 mixed precision on CUDA, fp32 on CPU)")
-    p.add_argument("--init", metavar="CKPT", help="initial weights: our .safetensors or the authors' .pth")
+    p.add_argument("--init", metavar="CKPT", help="initial weights: our .safetensors or the authors' .pth, or a catalogue name")
     p.add_argument("--backbone", metavar="PATH|imagenet",
                    help="initial weights of the encoder's backbone: 'imagenet' (the authors' start: timm's "
                    "resnet18d ImageNet weights, downloaded once into $HRMNET_CACHE or the user cache folder; "
@@ -44,14 +44,18 @@ def run(args: argparse.Namespace) -> int:
     from ..events import make_events
     from ..train.loop import TrainConfig, train
 
+    from ..catalogue import resolve_model
+
     command = shlex.join(["python", "-m", "engine", *sys.argv[1:]])
+    events = make_events(args.progress)
+    args.init = resolve_model(args.init, events, formats=("safetensors", "pth"))
     cfg = TrainConfig(
         data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, crop=args.crop,
         val_every=args.val_every, seed=args.seed, workers=args.workers, device=args.device,
         precision=args.precision, init=args.init, backbone=args.backbone, resume=args.resume,
         overwrite=args.overwrite, command=command,
     )
-    result = train(cfg, make_events(args.progress))
+    result = train(cfg, events)
     if args.progress != "jsonl" and int(os.environ.get("RANK", 0)) == 0:
         s = result["stats"]
         best = s.get("best_val") or {}

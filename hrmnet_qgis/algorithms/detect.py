@@ -32,7 +32,12 @@ from .detect_options import (
     tiling_parameters,
 )
 
-__all__ = ["DetectChanges", "VECTOR_EXTENSIONS"]
+__all__ = ["DetectChanges", "VECTOR_EXTENSIONS", "MODEL_CHOICE"]
+
+#: MODEL's widget in the dialogs: the models that are here, offered in a list (imported by the
+#: dialogs only: qgis_process never loads processing.gui).
+MODEL_CHOICE = {"widget_wrapper": {"class": "hrmnet_qgis.algorithms.model_choice.ModelChoiceWrapper"}}
+
 
 class DetectChanges(EngineAlgorithm):
     """Change polygons (and optionally probability and mask rasters) from two dates."""
@@ -108,16 +113,17 @@ class DetectChanges(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(self.AFTER, self.tr("After (later date)")))
         default_model = _default_model()
         demo = bool(default_model) and default_model == demo_model()
-        self.addParameter(
-            QgsProcessingParameterFile(
-                self.MODEL,
-                self.tr("Model checkpoint (default: the DEMO model, for synthetic scenes only)") if demo
-                else self.tr("Model checkpoint"),
-                behavior=FILE_BEHAVIOR_FILE,
-                defaultValue=default_model or None,
-                fileFilter=self.tr("HRMNet models (*.safetensors *.pth *.onnx);;All files (*.*)"),
-            )
+        model = QgsProcessingParameterFile(
+            self.MODEL,
+            self.tr("Model checkpoint (default: the DEMO model, for synthetic scenes only)") if demo
+            else self.tr("Model checkpoint"),
+            behavior=FILE_BEHAVIOR_FILE,
+            defaultValue=default_model or None,
+            optional=True,  # empty: the default model (qgis_process 3.22 ignores a mandatory one's default)
+            fileFilter=self.tr("HRMNet models (*.safetensors *.pth *.onnx);;All files (*.*)"),
         )
+        model.setMetadata(MODEL_CHOICE)  # the dialog offers the models that are here
+        self.addParameter(model)
         threshold = QgsProcessingParameterNumber(
             self.THRESHOLD,
             self.tr("Change probability threshold (empty: the model's)"),
@@ -181,9 +187,9 @@ class DetectChanges(EngineAlgorithm):
         after = self.parameterAsRasterLayer(parameters, self.AFTER, context)
         args = ["--before", layer_file(before, self.label(self.BEFORE)), "--after",
                 layer_file(after, self.label(self.AFTER))]
-        model = absolute(self.parameterAsFile(parameters, self.MODEL, context))
+        model = absolute(self.parameterAsFile(parameters, self.MODEL, context)) or _default_model()
         if not model:
-            raise QgsProcessingException(self.tr("{}: no model checkpoint given").format(self.label(self.MODEL)))
+            raise QgsProcessingException(self.tr("{}: no model given and no default model (HRMNet › Models…)").format(self.label(self.MODEL)))
         args += ["--model", model]
 
         outputs = {

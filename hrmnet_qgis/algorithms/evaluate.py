@@ -17,7 +17,7 @@ from qgis.core import (
 
 from ..compat import FILE_BEHAVIOR_FOLDER, NUMBER_INTEGER, PARAMETER_ADVANCED
 from .base import DEVICE_LABELS, DEVICES, PRECISION_LABELS, PRECISIONS, EngineAlgorithm, absolute
-from .detect import given
+from .detect import MODEL_CHOICE, given
 
 __all__ = ["Evaluate", "METRICS", "metrics_from"]
 
@@ -62,8 +62,10 @@ class Evaluate(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterFile("DATA", self.tr("Dataset folder"),
                                                      behavior=FILE_BEHAVIOR_FOLDER))
         self.addParameter(QgsProcessingParameterEnum("SPLIT", self.tr("Split"), SPLITS, defaultValue=0))
-        self.addParameter(QgsProcessingParameterFile("MODEL", self.tr("Model checkpoint"),
-                                                     fileFilter="HRMNet models (*.safetensors *.pth *.onnx)"))
+        model = QgsProcessingParameterFile("MODEL", self.tr("Model checkpoint"),
+                                           fileFilter="HRMNet models (*.safetensors *.pth *.onnx)")
+        model.setMetadata(MODEL_CHOICE)  # the dialog offers the models that are here
+        self.addParameter(model)
         advanced = [
             QgsProcessingParameterEnum("DEVICE", self.tr("Device"), DEVICE_LABELS, defaultValue=0),
             QgsProcessingParameterEnum("PRECISION", self.tr("Precision"), PRECISION_LABELS, defaultValue=0),

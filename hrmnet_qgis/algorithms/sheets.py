@@ -61,7 +61,7 @@ from .base import (
     layer_name,
     queued_layers,
 )
-from .detect import _default_model
+from .detect import MODEL_CHOICE, _default_model
 from .detect_options import (
     check_vector_output,
     given,
@@ -184,10 +184,12 @@ class DetectChangesSheets(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterString(
             self.AFTER, self.tr("After image path, e.g. /ortho/2023/{id}.tif (empty: the after field)"),
             optional=True))
-        self.addParameter(QgsProcessingParameterFile(
+        model = QgsProcessingParameterFile(
             self.MODEL, self.tr("Model checkpoint"), behavior=FILE_BEHAVIOR_FILE,
-            defaultValue=_default_model() or None,
-            fileFilter=self.tr("HRMNet models (*.safetensors *.pth *.onnx);;All files (*.*)")))
+            defaultValue=_default_model() or None, optional=True,  # empty: the default model (qgis_process too)
+            fileFilter=self.tr("HRMNet models (*.safetensors *.pth *.onnx);;All files (*.*)"))
+        model.setMetadata(MODEL_CHOICE)  # the dialog offers the models that are here
+        self.addParameter(model)
         threshold = QgsProcessingParameterNumber(
             self.THRESHOLD, self.tr("Change probability threshold (empty: the model's)"),
             NUMBER_DOUBLE, defaultValue=None, optional=True, minValue=0.0, maxValue=1.0)
@@ -243,9 +245,9 @@ class DetectChangesSheets(EngineAlgorithm):
         run = absolute(self.parameterAsFileOutput(parameters, self.RUN_FOLDER, context))
         if not run:
             raise QgsProcessingException(self.tr("{}: choose a folder for the run").format(self.label(self.RUN_FOLDER)))
-        model = absolute(self.parameterAsFile(parameters, self.MODEL, context))
+        model = absolute(self.parameterAsFile(parameters, self.MODEL, context)) or _default_model()
         if not model:
-            raise QgsProcessingException(self.tr("{}: no model checkpoint given").format(self.label(self.MODEL)))
+            raise QgsProcessingException(self.tr("{}: no model given and no default model (HRMNet › Models…)").format(self.label(self.MODEL)))
         polygons = absolute(self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context))
         check_vector_output(polygons)
         args = ["--sheets", sheets, "--run", run, "--model", model, "--out-vector", polygons]

@@ -1,7 +1,7 @@
 """The plugin's dialogs (imported only when a menu action opens one)."""
 from __future__ import annotations
 
-__all__ = ["TrainingDialog", "SetupEngineDialog"]
+__all__ = ["TrainingDialog", "SetupEngineDialog", "ModelsDialog"]
 
 
 def __getattr__(name: str):
@@ -13,4 +13,8 @@ def __getattr__(name: str):
         from .setup_dialog import SetupEngineDialog
 
         return SetupEngineDialog
+    if name == "ModelsDialog":
+        from .models_dialog import ModelsDialog
+
+        return ModelsDialog
     raise AttributeError(name)

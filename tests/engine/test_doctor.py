@@ -24,7 +24,7 @@ def test_doctor_json_reports_what_the_engine_will_use(tmp_path):
     report = json.loads(p.stdout)
     assert report["ok"] is True
     assert [c["name"] for c in report["checks"]] == ["Python", "engine", "torch", "device", "GDAL/PROJ", "cache",
-                                                     "demo model"]
+                                                     "demo model", "models"]
     assert report["python"] == ".".join(map(str, sys.version_info[:3]))
     assert report["torch"] == torch.__version__ and report["cuda"] == torch.version.cuda
     assert report["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -33,6 +33,22 @@ def test_doctor_json_reports_what_the_engine_will_use(tmp_path):
     assert report["cache"] == str(tmp_path / "cache") and (tmp_path / "cache").is_dir()
     assert list((tmp_path / "cache").iterdir()) == []  # the write probe leaves nothing behind
     assert report["demo_model"].endswith("hrmnet_demo.safetensors")
+    assert {"hrmnet-demo (onnx)", "hrmnet-demo (safetensors)"} <= set(report["models"])
+
+
+def test_doctor_without_any_model_says_how_to_get_one(tmp_path):
+    """An installation whose engine has no model files (the catalogue's demo files left out)."""
+    import shutil
+
+    shutil.copytree(ROOT / "engine", tmp_path / "engine",
+                    ignore=shutil.ignore_patterns("*.onnx", "*.safetensors", "data", "training", "__pycache__"))
+    p = subprocess.run([sys.executable, "-m", "engine", "doctor"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", "HRMNET_CACHE": str(tmp_path / "cache"),
+                                         "HRMNET_MODELS_URL": ""})
+    assert p.returncode == 1, p.stdout + p.stderr
+    line = next(line for line in p.stdout.splitlines() if line.startswith("FAIL models"))
+    assert "no model available: download one with python -m engine models get NAME" in line
+    assert "--model FILE" in line and "Traceback" not in p.stderr
 
 
 def test_doctor_report_names_a_failing_check_and_exits_1(tmp_path):

@@ -209,18 +209,27 @@ def test_onnx_metadata_is_read_without_onnx_and_matches_the_engine(tmp_path):
     assert read_model_info(str(broken)) is None and read_model_info(str(tmp_path / "gone.onnx")) is None
 
 
-def test_the_demo_model_is_the_onnx_one_for_a_light_engine(qgis_app):
+def test_the_demo_model_is_the_int8_one_else_what_the_engine_runs(qgis_app, tmp_path):
+    """The int8 ONNX demo model (what the ZIP ships) for either engine; without it the ONNX
+    export for a light engine and the checkpoint for a full one."""
     from hrmnet_qgis import settings
     from hrmnet_qgis.model_info import demo_model
 
-    assert demo_model(ROOT, light=True) == str(ONNX_DEMO)
-    assert demo_model(ROOT, light=False).endswith("hrmnet_demo.safetensors")
+    int8 = ROOT / "engine" / "demo" / "hrmnet_demo_int8.onnx"
+    assert demo_model(ROOT, light=True) == demo_model(ROOT, light=False) == str(int8)
+    demo = tmp_path / "engine" / "demo"
+    demo.mkdir(parents=True)
+    (tmp_path / "engine" / "__main__.py").write_text("")
+    for name in ("hrmnet_demo.onnx", "hrmnet_demo.safetensors"):
+        (demo / name).symlink_to(ROOT / "engine" / "demo" / name)
+    assert demo_model(tmp_path, light=True) == str(demo / "hrmnet_demo.onnx")
+    assert demo_model(tmp_path, light=False) == str(demo / "hrmnet_demo.safetensors")
     try:
         settings.put(settings.ENGINE_KIND, "light")
-        assert demo_model(ROOT) == str(ONNX_DEMO)
+        assert demo_model(tmp_path) == str(demo / "hrmnet_demo.onnx")
     finally:
         settings.put(settings.ENGINE_KIND, "")
-    assert demo_model(ROOT).endswith("hrmnet_demo.safetensors")
+    assert demo_model(tmp_path) == str(demo / "hrmnet_demo.safetensors")
 
 
 def test_model_file_filters_take_onnx(qgis_app):
@@ -282,7 +291,8 @@ def test_a_finished_light_setup_is_remembered_and_the_demo_default_follows(qgis_
         dialog._on_ended("ok", str(python))  # what the finished set-up task reports
         assert settings.get(settings.ENGINE_KIND) == "light" and settings.get(settings.ENGINE_PYTHON) == str(python)
         alg = QgsApplication.processingRegistry().createAlgorithmById("hrmnet:detectchanges")
-        assert alg.parameterDefinition("MODEL").defaultValue() == str(ONNX_DEMO)
+        # the int8 ONNX demo model: it runs on the light engine
+        assert alg.parameterDefinition("MODEL").defaultValue() == str(ONNX_DEMO.with_name("hrmnet_demo_int8.onnx"))
     finally:
         settings.put(settings.ENGINE_KIND, "")
         settings.put(settings.ENGINE_PYTHON, "")

@@ -33,6 +33,8 @@ def test_zip_has_one_top_folder_no_bytecode_no_weights_and_fits(build):
     assert {n.split("/")[0] for n in names} == {"hrmnet_qgis"}
     assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pyo"))]
     assert not [n for n in names if n.endswith((".safetensors", ".pth", ".pt"))]
+    # the one model shipped: the int8 demo model, the installed plugin's default
+    assert [n for n in names if n.endswith(".onnx")] == ["hrmnet_qgis/engine/demo/hrmnet_demo_int8.onnx"]
     for required in ("__init__.py", "metadata.txt", "LICENSE", "icon.png", "provider.py", "runner.py",
                      "styles/polygons.qml", "styles/probability.qml", "styles/mask.qml",
                      "engine/__main__.py", "engine/cli.py", "engine/commands/detect.py"):

@@ -50,8 +50,8 @@ def test_plugin_lifecycle_registers_provider_menu_and_toolbar(qgis_app):
         plugin.initGui()
         assert plugin.provider is provider, "initGui does not register a second provider"
         texts = [a.text() for a in iface.menus["&HRMNet change detection"]]
-        assert texts == ["Detect changes…", "Train a model…", "Set up engine…"]
-        assert [a.text() for a in plugin.toolbar.actions()] == ["Detect changes…", "Train a model…"]
+        assert texts == ["Detect changes…", "Train a model…", "Models…", "Set up engine…"]
+        assert [a.text() for a in plugin.toolbar.actions()] == ["Detect changes…", "Train a model…", "Models…"]
         plugin.open_training()
         plugin.open_setup()
         assert plugin._dialogs["training"].isVisible() and plugin._dialogs["setup"].isVisible()

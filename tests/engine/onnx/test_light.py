@@ -155,4 +155,15 @@ def test_light_doctor_runs_the_onnx_demo_model(light):
     assert checks["torch"]["value"] == "not installed (light engine: detection with .onnx models only)"
     assert report["torch"] is None and report["engine_kind"] == "light"
     assert report["device"] == "cpu" and report["providers"] == ["CPUExecutionProvider"]
-    assert checks["demo model"]["value"].startswith("hrmnet_demo.onnx runs on onnxruntime (CPUExecutionProvider")
+    assert checks["demo model"]["value"].startswith("hrmnet_demo_int8.onnx runs on onnxruntime (CPUExecutionProvider")
+    assert "hrmnet-demo (onnx)" in report["models"] and not any("safetensors" in m for m in report["models"])
+
+
+def test_light_engine_takes_the_onnx_entry_of_a_catalogue_name(light, tmp_path):
+    res = _engine(light, "models", "path", "hrmnet-demo")
+    assert res.returncode == 0 and res.stdout.strip() == str(DEMO / "hrmnet_demo_int8.onnx"), res.stderr
+    mask = tmp_path / "mask.tif"
+    res = _detect(light, "hrmnet-demo", mask)
+    assert res.returncode == 0, res.stderr
+    start = next(json.loads(line) for line in res.stdout.splitlines() if '"start"' in line)
+    assert start["precision"] == "int8" and mask.is_file()

@@ -7,9 +7,7 @@ or not be there at all. Nothing here reaches the internet.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import socket
-import threading
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from engine.events import Events
 from engine.hub import IMAGENET_FILE, IMAGENET_SHA256, IMAGENET_URL, cache_dir, imagenet_backbone
 from engine.train.loop import NO_PRETRAINED_WARNING, TrainConfig, train
 from tests.engine.model.test_backbone import timm_resnet18d_state
+from tests.http_server import Server
 from tests.engine.train.conftest import engine
 from tests.engine.train.tiny_dataset import make_dataset
 
@@ -38,56 +37,6 @@ def files(tmp_path_factory) -> dict[str, bytes]:
     wrong_state["conv1.0.weight"] = torch.zeros(64, 3, 7, 7)  # a plain resnet18 stem, not resnet18d
     wrong = _safetensors(wrong_state, folder / "wrong.safetensors")
     return {"/good": good, "/truncated": good[: len(good) // 2], "/wrong": wrong}
-
-
-class Server:
-    """http.server in a thread. ``mode``: ok (honours Range), drop (sends half of what is asked, then
-    closes), drop_once (drop for the first request only)."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files, self.mode, self.requests = files, "ok", []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):  # quiet
-                pass
-
-            def do_GET(self):  # noqa: N802
-                outer.requests.append((self.path, self.headers.get("Range")))
-                body = outer.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                start = 0
-                rng = self.headers.get("Range")
-                if rng and rng.startswith("bytes="):
-                    start = int(rng[len("bytes="):].rstrip("-"))
-                    if start >= len(body):
-                        self.send_response(416)
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                rest = body[start:]
-                self.send_header("Content-Length", str(len(rest)))
-                self.end_headers()
-                dropping = outer.mode == "drop" or (outer.mode == "drop_once" and len(outer.requests) == 1)
-                self.wfile.write(rest[: len(rest) // 2] if dropping else rest)
-                self.close_connection = True
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
