@@ -13,8 +13,10 @@ from typing import Callable, Optional
 from .model_info import is_demonstration, read_model_info
 from .runner import run_engine
 
-__all__ = ["list_models", "download_model", "onnx_copy", "export_onnx_copy", "local_rows", "describe_row",
-           "remember_models", "offered_models"]
+__all__ = ["list_models", "download_model", "onnx_copy", "export_onnx_copy", "local_rows", "model_rows",
+           "init_choices", "describe_row", "remember_models", "offered_models"]
+
+TRAINABLE = ("safetensors", "pth")  # what train --init loads; an .onnx graph cannot be fine-tuned
 
 EventHandler = Callable[[dict], None]
 
@@ -66,6 +68,33 @@ def local_rows(paths: list[str], catalogue: list[dict]) -> list[dict]:
                      "license": "", "metrics": training.get("test") or training.get("best_val") or {},
                      "catalogue": "local file"})
     return rows
+
+
+def model_rows(catalogue: list[dict]) -> list[dict]:
+    """What the *Models…* dialog lists: the catalogue's rows, then the model files that are here
+    but not in it (the default model, the bundled demo model)."""
+    from . import settings
+    from .model_info import demo_model
+
+    return catalogue + local_rows([settings.get(settings.DEFAULT_MODEL), demo_model()], catalogue)
+
+
+def init_choices(rows: list[dict]) -> list[tuple[str, str, dict]]:
+    """``(label, --init value, row)`` for the rows of :func:`model_rows` a training can start from:
+    ``.safetensors`` and ``.pth`` only. A catalogue model is named (the engine downloads and
+    verifies it, and takes its ``.safetensors`` before its ``.pth``), a local file is its path;
+    each once, in the rows' order."""
+    choices: dict[str, tuple[str, str, dict]] = {}
+    for row in rows:
+        if row.get("format") not in TRAINABLE:
+            continue
+        if row.get("catalogue") == "local file":
+            value, label = str(row["path"]), f"{row.get('name')} (local file)"
+        else:
+            size = f", downloads {row['size'] / 1e6:.0f} MB" if row.get("size") and not row.get("available") else ""
+            value, label = str(row.get("name")), f"{row.get('name')} (catalogue{size})"
+        choices.setdefault(value, (label, value, row))
+    return list(choices.values())
 
 
 def remember_models(rows: list[dict]) -> None:

@@ -30,7 +30,7 @@ from qgis.PyQt.QtWidgets import (
 from .. import settings
 from ..engine_python import engine_python
 from ..model_info import demo_model
-from ..models import describe_row, download_model, export_onnx_copy, list_models, local_rows, remember_models
+from ..models import describe_row, download_model, export_onnx_copy, list_models, model_rows, remember_models
 from ..runner import EngineCancelled
 from .task import BackgroundTask
 
@@ -110,7 +110,7 @@ class ModelsDialog(QDialog):
 
     def _listed(self, rows: object) -> None:
         catalogue = list(rows) if isinstance(rows, list) else []
-        self.rows = catalogue + local_rows([settings.get(settings.DEFAULT_MODEL), demo_model()], catalogue)
+        self.rows = model_rows(catalogue)
         remember_models(self.rows)
         self.table.setRowCount(len(self.rows))
         for i, row in enumerate(self.rows):

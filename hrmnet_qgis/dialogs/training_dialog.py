@@ -4,8 +4,8 @@
    layers, and the area where the labels are complete → **Prepare** (``engine prepare``,
    through the *Prepare a training dataset* algorithm's own parameter mapping). Or an
    existing dataset folder.
-2. *Train*: ImageNet backbone by default, or an initial model; live loss and validation
-   F1 curves. Stop interrupts the engine, which saves its state: Start again with "Continue
+2. *Train*: from the ImageNet backbone by default, or a model of the catalogue, a model
+   that is here or a file (:class:`.start_from.StartFrom`); live loss and validation F1 curves. Stop interrupts the engine, which saves its state: Start again with "Continue
    the stopped run" resumes exactly where it stopped (``train --resume``).
 3. **Evaluate** the best model on the held-out part (the test split, else validation).
 4. **Use this model**: the default model of *Detect changes*.
@@ -43,6 +43,7 @@ from ..engine_python import EngineSetupError, engine_python
 from ..model_info import read_model_info
 from ..runner import EngineCancelled, EngineRun, run_engine
 from .curves import CurvesWidget
+from .start_from import StartFrom
 from .task import BackgroundTask
 from .training_data import DataSection
 
@@ -122,12 +123,9 @@ class TrainingDialog(QDialog):
         self.lr.setValue(5e-4)
         self.device = QComboBox()
         self.device.addItems(DEVICE_LABELS)  # plain words; DEVICES[index] goes to the engine
-        self.init = QgsFileWidget()
-        self.init.setFilter("HRMNet checkpoints (*.safetensors *.pth)")
+        self.start_from = StartFrom()
         self.resume = QCheckBox("Continue the stopped run in this folder")
         self.resume.setEnabled(False)
-        self.imagenet = QCheckBox("Start from ImageNet weights, as the paper does (downloads 47 MB once)")
-        self.imagenet.setChecked(True)
         self.curves = CurvesWidget()
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
@@ -157,8 +155,7 @@ class TrainingDialog(QDialog):
         for label, widget in (("Dataset folder", self.data), ("Run folder", self.out), ("Steps", self.steps),
                               ("Batch size", self.batch_size), ("Crop size (px)", self.crop),
                               ("Validate every (steps)", self.val_every), ("Learning rate", self.lr),
-                              ("Device", self.device), ("Initial model (optional)", self.init),
-                              ("", self.resume), ("", self.imagenet)):
+                              ("Device", self.device), ("Start from", self.start_from), ("", self.resume)):
             form.addRow(label, widget)
         train_box = QGroupBox("2. Train")
         train_box.setLayout(form)
@@ -196,7 +193,7 @@ class TrainingDialog(QDialog):
         self.prepare_button.setEnabled(not running)
         self.evaluate_button.setEnabled(not running and bool(self._model_to_evaluate()))
         for w in [self.data, self.out, self.steps, self.batch_size, self.crop, self.val_every, self.lr, self.device,
-                  self.init, self.resume, self.imagenet] + self.source.widgets():
+                  self.start_from, self.resume] + self.source.widgets():
             w.setEnabled(not running)
         if not running:
             self._out_changed(self.out.filePath())
@@ -275,10 +272,10 @@ class TrainingDialog(QDialog):
         if not python:
             return False
         resume = self.resume.isEnabled() and self.resume.isChecked()
+        init, imagenet = self.start_from.choice()
         args = train_args(data, out, self.steps.value(), self.batch_size.value(), self.lr.value(),
-                          DEVICES[self.device.currentIndex()], self.init.filePath(), resume,
-                          val_every=self.val_every.value(), imagenet=self.imagenet.isChecked(),
-                          crop=self.crop.value())
+                          DEVICES[self.device.currentIndex()], init, resume, val_every=self.val_every.value(),
+                          imagenet=imagenet, crop=self.crop.value())
         if not resume:
             self.curves.clear(self.steps.value())
         self.curves.total_steps = self.steps.value()

@@ -11,6 +11,14 @@ from .helpers import wait_until
 pytestmark = pytest.mark.qgis
 
 
+def _random_start(dialog) -> None:
+    """Start from random weights (the tests run offline: no ImageNet download)."""
+    from hrmnet_qgis.dialogs.start_from import RANDOM
+
+    combo = dialog.start_from.combo
+    combo.setCurrentIndex(combo.findData(RANDOM))
+    assert dialog.start_from.choice() == ("", False)
+
 
 def test_dialog_trains_stops_resumes_and_offers_the_best_model(qgis_app, dataset, tmp_path):
     from qgis.core import QgsApplication
@@ -28,8 +36,8 @@ def test_dialog_trains_stops_resumes_and_offers_the_best_model(qgis_app, dataset
     dialog.device.setCurrentIndex(1)  # "CPU" (DEVICES[1] == "cpu")
     dialog.crop.setValue(64)
     assert dialog.val_every.value() == 1000  # the recipe's; validation at the end here
-    assert dialog.imagenet.isChecked()  # the paper's start by default; here offline, so off
-    dialog.imagenet.setChecked(False)
+    assert dialog.start_from.choice() == ("", True)  # the paper's start by default; here offline, so off
+    _random_start(dialog)
     assert not dialog.resume.isEnabled()
 
     # Stop as soon as the first step is reported: the engine saves a resumable state.
@@ -131,7 +139,7 @@ def test_the_whole_flow_from_project_layers_to_a_held_out_score(qgis_app, scenes
     dialog.crop.setValue(32)
     dialog.val_every.setValue(0)
     dialog.device.setCurrentIndex(1)
-    dialog.imagenet.setChecked(False)
+    _random_start(dialog)
     assert dialog.start()
     assert wait_until(lambda: not dialog.running)
     assert dialog.status.text().startswith("Finished 1 steps"), dialog.status.text() + dialog.log.toPlainText()
@@ -167,3 +175,66 @@ def test_the_log_follows_the_end_and_an_error_is_shown_once(qgis_app):
     dialog._on_event({"event": "stderr", "message": f"error: {message}"})
     assert dialog.log.toPlainText().count(message) == 1
     dialog.close()
+
+
+def test_start_from_offers_the_trainable_models_of_the_catalogue_by_name(qgis_app, dataset, tmp_path, monkeypatch):
+    """ImageNet by default (no --init); a catalogue model goes as --init NAME (the engine verifies
+    it and says so in the log); an .onnx, from the catalogue or here, is not offered; a file is."""
+    import shutil
+
+    from hrmnet_qgis import settings
+    from hrmnet_qgis.dialogs import TrainingDialog
+
+    from .conftest import ROOT
+
+    onnx = tmp_path / "mine.onnx"
+    shutil.copy(ROOT / "engine" / "demo" / "hrmnet_demo_int8.onnx", onnx)
+    settings.put(settings.DEFAULT_MODEL, str(onnx))  # a local .onnx model, listed by Models…
+    dialog = TrainingDialog()
+    dialog.show()
+    assert dialog.start_from.listing is not None  # the catalogue is read in the background
+    assert wait_until(lambda: dialog.start_from.listing is None, 300)
+    offered = dialog.start_from.offered()
+    assert "hrmnet-demo" in offered  # the shipped catalogue's checkpoint, by name
+    assert "hrmnet-demo-fp32" not in offered and str(onnx) not in offered  # .onnx only: not trainable
+    dialog.data.setFilePath(str(dataset))
+    dialog.out.setFilePath(str(tmp_path / "run"))
+    dialog.steps.setValue(1)
+    dialog.batch_size.setValue(1)
+    dialog.crop.setValue(64)
+    dialog.val_every.setValue(0)
+    dialog.device.setCurrentIndex(1)
+
+    launched = []
+    monkeypatch.setattr(dialog, "_launch", lambda stage, command, args, python, title: launched.append(args))
+    assert dialog.start()  # the default: the ImageNet backbone, no --init
+    assert "--init" not in launched[-1] and launched[-1][-2:] == ["--backbone", "imagenet"]
+    checkpoint = tmp_path / "start.safetensors"
+    shutil.copy(ROOT / "engine" / "demo" / "hrmnet_demo.safetensors", checkpoint)
+    dialog.start_from.file.setFilePath(str(checkpoint))  # choosing a file selects "the file below"
+    assert dialog.start()
+    assert launched[-1][-2:] == ["--init", str(checkpoint)]
+    monkeypatch.undo()
+
+    assert dialog.start_from.select("hrmnet-demo")
+    assert dialog.start()
+    command = dialog.log.toPlainText().splitlines()[-1]
+    assert "--init hrmnet-demo " in command + " " and "--backbone" not in command
+    assert wait_until(lambda: not dialog.running)
+    log = dialog.log.toPlainText()
+    assert dialog.status.text().startswith("Finished 1 steps"), dialog.status.text() + log
+    assert "model hrmnet-demo (safetensors)" in log  # the engine resolved the name to its verified file
+    settings.put(settings.DEFAULT_MODEL, "")
+    dialog.close()
+
+
+def test_init_choices_are_torch_formats_once_each():
+    from hrmnet_qgis.models import init_choices
+
+    rows = [{"name": "a", "format": "onnx", "catalogue": "c"},
+            {"name": "a", "format": "safetensors", "catalogue": "c", "size": 2e6, "available": False},
+            {"name": "a", "format": "pth", "catalogue": "c"},
+            {"name": "b.pth", "format": "pth", "catalogue": "local file", "path": "/m/b.pth"},
+            {"name": "c.onnx", "format": "onnx", "catalogue": "local file", "path": "/m/c.onnx"}]
+    assert [(label, value) for label, value, _ in init_choices(rows)] == [
+        ("a (catalogue, downloads 2 MB)", "a"), ("b.pth (local file)", "/m/b.pth")]
