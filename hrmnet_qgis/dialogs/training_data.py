@@ -1,8 +1,9 @@
 """The training dialog's first step: the layers a dataset is prepared from.
 
 Before/After rasters, and either change labels (a raster or polygons) or two building
-footprint layers, and optionally the area where the labels are complete (polygons, all
-or the selected ones). :meth:`DataSection.parameters` turns the choice into the
+footprint layers, and optionally the area where the labels are complete: polygons (all
+or the selected ones) or an extent (typed, the current map extent, a layer's, or drawn on
+the map: QGIS's extent widget, as the algorithm's own dialog has). :meth:`DataSection.parameters` turns the choice into the
 parameters of *Prepare a training dataset* (``hrmnet:preparedataset``), whose own
 parameter mapping then makes the ``prepare`` command line: the dialog adds nothing the
 algorithm lacks.
@@ -11,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from qgis.core import QgsMapLayer, QgsProcessingFeatureSourceDefinition
-from qgis.gui import QgsMapLayerComboBox
+from qgis.core import QgsMapLayer, QgsProcessingFeatureSourceDefinition, QgsReferencedRectangle
+from qgis.gui import QgsExtentWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtWidgets import QCheckBox, QDoubleSpinBox, QFormLayout, QSpinBox, QWidget
 
 from ..compat import LAYER_FILTER
@@ -48,6 +49,13 @@ class DataSection(QWidget):
         self.tolerance.setSuffix(" m")
         self.area = _combo(Filter.PolygonLayer)
         self.selected_only = QCheckBox("Selected features only")
+        self.extent = QgsExtentWidget()  # or the labelled area as an extent, in the Before raster's CRS
+        self.extent.setNullValueAllowed(True, "Not set")
+        self.extent.clear()
+        canvas = _map_canvas()
+        if canvas is not None:  # "Use current map canvas extent" and "Draw on canvas"
+            self.extent.setMapCanvas(canvas)
+        self.before.layerChanged.connect(self._before_changed)
         self.tile_size = QSpinBox()
         self.tile_size.setRange(32, 4096)
         self.tile_size.setSingleStep(32)
@@ -66,13 +74,14 @@ class DataSection(QWidget):
         form.addRow("Footprint tolerance", self.tolerance)
         form.addRow("Labelled area (optional)", self.area)
         form.addRow("", self.selected_only)
+        form.addRow("or labelled extent (optional)", self.extent)
         form.addRow("Tile size (px)", self.tile_size)
         form.addRow("GSD of rasters without georeference (m)", self.gsd)
 
     def widgets(self) -> list[QWidget]:
         """The fields (to disable them while a run goes on)."""
         return [self.before, self.after, self.labels, self.footprints_before, self.footprints_after, self.tolerance,
-                self.area, self.selected_only, self.tile_size, self.gsd]
+                self.area, self.selected_only, self.extent, self.tile_size, self.gsd]
 
     def missing(self) -> str:
         """What the user still has to choose ('' when a dataset can be prepared)."""
@@ -98,9 +107,24 @@ class DataSection(QWidget):
         area = self.area.currentLayer()
         if area is not None:
             params["LABELLED_AREA"] = QgsProcessingFeatureSourceDefinition(area.id(), self.selected_only.isChecked())
+        if self.extent.isValid():  # both given: the algorithm refuses, in one line
+            params["LABELLED_EXTENT"] = QgsReferencedRectangle(self.extent.outputExtent(), self.extent.outputCrs())
         if self.gsd.value() > 0:
             params["GSD"] = self.gsd.value()
         return params
+
+    def _before_changed(self, layer: Optional[QgsMapLayer]) -> None:
+        """The extent is given in the Before raster's CRS; "use the layer's extent" offers its extent."""
+        if layer is not None:
+            self.extent.setOriginalExtent(layer.extent(), layer.crs())
+            self.extent.setOutputCrs(layer.crs())
+
+
+def _map_canvas() -> Any:
+    """QGIS's map canvas (None outside the desktop application)."""
+    from qgis.utils import iface
+
+    return iface.mapCanvas() if iface is not None else None
 
 
 def _id(layer: Optional[QgsMapLayer]) -> Optional[str]:

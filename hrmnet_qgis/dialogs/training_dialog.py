@@ -126,6 +126,7 @@ class TrainingDialog(QDialog):
         self.start_from = StartFrom()
         self.resume = QCheckBox("Continue the stopped run in this folder")
         self.resume.setEnabled(False)
+        self.resume.toggled.connect(lambda _on: self._sync_start_from())
         self.curves = CurvesWidget()
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
@@ -186,6 +187,11 @@ class TrainingDialog(QDialog):
         resumable = bool(path) and (Path(path) / "state.pt").is_file() and not run_finished(path)
         self.resume.setEnabled(resumable)
         self.resume.setChecked(resumable)
+        self._sync_start_from()
+
+    def _sync_start_from(self) -> None:
+        """A continued run keeps its own weights: *Start from* is off while "Continue" is checked."""
+        self.start_from.setEnabled(not self.running and not (self.resume.isEnabled() and self.resume.isChecked()))
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)

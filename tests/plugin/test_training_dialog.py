@@ -56,6 +56,7 @@ def test_dialog_trains_stops_resumes_and_offers_the_best_model(qgis_app, dataset
     assert "Stopped at step" in dialog.status.text(), dialog.status.text() + dialog.log.toPlainText()
     assert (run / "state.pt").is_file()
     assert dialog.resume.isEnabled() and dialog.resume.isChecked()
+    assert not dialog.start_from.isEnabled()  # a continued run keeps its own weights
     assert not dialog.use_best_button.isEnabled()
 
     # Start again: it continues the stopped run (train --resume) to the end.
@@ -238,3 +239,41 @@ def test_init_choices_are_torch_formats_once_each():
             {"name": "c.onnx", "format": "onnx", "catalogue": "local file", "path": "/m/c.onnx"}]
     assert [(label, value) for label, value, _ in init_choices(rows)] == [
         ("a (catalogue, downloads 2 MB)", "a"), ("b.pth (local file)", "/m/b.pth")]
+
+
+def test_the_labelled_area_can_be_an_extent(qgis_app, scenes, tmp_path, monkeypatch):
+    """An extent (typed, the map's, a layer's) instead of polygons: prepare --labelled-area
+    XMIN,YMIN,XMAX,YMAX,CRS; polygons and an extent together are refused in one line."""
+    from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle
+
+    from hrmnet_qgis.dialogs import TrainingDialog
+
+    from .test_dataset_algorithms import _polygon_layer
+
+    before, after, labels = scenes[0]
+    layers = [QgsRasterLayer(str(p), name) for p, name in ((before, "before"), (after, "after"), (labels, "labels"))]
+    QgsProject.instance().addMapLayers(layers)
+    dialog = TrainingDialog()
+    source = dialog.source
+    source.before.setLayer(layers[0])
+    source.after.setLayer(layers[1])
+    source.labels.setLayer(layers[2])
+    assert not source.extent.isValid() and "LABELLED_EXTENT" not in source.parameters("d")  # not set
+    ext = layers[0].extent()
+    top = QgsRectangle(ext.xMinimum(), ext.center().y(), ext.xMaximum(), ext.yMaximum())
+    source.extent.setOutputExtentFromUser(top, layers[0].crs())
+    dialog.data.setFilePath(str(tmp_path / "dataset"))
+    launched = []
+    monkeypatch.setattr(dialog, "_launch", lambda stage, command, args, python, title: launched.append(args))
+    assert dialog.prepare(), dialog.status.text()
+    opts = dict(zip(launched[-1][::2], launched[-1][1::2]))
+    xmin, ymin, xmax, ymax, crs = opts["--labelled-area"].split(",")
+    assert crs == "EPSG:32633" and (float(xmin), float(ymax)) == (ext.xMinimum(), ext.yMaximum())
+    assert float(ymin) == ext.center().y()
+    area = _polygon_layer("checked area", "EPSG:32633", [(ext.xMinimum(), ext.yMinimum(), ext.xMaximum(),
+                                                          ext.yMaximum())])
+    source.area.setLayer(area)
+    assert not dialog.prepare()
+    assert "not both" in dialog.status.text()
+    QgsProject.instance().removeMapLayers([layer.id() for layer in layers] + [area.id()])
+    dialog.close()
