@@ -104,7 +104,8 @@ class ModelsDialog(QDialog):
         """Store the catalogue address and list the models again (in the background)."""
         settings.put(settings.MODELS_URL, self.url.text().strip())
         return self._start("Reading the catalogue…", self._listed,
-                           self._engine("HRMNet: list models", lambda task: list_models(self._python(), task.isCanceled)))
+                           self._engine("HRMNet: list models",
+                                        lambda task: list_models(self._python(), task.isCanceled)))
 
     def _listed(self, rows: object) -> None:
         catalogue = list(rows) if isinstance(rows, list) else []
