@@ -226,7 +226,8 @@ def test_a_sheet_truncated_to_300_bytes_fails_alone_named_itself(scene, tmp_path
 
 @pytest.fixture()
 def small_disk(tmp_path):
-    """make(free_bytes): a 256 KiB tmpfs (root only) filled up but ``free_bytes``."""
+    """make(free_bytes): a 256 KiB tmpfs (root only) filled up but ``free_bytes`` (again
+    after the disk got used: the filler grows)."""
     import os
 
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
@@ -237,7 +238,7 @@ def small_disk(tmp_path):
         pytest.skip("cannot mount a tmpfs here")
 
     def make(free: int) -> Path:
-        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
+        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         try:
             while os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize > free:
                 os.write(fd, b"\0" * 4096)
@@ -270,3 +271,19 @@ def test_a_full_disk_in_the_run_folder_stops_the_run_in_one_line(scene, tmp_path
                "--tile-size", "64", "--overlap", "16", "--progress", "none", "--restart")  # on Dask workers
     one_line_error(res, f"{run}: no space left on device", skip_warnings=True)
     assert not out.exists() and not list(run.glob("sheets/*")) and not list(run.rglob(".hrmnet-tmp-*"))
+
+
+def test_a_full_disk_for_the_status_layer_leaves_no_output_of_the_command(scene, tmp_path, small_disk):
+    """All or nothing across the command's outputs: the merged layer (on a healthy disk) is
+    not left behind when the status layer cannot be written in the full run folder."""
+    run, out = small_disk(256 * 1024) / "run", tmp_path / "merged.gpkg"
+    options = ["--run", run, "--model", DEMO_ONNX, "--tile-size", "64", "--overlap", "16", "--progress", "none"]
+    shard = _cli("--sheets", scene, *options, "--shard", "1/1", "--workers", "1")  # the sheets, no merge
+    assert shard.returncode == 0, shard.stderr
+    assert len(list(run.glob("sheets/*/done.json"))) == 4 and not (run / "status.gpkg").exists()
+    small_disk(0)
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    res = _cli("--sheets", scene, *options, "--out-vector", out, "--merge-only")
+    one_line_error(res, f"{run / 'status.gpkg'}: no space left on device", skip_warnings=True)
+    assert not list(tmp_path.glob("merged*")) and not list(tmp_path.glob(".hrmnet-tmp-*"))
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before  # no status, outputs.json, staging
