@@ -158,7 +158,8 @@ def test_training_dialog_data_step_builds_prepare_parameters_under_pyqt6(dialogs
 def test_training_dialog_starts_stops_resumes_and_evaluates_under_pyqt6(dialogs):
     training = dialogs["training"]
     run = training["run"]
-    assert run["resume_offered"] == [True, True] and run["started"] and run["task"] == "HRMNet training"
+    assert run["resume_offered"] == [True, True] and run["started"], run["status"]
+    assert run["task"] == "HRMNet training"
     command = run["command"].split()
     assert command[2:4] == ["-m", "engine"] and command[4] == "train"
     for option in (["--steps", "40"], ["--device", "cpu"], ["--val-every", "10"], ["--crop", "256"]):
