@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
+from .checksum import file_sha256
 from .errors import UserError
 from .events import Events
 
@@ -221,18 +222,11 @@ def cached_path(entry: Entry, environ: Optional[Mapping[str, str]] = None) -> Pa
     return _cache_dir(environ) / "models" / f"{entry.name}{EXTENSIONS[entry.format]}"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def available_path(entry: Entry, environ: Optional[Mapping[str, str]] = None) -> Optional[Path]:
     """The entry's file when it is here (downloaded or local) and has the catalogue's sha256, else None."""
     path = cached_path(entry, environ)
-    if path.is_file() and (entry.size is None or path.stat().st_size == entry.size) and _sha256(path) == entry.sha256:
+    if path.is_file() and (entry.size is None or path.stat().st_size == entry.size) and file_sha256(path) == entry.sha256:
         return path
     return None
 
@@ -257,7 +251,7 @@ def fetch_model(entry: Entry, events: Optional[Events] = None, environ: Optional
     if not entry.remote:
         if not target.is_file():
             raise UserError(f"{entry.name}: {target} is not in this installation")
-        got = _sha256(target)
+        got = file_sha256(target)
         if got != entry.sha256:
             raise UserError(f"{entry.name}: {target}: refused: {_rejected(entry, got)}")
         return target
@@ -276,7 +270,7 @@ def fetch_model(entry: Entry, events: Optional[Events] = None, environ: Optional
             raise UserError(f"{exc}; without a connection, download it elsewhere and put it at {target} "
                             "(or give --model FILE)") from exc
         raise
-    got = _sha256(part)
+    got = file_sha256(part)
     if got != entry.sha256:
         part.unlink()
         raise UserError(f"{entry.url}: downloaded file refused: {_rejected(entry, got)}; removed it")

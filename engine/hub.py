@@ -22,7 +22,6 @@ Plain ``urllib``: no extra dependency.
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import socket
@@ -33,6 +32,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
+from .checksum import file_sha256
 from .errors import UserError
 from .events import Events
 
@@ -64,13 +64,6 @@ def cache_dir(environ: Optional[Mapping[str, str]] = None, platform: str = sys.p
         return home / "Library" / "Caches" / "hrmnet"
     return Path(env.get("XDG_CACHE_HOME") or home / ".cache") / "hrmnet"
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class _Dropped(Exception):
@@ -186,7 +179,7 @@ def _check_layout(path: Path) -> None:
 def _verify(path: Path, sha256: str) -> Optional[str]:
     """None when ``path`` has the expected sha256 (empty ``sha256``: not checked), else the problem."""
     if sha256:
-        got = _sha256(path)
+        got = file_sha256(path)
         if got != sha256.lower():
             return f"sha256 {got[:12]}… differs from timm's resnet18d.ra2_in1k file ({sha256[:12]}…)"
     return None

@@ -13,6 +13,8 @@ private, results appear in one step, and a failure leaves nothing behind.
 - :func:`commit`: rename staged files onto their targets relative to held folder
   descriptors (a rename never follows a symlink at the target), under a lock on the
   output folder; without ``overwrite`` a target that appeared meanwhile is refused.
+- :class:`OutputSet`: several outputs of one command staged, then committed together
+  (all of them or none).
 - :func:`remove_stale`: staging folders of runs that died (kill -9) are removed by the
   next run writing to the same folder: only our own pattern, only our own user's, only
   when no live process holds them.
@@ -46,6 +48,7 @@ __all__ = [
     "PREFIX",
     "quiet_gdal",
     "Inputs",
+    "OutputSet",
     "Staging",
     "check_name",
     "check_output",
@@ -414,7 +417,8 @@ def _move(s: Staging, name: str, target: Path) -> None:
         raise write_error(target, exc) from None
 
 
-def commit(moves: Sequence[tuple[Staging, str, Path, PathLike]], overwrite: bool) -> None:
+def commit(moves: Sequence[tuple[Staging, str, Path, PathLike]], overwrite: bool,
+           replaceable: Iterable[PathLike] = ()) -> None:
     """Rename staged files onto their targets, in the order given.
 
     Args:
@@ -423,14 +427,17 @@ def commit(moves: Sequence[tuple[Staging, str, Path, PathLike]], overwrite: bool
             removes the target file (e.g. an old shapefile's ``.cpg``).
         overwrite: replace existing targets; otherwise a target that exists now (another
             run wrote it since the start) is refused and nothing is moved.
+        replaceable: the user's outputs (as in ``moves``) that may be replaced even
+            without ``overwrite``.
     """
     folders = {str(m[0].folder): m[0] for m in moves}  # one lock per folder
+    free = {os.fspath(p) for p in replaceable}
     with contextlib.ExitStack() as locks:
         for key in sorted(folders):
             locks.enter_context(_folder_lock(folders[key].folder_fd, key))
         if not overwrite:
             for s, _name, target, shown in moves:
-                if _exists_at(s, target.name):
+                if os.fspath(shown) not in free and _exists_at(s, target.name):
                     raise UserError(f"{shown}: appeared while this run was working (another run?); "
                                     "left as it is (use --overwrite to replace it)")
         for s, name, target, _shown in moves:
@@ -457,6 +464,67 @@ def staged_file(target: PathLike, overwrite: bool, inputs: Iterable[PathLike] = 
         with _translated(target):
             yield s.path(staged, shown=target)
         commit(staged_moves(s.path(staged), target), overwrite)
+
+
+class OutputSet:
+    """Several outputs of one command, committed together: all of them or none.
+
+    Each output is written staged (:meth:`writing`; one :class:`Staging` per folder) and
+    nothing appears until :meth:`commit` renames them all in one locked step; leaving the
+    ``with`` block without committing (an error, a cancel, a full disk) removes everything
+    staged. Use::
+
+        with OutputSet(inputs) as outs:
+            with outs.writing(target, overwrite) as path:
+                write(path)
+            ...
+            outs.commit()
+    """
+
+    def __init__(self, inputs: Iterable[PathLike] = ()) -> None:
+        self.inputs = inputs if isinstance(inputs, Inputs) else Inputs(inputs)
+        self._stagings: dict[str, Staging] = {}
+        self._moves: list[tuple[Staging, str, Path, PathLike]] = []
+        self._replaceable: list[Path] = []
+
+    def _staging(self, target: Path) -> Staging:
+        folder = real_path(target.parent)
+        if str(folder) not in self._stagings:
+            remove_stale(folder)
+            self._stagings[str(folder)] = Staging(folder)
+        return self._stagings[str(folder)]
+
+    @contextlib.contextmanager
+    def writing(self, target: PathLike, overwrite: bool) -> Iterator[Path]:
+        """Yield the staged path to write ``target`` (a file or vector dataset) to; an I/O
+        failure in the block is one line naming ``target``. ``overwrite``: it may replace an
+        existing file (checked again at commit time)."""
+        target = Path(target)
+        check_output(target, "new", self.inputs)
+        s = self._staging(target)
+        staged = s.path(f"out{len(self._moves)}{target.suffix}", shown=target)
+        with _translated(target):
+            yield staged
+        self._moves += staged_moves(staged, target)
+        if overwrite:
+            self._replaceable.append(target)
+
+    def commit(self) -> None:
+        """Rename every output written into place (in the order written)."""
+        commit(self._moves, False, self._replaceable)
+        self._moves = []
+
+    def close(self) -> None:
+        """Delete the staging folders and whatever is left in them (nothing, after a commit)."""
+        for s in self._stagings.values():
+            s.close()
+        self._stagings = {}
+
+    def __enter__(self) -> "OutputSet":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @contextlib.contextmanager

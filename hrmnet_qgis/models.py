@@ -14,7 +14,7 @@ from .model_info import is_demonstration, read_model_info
 from .runner import run_engine
 
 __all__ = ["list_models", "download_model", "onnx_copy", "export_onnx_copy", "local_rows", "model_rows",
-           "init_choices", "describe_row", "remember_models", "offered_models"]
+           "init_choices", "describe_row", "remember_models", "offered_models", "set_default_model"]
 
 TRAINABLE = ("safetensors", "pth")  # what train --init loads; an .onnx graph cannot be fine-tuned
 
@@ -49,6 +49,15 @@ def export_onnx_copy(python: str, model: str, on_event: Optional[EventHandler] =
     out = onnx_copy(model)
     run_engine("export", [model, out], python=python, on_event=on_event, is_cancelled=is_cancelled, cleanup=[out])
     return out
+
+
+def set_default_model(path: str) -> str:
+    """Make model file ``path`` the one Detect changes and Map sheets propose (the plugin
+    setting "default model"); the line that says so."""
+    from . import settings
+
+    settings.put(settings.DEFAULT_MODEL, path)
+    return f"Default model: {path} (Detect changes and Map sheets propose it)"
 
 
 def local_rows(paths: list[str], catalogue: list[dict]) -> list[dict]:

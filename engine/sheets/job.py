@@ -22,7 +22,6 @@ Files of a finished sheet folder (built in a private staging folder of
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import threading
@@ -32,6 +31,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from ..checksum import file_sha256
 from ..errors import Cancelled, UserError
 from ..events import Events
 from ..outputs import Staging, disk_full, staged_folder
@@ -45,7 +45,6 @@ __all__ = ["run_sheet", "done_record", "verify_sheet", "result_files", "area_gri
 DONE = "done.json"
 #: Every file a sheet job may write in its folder (``--restart`` removes these and no other).
 RESULT_NAMES = ("prob.tif", "mask.tif", "review.tif", "final.fgb", "border.fgb", "edges.npz", DONE)
-_CHUNK = 1 << 20
 STRIP_ROWS = 512
 
 _HERE = threading.local()  # .events: where sheets computed in this thread report their tiles
@@ -76,16 +75,9 @@ def done_record(folder: Path, digest: str) -> Optional[dict]:
 def result_files(folder: Path) -> dict:
     """``{name: {"bytes": size, "sha256": hex}}`` of the result files in a sheet folder
     (all but the done-record), for the done-record."""
-    return {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+    return {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
             for p in sorted(Path(folder).iterdir()) if p.name != DONE and p.is_file()}
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_sheet(folder: Path, record: dict) -> Optional[str]:
@@ -100,7 +92,7 @@ def verify_sheet(folder: Path, record: dict) -> Optional[str]:
             size = path.stat().st_size
             if size != want.get("bytes"):
                 return f"{path}: {size} bytes, {want.get('bytes')} when the sheet finished (truncated or replaced)"
-            if _sha256(path) != want.get("sha256"):
+            if file_sha256(path) != want.get("sha256"):
                 return f"{path}: damaged (its content changed since the sheet finished)"
         except FileNotFoundError:
             return f"{path}: missing"

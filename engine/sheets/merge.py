@@ -28,7 +28,7 @@ from ..errors import UserError
 from .job import area_grid, finalize
 from .plan import RunContext
 
-__all__ = ["merge_polygons", "merge_to_file", "link_pieces", "BAND_ROWS", "BATCH"]
+__all__ = ["merge_polygons", "merge_to_file", "write_merged", "link_pieces", "BAND_ROWS", "BATCH"]
 
 #: Global rows whose polygons are sorted and written together (a band across the whole area:
 #: kept low so that a wide area of many polygons holds few at a time).
@@ -336,27 +336,35 @@ def merge_to_file(ctx: RunContext, done: Sequence[tuple], target: Path, overwrit
     """Write the merged layer to ``target`` band by band (staged, renamed into place when
     complete; nothing left on an error or a full disk). Returns polygons per sheet id."""
     from ..outputs import staged_file
+
+    with staged_file(target, overwrite, inputs) as path:
+        return write_merged(ctx, done, Path(path))
+
+
+def write_merged(ctx: RunContext, done: Sequence[tuple], path: Path) -> Counter:
+    """Write the merged layer to ``path`` (a staged file, see :mod:`engine.outputs`) band by
+    band; polygons per sheet id. On an error the writer is aborted (the staging removes
+    what is left)."""
     from ..vector.io import VectorWriter
 
     crs = area_grid(ctx).crs_string
     has_review = _has_review(done)
     counts: Counter = Counter()
-    with staged_file(target, overwrite, inputs) as path:
-        writer = None
-        try:
-            for band in _numbered(merged_bands(ctx, done), has_review, crs):
-                if writer is None:
-                    writer = VectorWriter(path, band.crs.to_wkt() if band.crs is not None else None)
-                writer.write(band)
-                counts.update(band["sheet"].tolist())
-            if writer is None:  # an empty layer that still has the fields, ``sheet`` included
-                _write_empty(_empty(crs, has_review), Path(path))
-            else:
-                writer.close()
-        except BaseException:
-            if writer is not None:
-                writer.abort()
-            raise
+    writer = None
+    try:
+        for band in _numbered(merged_bands(ctx, done), has_review, crs):
+            if writer is None:
+                writer = VectorWriter(path, band.crs.to_wkt() if band.crs is not None else None)
+            writer.write(band)
+            counts.update(band["sheet"].tolist())
+        if writer is None:  # an empty layer that still has the fields, ``sheet`` included
+            _write_empty(_empty(crs, has_review), path)
+        else:
+            writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
     return counts
 
 

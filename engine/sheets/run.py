@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from ..errors import Cancelled, UserError
 from ..events import Events
-from ..outputs import PREFIX, Inputs, Staging, remove_stale, staged_file
+from ..outputs import PREFIX, Inputs, OutputSet, Staging, remove_stale, staged_file
 from ..core.options import validate_options
 from .job import StopRun, done_record, run_sheet, tile_events, verify_sheet
 from .folder import DASK_LOG, RUN_JSON, make_manifest
@@ -98,14 +98,6 @@ def _own_outputs(run: Path) -> dict:
         return {k: int(v) for k, v in json.loads((run.expanduser().absolute() / OUTPUTS_JSON).read_text()).items()}
     except (OSError, ValueError, AttributeError):
         return {}
-
-
-def _remember_outputs(run: Path, outputs: dict) -> None:
-    own = _own_outputs(run)
-    for path in outputs.values():
-        if path and os.path.exists(path):
-            own[str(path)] = os.stat(path).st_ino
-    _write_text(run / OUTPUTS_JSON, json.dumps(own, indent=1))
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -555,8 +547,6 @@ def _window(job):
 def _finish(run: Path, plan: Plan, specs, skipped, results: dict, targets: dict, inputs, events: Events,
             t0: float, review_threshold: Optional[float] = None) -> SheetsResult:
     """Merge what is done, write the mosaics and the status layer."""
-    from .merge import merge_to_file
-
     ctx = plan.context
     done = []
     for job in plan.jobs:
@@ -575,25 +565,13 @@ def _finish(run: Path, plan: Plan, specs, skipped, results: dict, targets: dict,
         elif job.id not in results:
             results[job.id] = _failure(run, job.name) or {"id": job.id, "status": "pending", "message": "not computed yet"}
     events.check_cancel()
-    counts = merge_to_file(ctx, done, targets["vector"][0], targets["vector"][1], inputs)
-    outputs = {"vector": str(targets["vector"][0]), "probability": None, "mask": None,
-               "status": str(run / "status.gpkg")}
-    for role in ("probability", "mask", "review"):
-        if role in targets:
-            path, replace = targets[role]
-            _write_vrt(run, done, role, path, ctx.plan.probability_dtype, replace, inputs)
-            outputs[role] = str(path)
-    if "review_areas" in targets:
-        path, replace = targets["review_areas"]
-        n_areas = _write_review_areas(run, done, ctx, path, replace, inputs, review_threshold)
-        outputs["review_areas"] = str(path)
-    _remember_outputs(run, {k: v for k, v in outputs.items() if k != "status"})
-    _write_status(run, plan, specs, skipped, results, counts, events)
+    outputs, counts, n_areas = _write_outputs(run, plan, specs, skipped, results, done, targets, inputs,
+                                              review_threshold)
     failed = sorted(sid for sid, r in results.items() if r.get("status") != "done")
     stats = {"sheets": len(plan.jobs) + len(plan.failed), "done": len(done), "failed": len(failed),
              "skipped": len(skipped) + len(plan.skipped), "polygons": int(sum(counts.values())),
              "seconds": round(time.perf_counter() - t0, 3)}
-    if "review_areas" in targets:
+    if n_areas is not None:
         stats["review_areas"] = n_areas
     if failed:
         events.warn(f"{len(failed)} sheet(s) failed or not done ({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''}); "
@@ -605,8 +583,49 @@ def _finish(run: Path, plan: Plan, specs, skipped, results: dict, targets: dict,
     return SheetsResult(status, outputs, stats, EXIT_SOME_FAILED if failed else 0)
 
 
-def _write_vrt(run: Path, done, role: str, target: Path, dtype: str, overwrite: bool, inputs) -> None:
-    from ..outputs import staged_file
+def _write_outputs(run: Path, plan: Plan, specs, skipped, results: dict, done, targets: dict, inputs,
+                   review_threshold: Optional[float]) -> tuple[dict, dict, Optional[int]]:
+    """Write the merged layer, the mosaics, the review areas, the status layer and the
+    record of the outputs, all staged, then rename them into place together: all of them
+    or none (a full disk for any of them leaves none). Returns (role -> path, polygons
+    per sheet id, review areas or None)."""
+    from .merge import write_merged
+
+    ctx, n_areas = plan.context, None
+    outputs = {"vector": str(targets["vector"][0]), "probability": None, "mask": None,
+               "status": str(run / "status.gpkg")}
+    with OutputSet(inputs) as outs:
+        staged = {}
+        with outs.writing(*targets["vector"]) as path:
+            counts = write_merged(ctx, done, path)
+        staged[targets["vector"][0]] = path
+        for role in ("probability", "mask", "review"):
+            if role in targets:
+                with outs.writing(*targets[role]) as path:
+                    _write_vrt(done, role, path, ctx.plan.probability_dtype)
+                outputs[role], staged[targets[role][0]] = str(targets[role][0]), path
+        if "review_areas" in targets:
+            with outs.writing(*targets["review_areas"]) as path:
+                n_areas = _write_review_areas(run, done, ctx, path, review_threshold)
+            outputs["review_areas"], staged[targets["review_areas"][0]] = str(targets["review_areas"][0]), path
+        with outs.writing(run / "status.gpkg", overwrite=True) as path:
+            _write_status_to(path, _status_frame(plan, specs, skipped, results, counts))
+        with outs.writing(run / OUTPUTS_JSON, overwrite=True) as path:
+            path.write_text(_outputs_record(run, staged), encoding="utf-8")
+        outs.commit()
+    return outputs, counts, n_areas
+
+
+def _outputs_record(run: Path, staged: dict) -> str:
+    """outputs.json's text: the merged outputs this run folder wrote (path -> inode), these
+    ones read from their staged files (a rename keeps the inode)."""
+    own = _own_outputs(run)
+    own.update({str(target): os.stat(path).st_ino for target, path in staged.items()})
+    return json.dumps(own, indent=1)
+
+
+def _write_vrt(done, role: str, path: Path, dtype: str) -> None:
+    """The ``role`` mosaic of the done sheets' GeoTIFFs, written to the staged ``path``."""
     from .mosaic import probe_rasters, write_mosaic
 
     name = {"probability": "prob.tif", "review": "review.tif"}.get(role, "mask.tif")
@@ -614,14 +633,13 @@ def _write_vrt(run: Path, done, role: str, target: Path, dtype: str, overwrite: 
     if bad:
         raise UserError(f"{next(iter(bad.values()))}")
     nodata = 255 if (role == "mask" or dtype == "uint8") else -1.0
-    with staged_file(target, overwrite, inputs) as path:
-        write_mosaic(rasters, Path(path), role, nodata=nodata)
+    write_mosaic(rasters, Path(path), role, nodata=nodata)
 
 
-def _write_review_areas(run: Path, done, ctx, target: Path, overwrite: bool, inputs, threshold) -> int:
+def _write_review_areas(run: Path, done, ctx, path: Path, threshold) -> int:
     """"Look here" areas over the done sheets, read through VRT mosaics of their mask,
-    review and probability (as ``detect --out-review-areas`` on the mosaic); the count."""
-    from ..outputs import staged_file
+    review and probability (as ``detect --out-review-areas`` on the mosaic), written to the
+    staged ``path``; the count."""
     from ..vector.review_areas import review_areas_to_file
     from .mosaic import probe_rasters, write_mosaic
 
@@ -642,16 +660,21 @@ def _write_review_areas(run: Path, done, ctx, target: Path, overwrite: bool, inp
         vrts[name] = folder / name.replace(".tif", ".vrt")
         nodata = 255 if (name == "mask.tif" or ctx.plan.probability_dtype == "uint8") else -1.0
         write_mosaic(rasters, vrts[name], name[:-4], nodata=nodata)
-    with staged_file(target, overwrite, inputs) as path:
-        stats = review_areas_to_file(vrts["mask.tif"], vrts["review.tif"], path, threshold,
-                                     prob_path=vrts["prob.tif"], min_area_m2=ctx.plan.min_area)
+    stats = review_areas_to_file(vrts["mask.tif"], vrts["review.tif"], path, threshold,
+                                 prob_path=vrts["prob.tif"], min_area_m2=ctx.plan.min_area)
     return int(stats["areas"])
 
 
 def _write_status(run: Path, plan: Plan, specs, skipped, results: dict, counts: dict, events: Events) -> None:
-    """status.gpkg: one feature per sheet of the list (extent, status, seconds, polygons, message)."""
+    """status.gpkg on its own (a cancelled run; see :func:`_write_outputs` otherwise)."""
+    with staged_file(run / "status.gpkg", overwrite=True) as staged:
+        _write_status_to(staged, _status_frame(plan, specs, skipped, results, counts))
+
+
+def _status_frame(plan: Plan, specs, skipped, results: dict, counts: dict):
+    """The status layer: one feature per sheet of the list (extent, status, seconds,
+    polygons, message), in the area's CRS."""
     import geopandas as gpd
-    import pyogrio
     from shapely.geometry import box
 
     from .job import area_grid
@@ -670,10 +693,16 @@ def _write_status(run: Path, plan: Plan, specs, skipped, results: dict, counts: 
         rows.append({"id": sid, "status": status, "seconds": float(r.get("seconds") or 0.0),
                      "polygons": int(counts.get(sid, 0)), "message": msg or "",
                      "geometry": box(*ext) if ext else None})
-    frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs)
+    return gpd.GeoDataFrame(rows, geometry="geometry", crs=crs)
+
+
+def _write_status_to(path: Path, frame) -> None:
+    """Write the status ``frame`` to the (staged) GeoPackage ``path``."""
     import warnings
 
-    with staged_file(run / "status.gpkg", overwrite=True) as staged, warnings.catch_warnings():
+    import pyogrio
+
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pyogrio.write_dataframe(frame, staged, layer="status", driver="GPKG", geometry_type="Polygon",
+        pyogrio.write_dataframe(frame, path, layer="status", driver="GPKG", geometry_type="Polygon",
                                 dataset_options={"VERSION": "1.2"})

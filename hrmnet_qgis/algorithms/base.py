@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from qgis.core import (
     QgsLayerTreeGroup,
@@ -28,6 +28,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
+from ..engine_options import DEVICE_LABELS, DEVICES, PRECISION_LABELS, PRECISIONS, describe_start, short_value
 from ..engine_python import EngineSetupError, engine_python
 from ..progress import STAGES, StageProgress
 from ..raster_pair import mark_as_output
@@ -38,11 +39,6 @@ __all__ = ["EngineAlgorithm", "FeedbackReporter", "OutputLayer", "layer_file", "
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1]
 STYLES = PLUGIN_DIR / "styles"
-DEVICES = ["auto", "cpu", "cuda"]
-PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
-#: What the dialogs show for DEVICES and PRECISIONS (same order; scripts pass the index).
-DEVICE_LABELS = ["automatic (GPU when there is one)", "CPU", "GPU (CUDA)"]
-PRECISION_LABELS = ["automatic", "full (fp32)", "fast (bf16)", "half (fp16, GPU only)"]
 
 
 class FeedbackReporter:
@@ -82,7 +78,7 @@ class FeedbackReporter:
         elif kind == "done":
             stats = event.get("stats") or {}
             if stats:
-                fb.pushInfo("Engine finished: " + ", ".join(f"{k}={_short(v)}" for k, v in stats.items()))
+                fb.pushInfo("Engine finished: " + ", ".join(f"{k}={short_value(v)}" for k, v in stats.items()))
         elif kind == "error":  # QGIS shows it once, from the QgsProcessingException raised after the run
             self.error = str(event.get("message", "")).strip()
 
@@ -92,21 +88,6 @@ class FeedbackReporter:
         text = line.strip()
         if self.feedback is not None and text and not text.startswith("error: "):
             self.feedback.pushConsoleInfo(line)
-
-
-def describe_start(event: dict) -> str:
-    """``device=…, precision=…`` first, then the other scalar fields of a start event."""
-    keys = ["device", "precision"] + [k for k in event if k not in ("event", "device", "precision")]
-    parts = [f"{k}={_short(event[k])}" for k in keys if k in event and not isinstance(event[k], (dict, list))]
-    return ", ".join(parts)
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (dict, list)):
-        return str(value)[:200]
-    return str(value)
 
 
 def absolute(path: str) -> str:

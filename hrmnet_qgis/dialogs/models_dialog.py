@@ -9,9 +9,8 @@ Written for Qt5 and Qt6 alike (scoped enums, ``exec()``).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
-from qgis.core import QgsApplication
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QDialog,
@@ -30,9 +29,10 @@ from qgis.PyQt.QtWidgets import (
 from .. import settings
 from ..engine_python import engine_python
 from ..model_info import demo_model
-from ..models import describe_row, download_model, export_onnx_copy, list_models, model_rows, remember_models
+from ..models import describe_row, download_model, list_models, model_rows, remember_models, set_default_model
 from ..runner import EngineCancelled
-from .task import BackgroundTask
+from .onnx_export import EXPORT_TIP, NEEDS_FULL_TIP, can_export, exported_text, start_export
+from .task import BackgroundTask, start_task
 
 __all__ = ["ModelsDialog"]
 
@@ -74,8 +74,6 @@ class ModelsDialog(QDialog):
         self.download_button = QPushButton("Download")
         self.default_button = QPushButton("Use as default")
         self.export_button = QPushButton("Export ONNX copy")
-        self.export_button.setToolTip("python -m engine export: an .onnx copy of a .safetensors model, for the "
-                                      "light engine (needs the full engine)")
         self.cancel_button = QPushButton("Cancel")
         close = QPushButton("Close")
         self.download_button.clicked.connect(self.download)
@@ -105,8 +103,9 @@ class ModelsDialog(QDialog):
     def reload(self) -> bool:
         """Store the catalogue address and list the models again (in the background)."""
         settings.put(settings.MODELS_URL, self.url.text().strip())
-        return self._start("HRMNet: list models", lambda task: list_models(self._python(), task.isCanceled),
-                           "Reading the catalogue…", self._listed)
+        return self._start("Reading the catalogue…", self._listed,
+                           self._engine("HRMNet: list models",
+                                        lambda task: list_models(self._python(), task.isCanceled)))
 
     def _listed(self, rows: object) -> None:
         catalogue = list(rows) if isinstance(rows, list) else []
@@ -145,8 +144,8 @@ class ModelsDialog(QDialog):
         here = bool(row and row.get("available"))
         self.download_button.setEnabled(bool(row) and not here and not busy and row.get("catalogue") != "local file")
         self.default_button.setEnabled(here and not busy)
-        self.export_button.setEnabled(here and not busy and row.get("format") == "safetensors"
-                                      and settings.get(settings.ENGINE_KIND) != "light")
+        self.export_button.setEnabled(here and not busy and row.get("format") == "safetensors" and can_export())
+        self.export_button.setToolTip(EXPORT_TIP if can_export() else NEEDS_FULL_TIP)
         self.cancel_button.setEnabled(busy)
 
     def download(self) -> bool:
@@ -154,9 +153,10 @@ class ModelsDialog(QDialog):
         if not row:
             return False
         name, fmt = str(row["name"]), str(row["format"])
-        return self._start(f"HRMNet: download {name}",
-                           lambda task: download_model(self._python(), name, fmt, task.report, task.isCanceled),
-                           f"Downloading {name} ({fmt})…", lambda path: self._downloaded(name, fmt, path))
+        return self._start(f"Downloading {name} ({fmt})…", lambda path: self._downloaded(name, fmt, path),
+                           self._engine(f"HRMNet: download {name}",
+                                        lambda task: download_model(self._python(), name, fmt, task.report,
+                                                                    task.isCanceled)))
 
     def _downloaded(self, name: str, fmt: str, path: object) -> None:
         self.status.setText(f"{name} ({fmt}) is here: {path}")
@@ -166,9 +166,8 @@ class ModelsDialog(QDialog):
         row = self.selected()
         if not row or not row.get("path"):
             return False
-        settings.put(settings.DEFAULT_MODEL, str(row["path"]))
+        self.status.setText(set_default_model(str(row["path"])))
         self._show_default()
-        self.status.setText(f"Default model: {row['path']} (Detect changes and Map sheets propose it)")
         return True
 
     def export_copy(self) -> bool:
@@ -176,12 +175,11 @@ class ModelsDialog(QDialog):
         if not row or not row.get("path"):
             return False
         model = str(row["path"])
-        return self._start("HRMNet: export ONNX copy",
-                           lambda task: export_onnx_copy(self._python(), model, task.report, task.isCanceled),
-                           f"Exporting an ONNX copy of {model}…", self._exported)
+        return self._start(f"Exporting an ONNX copy of {model}…", self._exported,
+                           lambda on_event, on_ended: start_export(model, on_event, on_ended))
 
     def _exported(self, path: object) -> None:
-        self.status.setText(f"ONNX copy written: {path} (the light engine runs it; 'Use as default' to propose it)")
+        self.status.setText(exported_text(path))
 
     def cancel(self) -> None:
         if self.task is not None:
@@ -196,16 +194,21 @@ class ModelsDialog(QDialog):
     def _python(self) -> str:
         return str(engine_python())
 
-    def _start(self, description: str, work, status: str, on_ok) -> bool:
+    @staticmethod
+    def _engine(description: str, work) -> Callable:
+        """A starter for :meth:`_start`: ``work(task)`` as a background task (engine cancellations
+        count as "cancelled")."""
+        return lambda on_event, on_ended: start_task(description, work, on_event, on_ended,
+                                                     cancelled_types=(EngineCancelled,))
+
+    def _start(self, status: str, on_ok, begin: Callable) -> bool:
+        """Start one job (``begin(on_event, on_ended)`` returns its task) unless one runs; ``on_ok(result)``."""
         if self.task is not None:
             return False
-        self.task = BackgroundTask(description, work, cancelled_types=(EngineCancelled,))
-        self.task.reported.connect(self._on_event)
-        self.task.ended.connect(lambda kind, value: self._ended(kind, value, on_ok))
         self.progress.setValue(0)
         self.status.setText(status)
+        self.task = begin(self._on_event, lambda kind, value: self._ended(kind, value, on_ok))
         self._selected()
-        QgsApplication.taskManager().addTask(self.task)
         return True
 
     def _on_event(self, event: dict) -> None:

@@ -4,7 +4,10 @@ It offers two kinds of engine: "Detection only" (light: onnxruntime, no torch, f
 ``.onnx`` models) and "Detection and training" (PyTorch). It shows the Python the engine really
 runs with, the PyTorch or onnxruntime build that will be installed (picked for this computer's
 GPU and driver; the user may choose another) with its download size, and a "Test engine"
-button that runs ``python -m engine doctor`` with that Python.
+button that runs ``python -m engine doctor`` with that Python. With the full engine it also
+exports an ``.onnx`` copy of a ``.safetensors`` model for the light engine (the engine's
+``export``, shared with the *Models…* dialog: :mod:`.onnx_export`) and can make that copy the
+default model.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from qgis.PyQt.QtWidgets import (
 
 from .. import settings
 from ..engine_python import can_import_onnxruntime, can_import_torch, engine_python, qgis_python_candidates
+from ..models import set_default_model
 from ..runner import run_engine
 from ..setup_engine import (
     ENGINE_KINDS,
@@ -51,6 +55,7 @@ from ..setup_engine import (
     onnxruntime_options,
     torch_build_options,
 )
+from .onnx_export import EXPORT_TIP, NEEDS_FULL_TIP, can_export, default_checkpoint, exported_text, start_export
 from .task import BackgroundTask
 
 __all__ = ["SetupEngineDialog"]
@@ -113,6 +118,14 @@ class SetupEngineDialog(QDialog):
         self.test_button = QPushButton("Test engine")
         self.test_button.setToolTip("Run python -m engine doctor with the engine's Python: device, torch, CUDA")
         existing = QPushButton("Use an existing Python…")
+        self.export_task: Optional[BackgroundTask] = None
+        self.exported = ""
+        self.export_button = QPushButton("Export ONNX copy of a model…")
+        self.use_copy_button = QPushButton("Use the copy as default model")
+        self.use_copy_button.setEnabled(False)
+        self.use_copy_button.setToolTip("Detect changes and Map sheets then propose the ONNX copy just written")
+        self.export_button.clicked.connect(self.choose_export)
+        self.use_copy_button.clicked.connect(self.use_copy_as_default)
         close = QPushButton("Close")
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
@@ -124,15 +137,21 @@ class SetupEngineDialog(QDialog):
             buttons.addWidget(b)
         buttons.addStretch(1)
         buttons.addWidget(close)
+        export_row = QHBoxLayout()
+        export_row.addWidget(self.export_button)
+        export_row.addWidget(self.use_copy_button)
+        export_row.addStretch(1)
         layout = QVBoxLayout(self)
         layout.addWidget(intro)
         layout.addLayout(form)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(self.log, 1)
+        layout.addLayout(export_row)
         layout.addLayout(buttons)
         self.resize(640, 520)
         self.log_path: Optional[Path] = None
+        self._show_export()
 
     def _show_current(self) -> None:
         self.current.setText(describe_engine_python(settings.get(settings.ENGINE_PYTHON), os.environ,
@@ -195,8 +214,8 @@ class SetupEngineDialog(QDialog):
                 f.write(line + "\n")
 
     def start(self) -> bool:
-        """Start creating the environment in the chosen folder."""
-        if self.task is not None:
+        """Start creating the environment in the chosen folder (not while an export uses the engine)."""
+        if self.task is not None or self.export_task is not None:
             return False
         folder = Path(self.folder.filePath())
         if not self.folder.filePath():
@@ -227,13 +246,67 @@ class SetupEngineDialog(QDialog):
         self.task.ended.connect(self._on_ended)
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
+        self._show_export()
         self.status.setText(f"Setting up (log: {self.log_path})…")
         QgsApplication.taskManager().addTask(self.task)
         return True
 
     def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        for task in (self.task, self.export_task):
+            if task is not None:
+                task.cancel()
+
+    # -- ONNX copy of a checkpoint (full engine) ---------------------------------
+    def _show_export(self) -> None:
+        """Export only with an engine that has torch, and while nothing else changes the engine."""
+        full = can_export()
+        self.export_button.setEnabled(full and self.task is None and self.export_task is None)
+        self.export_button.setToolTip(EXPORT_TIP if full else NEEDS_FULL_TIP)
+
+    def choose_export(self) -> bool:
+        """Pick a ``.safetensors`` model (the default model when it is one) and export its ONNX copy."""
+        path, _ = QFileDialog.getOpenFileName(self, "Model to copy as ONNX (for the light engine)",
+                                              default_checkpoint(), "PyTorch checkpoints (*.safetensors)")
+        return self.export_model(path) if path else False
+
+    def export_model(self, model: str) -> bool:
+        """Start ``export MODEL MODEL.onnx`` with the engine's Python (the copy goes beside ``model``)."""
+        if self.export_task is not None or not can_export():
+            return False
+        if not model.lower().endswith(".safetensors"):
+            self.status.setText(f"{model}: choose a .safetensors model (an .onnx one needs no copy)")
+            return False
+        self.exported = ""
+        self.use_copy_button.setEnabled(False)
+        self._append(f"--- export an ONNX copy of {model}")
+        self.export_task = start_export(model, self._on_event, self._on_exported)
+        self.progress.setRange(0, 0)  # busy: the export reports lines, not a fraction
+        self.start_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self._show_export()
+        self.status.setText(f"Exporting an ONNX copy of {model}…")
+        return True
+
+    def _on_exported(self, kind: str, value: object) -> None:
+        self.export_task = None
+        self.progress.setRange(0, 100)
+        self.progress.setValue(100 if kind == "ok" else 0)
+        self.start_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self._show_export()
+        if kind == "ok":
+            self.exported = str(value)
+            self.use_copy_button.setEnabled(True)
+            self.status.setText(exported_text(value))
+        else:
+            self.status.setText(f"Export {'cancelled' if kind == 'cancelled' else 'failed'}: {value}")
+
+    def use_copy_as_default(self) -> bool:
+        """Make the ONNX copy just written the default model (as *Models…* "Use as default")."""
+        if not self.exported:
+            return False
+        self.status.setText(set_default_model(self.exported))
+        return True
 
     def test_engine(self) -> bool:
         """Run ``python -m engine doctor`` with the engine's Python; show device, torch, CUDA, precision."""
@@ -287,6 +360,7 @@ class SetupEngineDialog(QDialog):
             settings.put(settings.ENGINE_PYTHON, path)
             settings.put(settings.ENGINE_KIND, "")  # not known: the engine says what it lacks
             self._show_current()
+            self._show_export()
 
     def _on_event(self, event: dict) -> None:
         if event.get("event") == "progress":
@@ -296,8 +370,8 @@ class SetupEngineDialog(QDialog):
             for check in self.report.get("checks", []):
                 mark = "ok  " if check.get("ok") else "FAIL"
                 self._append(f"{mark} {check.get('name')}: {check.get('value')}")
-        else:
-            self._append(str(event.get("message", "")))
+        elif event.get("message"):
+            self._append(str(event["message"]))
 
     def _on_ended(self, kind: str, value: object) -> None:
         self.task = None
@@ -318,4 +392,5 @@ class SetupEngineDialog(QDialog):
         else:
             self.status.setText(f"Set-up failed: {value} (details in {self.log_path})")
         self._show_current()
+        self._show_export()
 

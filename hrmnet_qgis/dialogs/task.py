@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from qgis.core import QgsTask
+from qgis.core import QgsApplication, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-__all__ = ["BackgroundTask"]
+__all__ = ["BackgroundTask", "start_task"]
 
 
 class BackgroundTask(QgsTask):
@@ -56,3 +56,14 @@ class BackgroundTask(QgsTask):
         if self.isCanceled() and kind == "error" and value == "not run":
             kind, value = "cancelled", "cancelled"
         self.ended.emit(kind, value)
+
+
+def start_task(description: str, work: Callable[[BackgroundTask], Any], on_event: Callable[[dict], None],
+               on_ended: Callable[[str, Any], None], cancelled_types: tuple = ()) -> BackgroundTask:
+    """Run ``work`` as a :class:`BackgroundTask` in QGIS's task manager, its reports to
+    ``on_event`` and its end to ``on_ended(kind, value)``; the task (keep it to cancel it)."""
+    task = BackgroundTask(description, work, cancelled_types=cancelled_types)
+    task.reported.connect(on_event)
+    task.ended.connect(on_ended)
+    QgsApplication.taskManager().addTask(task)
+    return task

@@ -38,7 +38,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .. import settings
-from ..algorithms.base import DEVICE_LABELS, DEVICES, describe_start
+from ..engine_options import DEVICE_LABELS, DEVICES, describe_start
 from ..engine_python import EngineSetupError, engine_python
 from ..model_info import read_model_info
 from ..runner import EngineCancelled, EngineRun, run_engine

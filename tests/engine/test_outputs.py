@@ -228,3 +228,41 @@ def test_a_full_disk_while_building_a_folder_is_one_line_and_leaves_nothing(tiny
             (stage / "tile.tif").write_bytes(os.urandom(256 * 1024))
     assert str(err.value) == f"{out}: no space left on device"
     assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler"]
+
+
+def test_an_output_set_commits_all_of_its_outputs_or_none(tmp_path):
+    """Outputs of one command in two folders: a failure while writing the last one leaves
+    none of them (not the first, complete one); success renames them all into place, each
+    replacing an existing file only where allowed."""
+    from engine.outputs import OutputSet
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = tmp_path / "a" / "merged.txt", tmp_path / "b" / "status.txt"
+    second.write_text("old status")
+    with pytest.raises(UserError) as err:
+        with OutputSet() as outs:
+            with outs.writing(first, overwrite=False) as path:
+                path.write_text("merged")
+            with outs.writing(second, overwrite=True) as path:
+                raise OSError(28, "No space left on device")
+    assert str(err.value) == f"{second}: no space left on device"
+    assert not first.exists() and second.read_text() == "old status"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b", "status.txt"]
+    first.write_text("someone else's")
+    with pytest.raises(UserError, match="appeared while this run was working"):
+        with OutputSet() as outs:
+            with outs.writing(second, overwrite=True) as path:
+                path.write_text("new status")
+            with outs.writing(first, overwrite=False) as path:
+                path.write_text("merged")
+            outs.commit()
+    assert first.read_text() == "someone else's" and second.read_text() == "old status"
+    first.unlink()
+    with OutputSet() as outs:
+        for target, text in ((first, "merged"), (second, "new status")):
+            with outs.writing(target, overwrite=target == second) as path:
+                path.write_text(text)
+        outs.commit()
+    assert first.read_text() == "merged" and second.read_text() == "new status"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b", "merged.txt", "status.txt"]

@@ -290,6 +290,8 @@ def test_a_finished_light_setup_is_remembered_and_the_demo_default_follows(qgis_
         dialog.task_kind = LIGHT
         dialog._on_ended("ok", str(python))  # what the finished set-up task reports
         assert settings.get(settings.ENGINE_KIND) == "light" and settings.get(settings.ENGINE_PYTHON) == str(python)
+        # no torch to export with: the ONNX copy needs the full engine, and says so
+        assert not dialog.export_button.isEnabled() and "Needs the full engine" in dialog.export_button.toolTip()
         alg = QgsApplication.processingRegistry().createAlgorithmById("hrmnet:detectchanges")
         # the int8 ONNX demo model: it runs on the light engine
         assert alg.parameterDefinition("MODEL").defaultValue() == str(ONNX_DEMO.with_name("hrmnet_demo_int8.onnx"))

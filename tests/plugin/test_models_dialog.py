@@ -88,18 +88,55 @@ def test_models_dialog_lists_downloads_and_sets_the_default(qgis_app, served, tm
         form.close()
 
 
-def test_export_onnx_copy_of_a_checkpoint_for_the_light_engine(qgis_app, served, tmp_path):
-    import os
-
+def test_set_up_engine_exports_an_onnx_copy_for_the_light_engine(qgis_app, served, tmp_path, monkeypatch):
+    """Set up engine: no export with the light engine; with the full one, the default .safetensors
+    model is proposed, its ONNX copy written beside it through the engine, then made the default."""
+    from hrmnet_qgis import settings
+    from hrmnet_qgis.algorithms.detect import DetectChanges
+    from hrmnet_qgis.dialogs import SetupEngineDialog, setup_dialog
     from hrmnet_qgis.model_info import read_model_info
-    from hrmnet_qgis.models import export_onnx_copy, local_rows
+    from hrmnet_qgis.models import local_rows
 
     model = tmp_path / "mine.safetensors"
     shutil.copy(ROOT / "engine" / "demo" / "hrmnet_demo.safetensors", model)
     rows = local_rows([str(model)], [])
     assert rows[0]["format"] == "safetensors" and rows[0]["gsd"] == 0.5
-    events: list[dict] = []
-    out = export_onnx_copy(os.environ["HRMNET_PYTHON"], str(model), events.append)
-    assert out == str(tmp_path / "mine.onnx")
-    info = read_model_info(out)
-    assert info["onnx_export"]["source"] == "mine.safetensors" and info["tile_size"] == 256
+    kind = settings.get(settings.ENGINE_KIND)
+    try:
+        settings.put(settings.ENGINE_KIND, "light")
+        dialog = SetupEngineDialog()
+        assert not dialog.export_button.isEnabled()
+        assert "Needs the full engine" in dialog.export_button.toolTip()
+        assert not dialog.export_model(str(model))
+        dialog.close()
+
+        settings.put(settings.ENGINE_KIND, "full")
+        settings.put(settings.DEFAULT_MODEL, str(model))
+        asked: list[str] = []
+        monkeypatch.setattr(setup_dialog.QFileDialog, "getOpenFileName",
+                            lambda parent, title, start, filters: (asked.append(start), (start, filters))[1])
+        dialog = SetupEngineDialog()
+        assert dialog.export_button.isEnabled() and not dialog.use_copy_button.isEnabled()
+        assert "python -m engine export" in dialog.export_button.toolTip()
+        dialog.export_button.click()
+        assert asked == [str(model)]  # the default model, a .safetensors, is proposed
+        assert dialog.export_task is not None and not dialog.export_button.isEnabled()
+        assert not dialog.start_button.isEnabled() and dialog.cancel_button.isEnabled()
+        assert wait_until(lambda: dialog.export_task is None, 600), dialog.status.text()
+        out = tmp_path / "mine.onnx"
+        assert dialog.status.text().startswith(f"ONNX copy written: {out}"), dialog.status.text()
+        assert "exporting mine.safetensors" in dialog.log.toPlainText()
+        assert dialog.progress.value() == 100 and dialog.export_button.isEnabled()
+        info = read_model_info(str(out))
+        assert info["onnx_export"]["source"] == "mine.safetensors" and info["tile_size"] == 256
+        assert dialog.use_copy_button.isEnabled()
+        dialog.use_copy_button.click()
+        assert settings.get(settings.DEFAULT_MODEL) == str(out)
+        assert dialog.status.text().startswith(f"Default model: {out}")
+        alg = DetectChanges()
+        alg.initAlgorithm()
+        assert alg.parameterDefinition("MODEL").defaultValue() == str(out)
+        assert not dialog.grab().isNull()
+        dialog.close()
+    finally:
+        settings.put(settings.ENGINE_KIND, kind)

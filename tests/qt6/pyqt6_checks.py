@@ -1,20 +1,23 @@
 """Run by tests/qt6/test_pyqt6.py with PyQt6 (from PyPI, no QGIS): prints one JSON object.
 
-``qgis.PyQt`` is provided the way QGIS 4 provides it (``qgis/PyQt/QtCore.py`` is
-``from PyQt6.QtCore import *``), in a temporary folder; nothing of QGIS is imported.
+``qgis`` is the stand-in in tests/qt6/standin, put first on sys.path here only: ``qgis.PyQt``
+re-exports PyQt6 as QGIS 4 does (``qgis/PyQt/QtCore.py`` is ``from PyQt6.QtCore import *``),
+and ``qgis.core``/``qgis.gui`` hold just the names the dialogs import. Nothing of QGIS runs.
 
 - ``imports``: every ``from qgis.PyQt.<module> import <name>`` in hrmnet_qgis/ (outside the
   ``except ImportError`` fallbacks of a version switch) and whether PyQt6 has it;
 - ``qt_names``: every dotted name the plugin reads from a Qt class (``Qt.AlignmentFlag.AlignRight``,
   ``QSizePolicy.Policy.Expanding``, ``QFileDialog.getExistingDirectory`` ...) and whether it resolves;
-- ``curves``: the training dialog's curves widget drawn offscreen: pixels of each curve's colour.
+- ``curves``: the training dialog's curves widget drawn offscreen: pixels of each curve's colour;
+- ``dialogs``: the Set up engine, Models and training dialogs built, driven and closed offscreen
+  (tests/qt6/dialog_checks.py says what runs and what needs QGIS).
 
-Usage: ``python pyqt6_checks.py PROJECT_ROOT``.
+Usage: ``python pyqt6_checks.py PROJECT_ROOT`` (``HRMNET_PYTHON``: a Python with torch, which the
+training dialog's Start and Evaluate ask for).
 """
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import os
 import sys
@@ -24,16 +27,12 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
-def install_qgis_pyqt_shim() -> None:
-    """A ``qgis.PyQt`` package over PyQt6 (as QGIS 4 ships it) on sys.path."""
-    base = Path(tempfile.mkdtemp(prefix="qgis-pyqt6-"))
-    pkg = base / "qgis" / "PyQt"
-    pkg.mkdir(parents=True)
-    (base / "qgis" / "__init__.py").write_text("")
-    (pkg / "__init__.py").write_text("")
-    for module in ("QtCore", "QtGui", "QtWidgets"):
-        (pkg / f"{module}.py").write_text(f"from PyQt6.{module} import *  # noqa: F401,F403\n")
-    sys.path.insert(0, str(base))
+STANDIN = Path(__file__).resolve().with_name("standin")
+
+
+def install_qgis_standin(root: Path) -> None:
+    """The ``qgis`` stand-in and the project (``hrmnet_qgis``) first on sys.path."""
+    sys.path[:0] = [str(STANDIN), str(root)]
 
 
 def _fallback_nodes(tree: ast.AST) -> set:
@@ -96,9 +95,8 @@ def draw_curves(root: Path) -> dict:
     from qgis.PyQt.QtGui import QColor, QImage, QPainter
     from qgis.PyQt.QtWidgets import QApplication
 
-    spec = importlib.util.spec_from_file_location("curves", root / "hrmnet_qgis" / "dialogs" / "curves.py")
-    curves = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(curves)
+    from hrmnet_qgis.dialogs import curves
+
     app = QApplication.instance() or QApplication([])
     out = {}
     for label, filled in (("empty", False), ("filled", True)):
@@ -130,13 +128,21 @@ def draw_curves(root: Path) -> dict:
 
 def main() -> None:
     root = Path(sys.argv[1]).resolve()
-    install_qgis_pyqt_shim()
-    from PyQt6.QtCore import PYQT_VERSION_STR, QT_VERSION_STR
+    install_qgis_standin(root)
+    with tempfile.TemporaryDirectory(prefix="hrmnet-qt6-") as work:
+        os.environ["QGIS_STANDIN_PROFILE"] = str(Path(work) / "profile")  # read by the stand-in qgis.core
+        from PyQt6.QtCore import PYQT_VERSION_STR, QT_VERSION_STR
+        from qgis.core import QgsApplication
 
-    imports, dotted = qt_references(root)
-    found, names = check_names(imports, dotted)
-    print(json.dumps({"qt": QT_VERSION_STR, "pyqt": PYQT_VERSION_STR, "imports": found, "qt_names": names,
-                      "curves": draw_curves(root)}))
+        from dialog_checks import all_dialogs
+
+        app = QgsApplication([])
+        imports, dotted = qt_references(root)
+        found, names = check_names(imports, dotted)
+        report = {"qt": QT_VERSION_STR, "pyqt": PYQT_VERSION_STR, "imports": found, "qt_names": names,
+                  "curves": draw_curves(root), "dialogs": all_dialogs(Path(work) / "dialogs")}
+        app.processEvents()
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ from scipy import ndimage
 
 from tests.rasters import write_geotiff
 
+ROOT = Path(__file__).resolve().parents[3]
 ORIGIN = (500_000.0, 5_000_000.0)
 PIXEL = 0.5
 
@@ -92,3 +95,9 @@ class Noisy(BlurDifference):
 
         logging.getLogger("distributed.worker").error("hrmnet-test: Failed to communicate with scheduler during heartbeat")
         return super().__call__(batch)
+
+
+def sheets_cli(*args, command: str = "sheets") -> subprocess.CompletedProcess:
+    """``python -m engine COMMAND ARGS`` from the repository root (output captured, 5 min limit)."""
+    return subprocess.run([sys.executable, "-m", "engine", command, *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)

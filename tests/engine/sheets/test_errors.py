@@ -14,22 +14,11 @@ from engine.errors import UserError
 from engine.sheets.run import run_sheets
 from tests.cli_errors import one_line_error
 
-from .standins import BlurDifference, blob_scene, cut
+from .standins import BlurDifference, sheets_cli
 
 ROOT = Path(__file__).resolve().parents[3]
 TILING = {"tile_size": 64, "overlap": 16}
 DEMO_ONNX = ROOT / "engine" / "demo" / "hrmnet_demo.onnx"
-
-
-@pytest.fixture()
-def scene(tmp_path) -> Path:
-    before, after = blob_scene(100, 110)
-    return cut(before, after, tmp_path / "in", [50], [60])  # 2 x 2 sheets
-
-
-def _cli(*args, command: str = "sheets") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine", command, *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
 
 
 def _nothing_computed(run: Path) -> bool:
@@ -66,10 +55,10 @@ def test_an_onnx_graph_that_is_not_hrmnet_is_one_line_in_sheets_and_detect(scene
     pytest.importorskip("onnx")
     bad = _foreign_graph_with_hrmnet_metadata(tmp_path / "impostor.onnx")
     run = tmp_path / "run"
-    res = _cli("--sheets", scene, "--run", run, "--model", bad, "--out-vector", tmp_path / "m.gpkg", "--workers", "1")
+    res = sheets_cli("--sheets", scene, "--run", run, "--model", bad, "--out-vector", tmp_path / "m.gpkg", "--workers", "1")
     one_line_error(res, str(bad), "not an HRMNet graph", "takes 2 inputs")
     assert not run.exists() and not (tmp_path / "m.gpkg").exists()
-    res = _cli("--before", scene.parent / "before_r0c0.tif", "--after", scene.parent / "after_r0c0.tif", "--model", bad,
+    res = sheets_cli("--before", scene.parent / "before_r0c0.tif", "--after", scene.parent / "after_r0c0.tif", "--model", bad,
                "--out-vector", tmp_path / "d.gpkg", command="detect")
     one_line_error(res, str(bad), "not an HRMNet graph")
     assert not (tmp_path / "d.gpkg").exists()
@@ -80,7 +69,7 @@ def test_out_review_with_a_model_without_the_review_score_is_refused_up_front(sc
     pytest.importorskip("onnx")
     plain = _foreign_graph_with_hrmnet_metadata(tmp_path / "plain.onnx", review=False)
     run = tmp_path / "run"
-    res = _cli("--sheets", scene, "--run", run, "--model", plain, "--out-vector", tmp_path / "m.gpkg",
+    res = sheets_cli("--sheets", scene, "--run", run, "--model", plain, "--out-vector", tmp_path / "m.gpkg",
                "--out-review", tmp_path / "r.vrt", "--workers", "1")
     one_line_error(res, str(plain), "gives no review (hard-region) score")
     assert not run.exists()
@@ -166,7 +155,7 @@ def test_a_bad_scheduler_file_or_address_is_one_line(scene, tmp_path):
                        **{args[0][2:].replace("-", "_"): str(args[1])}, **TILING)
         assert all(f in str(err.value) for f in fragments) and "\n" not in str(err.value), str(err.value)
         assert not run.exists()
-    res = _cli("--sheets", scene, "--run", tmp_path / "run", "--model", DEMO_ONNX, "--out-vector", tmp_path / "m.gpkg",
+    res = sheets_cli("--sheets", scene, "--run", tmp_path / "run", "--model", DEMO_ONNX, "--out-vector", tmp_path / "m.gpkg",
                "--scheduler-file", garbage, "--progress", "none")
     one_line_error(res, *cases[0][1])
 
@@ -226,7 +215,8 @@ def test_a_sheet_truncated_to_300_bytes_fails_alone_named_itself(scene, tmp_path
 
 @pytest.fixture()
 def small_disk(tmp_path):
-    """make(free_bytes): a 256 KiB tmpfs (root only) filled up but ``free_bytes``."""
+    """make(free_bytes): a 256 KiB tmpfs (root only) filled up but ``free_bytes`` (again
+    after the disk got used: the filler grows)."""
     import os
 
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
@@ -237,7 +227,7 @@ def small_disk(tmp_path):
         pytest.skip("cannot mount a tmpfs here")
 
     def make(free: int) -> Path:
-        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
+        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         try:
             while os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize > free:
                 os.write(fd, b"\0" * 4096)
@@ -266,7 +256,23 @@ def test_a_full_disk_in_the_run_folder_stops_the_run_in_one_line(scene, tmp_path
         run_sheets(scene, run, predictor=BlurDifference(), out_vector=out, workers=1, **TILING)
     assert str(err.value) == f"{run}: no space left on device"
     assert not out.exists() and not list(run.glob("sheets/*")) and not list(run.rglob(".hrmnet-tmp-*"))
-    res = _cli("--sheets", scene, "--run", run, "--model", DEMO_ONNX, "--out-vector", out, "--workers", "2",
+    res = sheets_cli("--sheets", scene, "--run", run, "--model", DEMO_ONNX, "--out-vector", out, "--workers", "2",
                "--tile-size", "64", "--overlap", "16", "--progress", "none", "--restart")  # on Dask workers
     one_line_error(res, f"{run}: no space left on device", skip_warnings=True)
     assert not out.exists() and not list(run.glob("sheets/*")) and not list(run.rglob(".hrmnet-tmp-*"))
+
+
+def test_a_full_disk_for_the_status_layer_leaves_no_output_of_the_command(scene, tmp_path, small_disk):
+    """All or nothing across the command's outputs: the merged layer (on a healthy disk) is
+    not left behind when the status layer cannot be written in the full run folder."""
+    run, out = small_disk(256 * 1024) / "run", tmp_path / "merged.gpkg"
+    options = ["--run", run, "--model", DEMO_ONNX, "--tile-size", "64", "--overlap", "16", "--progress", "none"]
+    shard = sheets_cli("--sheets", scene, *options, "--shard", "1/1", "--workers", "1")  # the sheets, no merge
+    assert shard.returncode == 0, shard.stderr
+    assert len(list(run.glob("sheets/*/done.json"))) == 4 and not (run / "status.gpkg").exists()
+    small_disk(0)
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    res = sheets_cli("--sheets", scene, *options, "--out-vector", out, "--merge-only")
+    one_line_error(res, f"{run / 'status.gpkg'}: no space left on device", skip_warnings=True)
+    assert not list(tmp_path.glob("merged*")) and not list(tmp_path.glob(".hrmnet-tmp-*"))
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before  # no status, outputs.json, staging

@@ -12,8 +12,6 @@ import pytest
 
 from engine.sheets.run import run_sheets
 
-from .standins import BlurDifference, blob_scene, cut
-
 ROOT = Path(__file__).resolve().parents[3]
 TILING = ("--tile-size", "64", "--overlap", "16")
 
@@ -23,12 +21,6 @@ def model(tmp_path_factory) -> Path:
     from tests.engine.detect.conftest import _checkpoint
 
     return _checkpoint(tmp_path_factory.mktemp("model") / "m.safetensors", None)
-
-
-@pytest.fixture()
-def scene(tmp_path) -> Path:
-    before, after = blob_scene(100, 110)
-    return cut(before, after, tmp_path / "in", [50], [60])  # 2 x 2 sheets, 3 x 3 tiles of 64 px
 
 
 def _sheets(scene: Path, run: Path, model: Path, progress: str) -> subprocess.CompletedProcess:

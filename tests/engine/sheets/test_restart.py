@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,21 +14,10 @@ from engine.errors import UserError
 from engine.sheets.run import run_sheets
 from tests.cli_errors import one_line_error
 
-from .standins import BlurDifference, blob_scene, cut
+from .standins import BlurDifference, sheets_cli
 
 ROOT = Path(__file__).resolve().parents[3]
 TILING = {"tile_size": 64, "overlap": 16}
-
-
-@pytest.fixture()
-def scene(tmp_path) -> Path:
-    before, after = blob_scene(100, 110)
-    return cut(before, after, tmp_path / "in", [50], [60])  # 2 x 2 sheets
-
-
-def _cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine", "sheets", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
 
 
 def _files(folder: Path) -> set:
@@ -74,7 +62,7 @@ def test_a_foreign_run_json_is_not_a_run_and_nothing_is_touched(scene, tmp_path,
         with pytest.raises(UserError, match="not a sheets run record"):
             run_sheets(scene, run, predictor=BlurDifference(), out_vector=tmp_path / "m.gpkg", restart=restart,
                        **TILING)
-    res = _cli("--sheets", scene, "--run", run, "--model", model_path, "--out-vector", tmp_path / "m.gpkg",
+    res = sheets_cli("--sheets", scene, "--run", run, "--model", model_path, "--out-vector", tmp_path / "m.gpkg",
                "--restart")
     one_line_error(res, str(run / "run.json"), "not a sheets run record")
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
@@ -141,13 +129,13 @@ def read_only(tmp_path):
 
 def test_a_read_only_run_folder_is_one_line_before_any_work(scene, tmp_path, model_path, read_only):
     run = tmp_path / "run"
-    res = _cli("--sheets", scene, "--run", run, "--model", model_path, "--out-vector", tmp_path / "m.gpkg",
+    res = sheets_cli("--sheets", scene, "--run", run, "--model", model_path, "--out-vector", tmp_path / "m.gpkg",
                "--workers", "1", "--tile-size", "64", "--overlap", "16", "--progress", "none")
     assert res.returncode == 0, res.stderr
     (tmp_path / "m.gpkg").unlink()
     (run / "sheets" / "r1c1" / "done.json").unlink()  # one sheet to compute
     read_only(run)
-    res = _cli("--sheets", scene, "--run", run, "--model", model_path, "--out-vector", tmp_path / "m.gpkg",
+    res = sheets_cli("--sheets", scene, "--run", run, "--model", model_path, "--out-vector", tmp_path / "m.gpkg",
                "--workers", "1", "--tile-size", "64", "--overlap", "16", "--progress", "none")
     one_line_error(res, str(run), "not writable")
     assert not (tmp_path / "m.gpkg").exists()

@@ -20,7 +20,7 @@ from engine.detect import detect
 from engine.errors import Cancelled, UserError
 from engine.sheets.run import run_sheets
 
-from .standins import BlurDifference, blob_scene, cut
+from .standins import BlurDifference, blob_scene, cut, sheets_cli
 
 ROOT = Path(__file__).resolve().parents[3]
 TILING = {"tile_size": 64, "overlap": 16}
@@ -118,16 +118,11 @@ def model(tmp_path_factory) -> Path:
     return _checkpoint(tmp_path_factory.mktemp("model") / "m.safetensors", None)
 
 
-def _cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine", "sheets", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-
-
 def test_corrupt_sheet_fails_alone_exit_3_then_other_settings_refused(scene, tmp_path, model):
     bad = scene.parent / "after_r1c1.tif"
     bad.write_bytes(b"II*\x00 this is not a GeoTIFF any more")
     run, out = tmp_path / "run", tmp_path / "merged.gpkg"
-    res = _cli("--sheets", scene, "--run", run, "--model", model, "--out-vector", out, "--workers", "1",
+    res = sheets_cli("--sheets", scene, "--run", run, "--model", model, "--out-vector", out, "--workers", "1",
                "--progress", "jsonl")
     assert res.returncode == 3, res.stderr
     assert "Traceback" not in res.stderr
@@ -141,16 +136,16 @@ def test_corrupt_sheet_fails_alone_exit_3_then_other_settings_refused(scene, tmp
     assert out.exists() and events[-1]["event"] == "done" and events[-1]["stats"]["failed"] == 1
 
     done = {p.name: _snapshot(p) for p in (run / "sheets").iterdir()}
-    res = _cli("--sheets", scene, "--run", run, "--model", model, "--out-vector", out, "--threshold", "0.3")
+    res = sheets_cli("--sheets", scene, "--run", run, "--model", model, "--out-vector", out, "--threshold", "0.3")
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert "other settings" in res.stderr and "threshold" in res.stderr and "--restart" in res.stderr
     other = tmp_path / "other.gpkg"
     other.write_bytes(b"someone else's file")
-    res = _cli("--sheets", scene, "--run", run, "--model", model, "--out-vector", other, "--progress", "none")
+    res = sheets_cli("--sheets", scene, "--run", run, "--model", model, "--out-vector", other, "--progress", "none")
     assert res.returncode == 2 and "exists" in res.stderr and "--overwrite" in res.stderr
 
     # the same command again: resumes (the corrupt sheet fails again), replaces its own merged layer
-    res = _cli("--sheets", scene, "--run", run, "--model", model, "--out-vector", out, "--progress", "none")
+    res = sheets_cli("--sheets", scene, "--run", run, "--model", model, "--out-vector", out, "--progress", "none")
     assert res.returncode == 3, res.stderr
     assert {p.name: _snapshot(p) for p in (run / "sheets").iterdir()} == done
 
@@ -162,7 +157,7 @@ def test_corrupt_sheet_fails_alone_exit_3_then_other_settings_refused(scene, tmp
 
     bad.unlink()
     write_geotiff(bad, after[:, 50:97, 60:111], origin=(ORIGIN[0] + 60 * PIXEL, ORIGIN[1] - 50 * PIXEL), pixel_size=PIXEL)
-    res = _cli("--sheets", scene, "--run", run, "--model", model, "--out-vector", out, "--progress", "none")
+    res = sheets_cli("--sheets", scene, "--run", run, "--model", model, "--out-vector", out, "--progress", "none")
     assert res.returncode == 0, res.stderr
     assert all(_snapshot(run / "sheets" / name) == snap for name, snap in done.items())
     assert (run / "sheets" / "r1c1" / "done.json").exists() and not (run / "failed" / "r1c1.json").exists()

@@ -18,21 +18,10 @@ from engine.errors import UserError
 from engine.outputs import HOST, PREFIX
 from engine.sheets.run import run_sheets
 
-from .standins import ORIGIN, PIXEL, BlurDifference, blob_scene, cut
+from .standins import BlurDifference, ORIGIN, PIXEL, blob_scene, cut, sheets_cli
 
 ROOT = Path(__file__).resolve().parents[3]
 TILING = {"tile_size": 64, "overlap": 16}
-
-
-@pytest.fixture()
-def scene(tmp_path) -> Path:
-    before, after = blob_scene(100, 110)
-    return cut(before, after, tmp_path / "in", [50], [60])  # 2 x 2 sheets
-
-
-def _cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine", "sheets", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
 
 
 # ----------------------------------------------------------------------------- inputs never replaced
@@ -81,7 +70,7 @@ def test_an_output_reaching_the_model_is_refused_on_the_command_line(scene, tmp_
     model = _checkpoint(tmp_path / "model.vrt", None)  # any name works for a checkpoint
     data = model.read_bytes()
     (tmp_path / "sub").mkdir()
-    res = _cli("--sheets", scene, "--run", tmp_path / "run", "--model", model, "--out-vector", tmp_path / "m.gpkg",
+    res = sheets_cli("--sheets", scene, "--run", tmp_path / "run", "--model", model, "--out-vector", tmp_path / "m.gpkg",
                "--out-probability", tmp_path / "sub" / ".." / "model.vrt", "--overwrite")
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert "would replace the input" in res.stderr and str(model) in res.stderr
@@ -280,7 +269,7 @@ def test_a_checkpoint_that_is_not_hrmnet_fails_once_up_front(scene, tmp_path):
 
     bad = tmp_path / "other.safetensors"
     save_file({"encoder.weight": torch.zeros(3, 3)}, str(bad))
-    res = _cli("--sheets", scene, "--run", tmp_path / "run", "--model", bad, "--out-vector", tmp_path / "m.gpkg",
+    res = sheets_cli("--sheets", scene, "--run", tmp_path / "run", "--model", bad, "--out-vector", tmp_path / "m.gpkg",
                "--workers", "1")
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
@@ -323,7 +312,7 @@ def test_an_empty_merged_layer_is_named_after_its_file(scene, tmp_path, name):
 def test_print_slurm_script_runs_the_same_command_on_its_own_cluster(tmp_path):
     import shlex
 
-    res = _cli("--sheets", "/data/grid.gpkg", "--id-field", "sheet", "--before", "/ortho/2019/{sheet}.tif",
+    res = sheets_cli("--sheets", "/data/grid.gpkg", "--id-field", "sheet", "--before", "/ortho/2019/{sheet}.tif",
                "--after", "/ortho/2023/{sheet}.tif", "--model", "/models/best.safetensors", "--run", "/scratch/my run",
                "--out-vector", "/data/changes.shp", "--min-area", "20", "--bands-before", "3,2,1", "--device", "cuda",
                "--print-slurm-script", "--slurm-workers", "4", "--slurm-partition", "gpu",
@@ -342,7 +331,7 @@ def test_print_slurm_script_runs_the_same_command_on_its_own_cluster(tmp_path):
                     "--out-vector": "/data/changes.shp", "--bands-before": "3,2,1", "--device": "cuda",
                     "--min-area": "20.0"}
     assert "PY=/opt/hrmnet/bin/python" in script and "RUN='/scratch/my run'" in script
-    res = _cli("--sheets", "s.csv", "--run", "r", "--model", "m", "--shard", "1/2", "--print-slurm-script")
+    res = sheets_cli("--sheets", "s.csv", "--run", "r", "--model", "m", "--shard", "1/2", "--print-slurm-script")
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
         "error: --shard: not with --print-slurm-script (the script starts its own Dask cluster)"]
 
@@ -359,7 +348,7 @@ def test_device_cuda_without_cuda_on_two_dask_workers_is_one_line_exit_2(scene, 
 
     model = _checkpoint(tmp_path / "m.safetensors", None)
     run = tmp_path / "run"
-    res = _cli("--sheets", scene, "--run", run, "--model", model, "--out-vector", tmp_path / "m.gpkg",
+    res = sheets_cli("--sheets", scene, "--run", run, "--model", model, "--out-vector", tmp_path / "m.gpkg",
                "--workers", "2", "--device", "cuda", "--progress", "none", "--tile-size", "64", "--overlap", "16")
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().splitlines() == ["error: --device cuda: CUDA is not available on this machine "
