@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-from qgis.core import QgsApplication
 from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QComboBox, QVBoxLayout, QWidget
@@ -21,7 +20,7 @@ from qgis.PyQt.QtWidgets import QComboBox, QVBoxLayout, QWidget
 from ..engine_python import EngineSetupError, engine_python
 from ..models import describe_row, init_choices, list_models, model_rows
 from ..runner import EngineCancelled
-from .task import BackgroundTask
+from .task import BackgroundTask, start_task
 
 __all__ = ["StartFrom"]
 
@@ -83,11 +82,9 @@ class StartFrom(QWidget):
             python = str(engine_python())
         except EngineSetupError:
             return False
-        self.listing = BackgroundTask("HRMNet: list models", lambda task: list_models(python, task.isCanceled),
-                                      cancelled_types=(EngineCancelled,))
-        self.listing.ended.connect(self._listed)
         self.combo.setToolTip("Reading the model catalogue…")
-        QgsApplication.taskManager().addTask(self.listing)
+        self.listing = start_task("HRMNet: list models", lambda task: list_models(python, task.isCanceled),
+                                  lambda _event: None, self._listed, cancelled_types=(EngineCancelled,))
         return True
 
     def _listed(self, kind: str, value: object) -> None:

@@ -119,7 +119,7 @@ def models_dialog(work: Path) -> dict:
 
 def _data_section(section) -> dict:
     """The training dialog's Data step: layer combo boxes (with stand-in layers) to Prepare's parameters."""
-    from qgis.core import QgsMapLayer
+    from qgis.core import QgsMapLayer, QgsRectangle
 
     out: dict = {"labels_filter": int(section.labels.filters()), "missing_first": section.missing()}
     before, after = QgsMapLayer("b1", "before"), QgsMapLayer("a1", "after")
@@ -146,6 +146,9 @@ def _data_section(section) -> dict:
     section.area.setLayer(None)
     section.gsd.setValue(0)
     out["label_parameters"] = section.parameters("/data/out")
+    section.extent.setOutputExtentFromUser(QgsRectangle(1, 2, 3, 4), before.crs())  # in the Before raster's CRS
+    extent = section.parameters("/data/out")["LABELLED_EXTENT"]
+    out["labelled_extent"] = [*extent.bounds, extent.crs().authid()]
     return out
 
 
@@ -195,6 +198,19 @@ def _training_run(dialog, run_folder: Path) -> dict:
     return out
 
 
+def _start_from(start_from) -> dict:
+    """Start from: the catalogue read in the background (its task's end emitted here), trainable models offered."""
+    listing = _tasks()[-1]
+    out: dict = {"listing_task": listing.description(), "listing": start_from.listing is listing}
+    listing.ended.emit("ok", [{"name": "graph", "format": "onnx", "catalogue": "c"},
+                              {"name": "served", "format": "safetensors", "catalogue": "c", "size": 3e6}])
+    out["offered"] = start_from.offered()
+    out["selected"] = start_from.select("served")
+    out["chosen"] = list(start_from.choice())
+    start_from.combo.setCurrentIndex(0)  # back to the ImageNet backbone
+    return out
+
+
 def training_dialog(work: Path) -> dict:
     """Train a model: the Data step's parameters, Start/Stop/Start, evaluate, use the best model."""
     from hrmnet_qgis import settings
@@ -204,8 +220,9 @@ def training_dialog(work: Path) -> dict:
     dialog = TrainingDialog()
     _shown(dialog)
     out: dict = {"devices": [dialog.device.itemText(i) for i in range(dialog.device.count())],
-                 "imagenet": dialog.imagenet.isChecked(), "resume_enabled": dialog.resume.isEnabled(),
-                 "init_filter": dialog.init.filter()}
+                 "start": list(dialog.start_from.choice()), "resume_enabled": dialog.resume.isEnabled(),
+                 "init_filter": dialog.start_from.file.filter()}
+    out["start_from"] = _start_from(dialog.start_from)
     out["prepare_empty"] = [dialog.prepare(), dialog.status.text()]
     out["start_empty"] = [dialog.start(), dialog.status.text()]
     out["data"] = _data_section(dialog.source)

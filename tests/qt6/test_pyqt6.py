@@ -140,7 +140,12 @@ def test_models_dialog_fills_its_table_selects_and_sets_the_default_under_pyqt6(
 def test_training_dialog_data_step_builds_prepare_parameters_under_pyqt6(dialogs):
     training = dialogs["training"]
     assert training["devices"] == ["automatic (GPU when there is one)", "CPU", "GPU (CUDA)"]
-    assert training["imagenet"] and not training["resume_enabled"] and "*.safetensors" in training["init_filter"]
+    assert training["start"] == ["", True] and not training["resume_enabled"]  # the ImageNet backbone by default
+    assert "*.safetensors" in training["init_filter"]
+    start_from = training["start_from"]
+    assert start_from["listing_task"] == "HRMNet: list models" and start_from["listing"]
+    assert "served" in start_from["offered"] and "graph" not in start_from["offered"]  # an .onnx: not trainable
+    assert start_from["selected"] and start_from["chosen"] == ["served", False]
     assert training["prepare_empty"] == [False, "Choose the Before and After rasters."]
     assert training["start_empty"] == [False, "Choose a dataset folder and a run folder."]
     data = training["data"]
@@ -153,6 +158,7 @@ def test_training_dialog_data_step_builds_prepare_parameters_under_pyqt6(dialogs
     assert data["missing_both"].endswith("not both.")
     assert data["label_parameters"] == {"BEFORE": "b1", "AFTER": "a1", "TILE_SIZE": 256, "OUTPUT": "/data/out",
                                         "OVERWRITE": False, "LABELS": "l1"}
+    assert data["labelled_extent"] == [1.0, 2.0, 3.0, 4.0, "EPSG:32633"]  # the Before raster's CRS
 
 
 def test_training_dialog_starts_stops_resumes_and_evaluates_under_pyqt6(dialogs):

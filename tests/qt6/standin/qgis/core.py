@@ -18,8 +18,9 @@ from typing import Optional
 from PyQt6.QtCore import QObject, QSettings
 from PyQt6.QtWidgets import QApplication
 
-__all__ = ["Qgis", "QgsApplication", "QgsMapLayer", "QgsProcessingContext", "QgsProcessingException",
-           "QgsProcessingFeatureSourceDefinition", "QgsProject", "QgsSettings", "QgsTask", "QgsTaskManager"]
+__all__ = ["Qgis", "QgsApplication", "QgsCoordinateReferenceSystem", "QgsMapLayer", "QgsProcessingContext",
+           "QgsProcessingException", "QgsProcessingFeatureSourceDefinition", "QgsProject", "QgsRectangle",
+           "QgsReferencedRectangle", "QgsSettings", "QgsTask", "QgsTaskManager"]
 
 #: The QGIS profile folder of this process (settings file, default engine folders).
 PROFILE = Path(os.environ.get("QGIS_STANDIN_PROFILE") or tempfile.mkdtemp(prefix="qgis-standin-profile-"))
@@ -120,11 +121,50 @@ class QgsApplication(QApplication):
         return _TASKS
 
 
-class QgsMapLayer:
-    """A layer as the dialogs see it: an id and a name (no data, no project)."""
+class QgsCoordinateReferenceSystem:
+    """A CRS by its authority id (no transformations)."""
 
-    def __init__(self, layer_id: str, name: str) -> None:
+    def __init__(self, authid: str = "") -> None:
+        self._authid = authid
+
+    def authid(self) -> str:
+        return self._authid
+
+    def isValid(self) -> bool:  # noqa: N802 - QGIS's name
+        return bool(self._authid)
+
+
+class QgsRectangle:
+    """xmin, ymin, xmax, ymax."""
+
+    def __init__(self, xmin: float = 0.0, ymin: float = 0.0, xmax: float = 0.0, ymax: float = 0.0) -> None:
+        self.bounds = (float(xmin), float(ymin), float(xmax), float(ymax))
+
+
+class QgsReferencedRectangle(QgsRectangle):
+    """A rectangle and its CRS."""
+
+    def __init__(self, rect: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> None:
+        super().__init__(*rect.bounds)
+        self._crs = crs
+
+    def crs(self) -> QgsCoordinateReferenceSystem:
+        return self._crs
+
+
+class QgsMapLayer:
+    """A layer as the dialogs see it: an id, a name, an extent and a CRS (no data, no project)."""
+
+    def __init__(self, layer_id: str, name: str, extent: Optional[QgsRectangle] = None,
+                 crs: str = "EPSG:32633") -> None:
         self._id, self._name = layer_id, name
+        self._extent, self._crs = extent or QgsRectangle(0, 0, 100, 100), QgsCoordinateReferenceSystem(crs)
+
+    def extent(self) -> QgsRectangle:
+        return self._extent
+
+    def crs(self) -> QgsCoordinateReferenceSystem:
+        return self._crs
 
     def id(self) -> str:
         return self._id

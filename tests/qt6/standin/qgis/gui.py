@@ -1,8 +1,9 @@
-"""Stand-ins for the two ``qgis.gui`` widgets the plugin's dialogs use (see ``qgis/__init__.py``).
+"""Stand-ins for the ``qgis.gui`` widgets the plugin's dialogs use (see ``qgis/__init__.py``).
 
 Real QWidgets, with QGIS's method names and enum types, so the dialogs' layouts, signals
 and enum arguments run under PyQt6; their QGIS behaviour (file browsing, the project's
-layers) is not imitated: a layer combo box lists the layers it was given by ``setLayer``.
+layers, the map canvas) is not imitated: a layer combo box lists the layers it was given by
+``setLayer``; an extent widget holds the extent it was given, in its output CRS (no transformation).
 """
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from typing import Optional
 from PyQt6.QtCore import pyqtSignal
 from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QLineEdit, QWidget
 
-from .core import Qgis, QgsMapLayer
+from .core import Qgis, QgsCoordinateReferenceSystem, QgsMapLayer, QgsRectangle
 
-__all__ = ["QgsFileWidget", "QgsMapLayerComboBox"]
+__all__ = ["QgsExtentWidget", "QgsFileWidget", "QgsMapLayerComboBox"]
 
 
 class QgsFileWidget(QWidget):
@@ -59,12 +60,16 @@ class QgsFileWidget(QWidget):
 
 
 class QgsMapLayerComboBox(QComboBox):
-    """A combo box of layers: an empty entry when allowed, and each layer given to ``setLayer``."""
+    """A combo box of layers: an empty entry when allowed, and each layer given to ``setLayer``;
+    ``layerChanged`` when the current layer changes."""
+
+    layerChanged = pyqtSignal(object)  # noqa: N815 - QGIS's name
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self._filters = Qgis.LayerFilter(0)
         self._allow_empty = False
+        self.currentIndexChanged.connect(lambda _index: self.layerChanged.emit(self.currentLayer()))
 
     def setFilters(self, filters: Qgis.LayerFilter) -> None:  # noqa: N802 - QGIS's name
         if not isinstance(filters, Qgis.LayerFilter):
@@ -93,3 +98,43 @@ class QgsMapLayerComboBox(QComboBox):
     def currentLayer(self) -> Optional[QgsMapLayer]:  # noqa: N802 - QGIS's name
         data = self.currentData()
         return data if isinstance(data, QgsMapLayer) else None
+
+
+class QgsExtentWidget(QWidget):
+    """An extent or none ("not set" when allowed): QGIS's output extent and output CRS."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self._extent: Optional[QgsRectangle] = None
+        self._crs = QgsCoordinateReferenceSystem()
+        self._original: Optional[QgsRectangle] = None
+        self._canvas = None
+        self._null_allowed = False
+
+    def setNullValueAllowed(self, allowed: bool, text: str = "") -> None:  # noqa: N802 - QGIS's name
+        self._null_allowed = bool(allowed)
+
+    def clear(self) -> None:
+        if self._null_allowed:
+            self._extent = None
+
+    def setMapCanvas(self, canvas) -> None:  # noqa: N802 - QGIS's name
+        self._canvas = canvas
+
+    def setOriginalExtent(self, extent: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> None:  # noqa: N802
+        self._original = extent
+
+    def setOutputCrs(self, crs: QgsCoordinateReferenceSystem) -> None:  # noqa: N802 - QGIS's name
+        self._crs = crs
+
+    def setOutputExtentFromUser(self, extent: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> None:  # noqa: N802
+        self._extent = extent
+
+    def isValid(self) -> bool:  # noqa: N802 - QGIS's name
+        return self._extent is not None
+
+    def outputExtent(self) -> QgsRectangle:  # noqa: N802 - QGIS's name
+        return self._extent if self._extent is not None else QgsRectangle()
+
+    def outputCrs(self) -> QgsCoordinateReferenceSystem:  # noqa: N802 - QGIS's name
+        return self._crs
