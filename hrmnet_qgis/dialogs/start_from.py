@@ -63,7 +63,8 @@ class StartFrom(QWidget):
         return [d.removeprefix(MODEL) for d in data if d.startswith(MODEL)]
 
     def fill(self, rows: list[dict]) -> None:
-        """Offer the trainable models of ``rows`` (rows of :func:`model_rows`); the choice is kept when still offered."""
+        """Offer the trainable models of ``rows`` (rows of :func:`model_rows`); the current choice
+        stays when it is still offered."""
         current = self.combo.currentData()
         self.combo.clear()
         self.combo.addItem("ImageNet backbone, as the paper does (downloads 47 MB once)", IMAGENET)

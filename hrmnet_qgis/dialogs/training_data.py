@@ -3,10 +3,10 @@
 Before/After rasters, and either change labels (a raster or polygons) or two building
 footprint layers, and optionally the area where the labels are complete: polygons (all
 or the selected ones) or an extent (typed, the current map extent, a layer's, or drawn on
-the map: QGIS's extent widget, as the algorithm's own dialog has). :meth:`DataSection.parameters` turns the choice into the
-parameters of *Prepare a training dataset* (``hrmnet:preparedataset``), whose own
-parameter mapping then makes the ``prepare`` command line: the dialog adds nothing the
-algorithm lacks.
+the map: QGIS's extent widget, as the algorithm's own dialog has).
+:meth:`DataSection.parameters` turns the choice into the parameters of *Prepare a training
+dataset* (``hrmnet:preparedataset``), whose own parameter mapping then makes the ``prepare``
+command line: the dialog adds nothing the algorithm lacks.
 """
 from __future__ import annotations
 
