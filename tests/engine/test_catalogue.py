@@ -26,7 +26,8 @@ INT8 = DEMO / "hrmnet_demo_int8.onnx"
 def files() -> dict[str, bytes]:
     model = INT8.read_bytes()
     catalogue = {"models": [
-        {"name": "served-int8", "url": "models/demo_int8.onnx", "sha256": hashlib.sha256(model).hexdigest(),
+        {"name": "served-int8", "url": "models/demo_int8.onnx",
+         "sha256": "sha256:" + hashlib.sha256(model).hexdigest(),  # pip's digest form (a bare hex digest below)
          "size": len(model), "gsd": 0.5, "bands": ["red", "green", "blue"], "purpose": "a test model",
          "license": "GPL-2.0-or-later", "metrics": {"f1": 0.876, "measured_on": "the demo scene"}},
         {"name": "tampered", "url": "models/tampered.onnx", "sha256": hashlib.sha256(model).hexdigest()},

@@ -208,7 +208,8 @@ def test_prepare_from_footprints_labels_appeared_and_vanished_buildings(sheet, t
 
 
 def test_detect_on_rasters_without_georeference_blames_the_inputs_not_its_output(tmp_path):
-    from engine.detect import DifferencePredictor, detect
+    from engine.core.predictors import DifferencePredictor
+    from engine.detect import detect
 
     before = write_geotiff(tmp_path / "b.tif", textured(40, 50), crs=None)
     after = write_geotiff(tmp_path / "a.tif", textured(40, 50, seed=1), crs=None)
