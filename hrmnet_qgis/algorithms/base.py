@@ -35,7 +35,7 @@ from ..raster_pair import mark_as_output
 from ..runner import EngineCancelled, EngineError, EngineRun, run_engine
 
 __all__ = ["EngineAlgorithm", "FeedbackReporter", "OutputLayer", "layer_file", "absolute", "StyleLoader", "stack_layers",
-           "DEVICES", "PRECISIONS", "DEVICE_LABELS", "PRECISION_LABELS"]
+           "DEVICES", "PRECISIONS", "DEVICE_LABELS", "PRECISION_LABELS", "KEEP_ALIVE", "option_value", "quoted"]
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1]
 STYLES = PLUGIN_DIR / "styles"
@@ -197,7 +197,7 @@ class OutputLayer:
 
 
 # Post-processors must outlive processAlgorithm (QGIS keeps a raw pointer to them).
-_KEEP_ALIVE: list = []
+KEEP_ALIVE: list = []
 
 
 def queued_layers(context: QgsProcessingContext) -> dict:
@@ -327,12 +327,12 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     ) -> EngineRun:
         """Run ``python -m engine COMMAND args`` with this feedback; errors as QgsProcessingException."""
         try:
-            python = engine_python(_option(args, "--model"), self.COMMAND if self.NEEDS_TORCH else "")
+            python = engine_python(option_value(args, "--model"), self.COMMAND if self.NEEDS_TORCH else "")
         except EngineSetupError as exc:
             raise QgsProcessingException(str(exc)) from exc
         reporter = FeedbackReporter(feedback, self.COMMAND)
         if feedback is not None:
-            feedback.pushCommandInfo(f"{python} -m engine {self.COMMAND} " + " ".join(_quote(a) for a in args))
+            feedback.pushCommandInfo(f"{python} -m engine {self.COMMAND} " + " ".join(quoted(a) for a in args))
         try:
             return run_engine(
                 self.COMMAND,
@@ -376,18 +376,19 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             queued = QgsProcessingContext.LayerDetails(name, details.project, details.outputName, details.layerTypeHint)
             queued.forceName = forced
             loader = StyleLoader(layer.qml, layer.rank, stack, numbered)
-            _KEEP_ALIVE.append(loader)
+            KEEP_ALIVE.append(loader)
             queued.setPostProcessor(loader)
             keep[path] = queued
         context.setLayersToLoadOnCompletion(keep)
 
 
-def _option(args: Sequence[str], name: str) -> str:
+def option_value(args: Sequence[str], name: str) -> str:
     """The value after ``name`` in ``args`` ('' when absent)."""
     args = [str(a) for a in args]
     return args[args.index(name) + 1] if name in args[:-1] else ""
 
 
-def _quote(arg: str) -> str:
+def quoted(arg: str) -> str:
+    """``arg`` as shown in the log's command line: in double quotes when it has a space or is empty."""
     text = str(arg)
     return f'"{text}"' if (" " in text or not text) else text

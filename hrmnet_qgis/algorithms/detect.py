@@ -32,7 +32,7 @@ from .detect_options import (
     tiling_parameters,
 )
 
-__all__ = ["DetectChanges", "VECTOR_EXTENSIONS", "MODEL_CHOICE"]
+__all__ = ["DetectChanges", "VECTOR_EXTENSIONS", "MODEL_CHOICE", "proposed_model"]
 
 #: MODEL's widget in the dialogs: the models that are here, offered in a list (imported by the
 #: dialogs only: qgis_process never loads processing.gui).
@@ -72,7 +72,7 @@ class DetectChanges(EngineAlgorithm):
         return self.tr("Detect changes")
 
     def shortHelpString(self) -> str:  # noqa: N802
-        model = _default_model()
+        model = proposed_model()
         info = read_model_info(model) if model else None
         if not model:
             about_default = self.tr("No default model is set: choose a checkpoint in <i>Model checkpoint</i>.")
@@ -111,7 +111,7 @@ class DetectChanges(EngineAlgorithm):
     def initAlgorithm(self, config: Optional[dict] = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.BEFORE, self.tr("Before (earlier date)")))
         self.addParameter(QgsProcessingParameterRasterLayer(self.AFTER, self.tr("After (later date)")))
-        default_model = _default_model()
+        default_model = proposed_model()
         demo = bool(default_model) and default_model == demo_model()
         model = QgsProcessingParameterFile(
             self.MODEL,
@@ -187,7 +187,7 @@ class DetectChanges(EngineAlgorithm):
         after = self.parameterAsRasterLayer(parameters, self.AFTER, context)
         args = ["--before", layer_file(before, self.label(self.BEFORE)), "--after",
                 layer_file(after, self.label(self.AFTER))]
-        model = absolute(self.parameterAsFile(parameters, self.MODEL, context)) or _default_model()
+        model = absolute(self.parameterAsFile(parameters, self.MODEL, context)) or proposed_model()
         if not model:
             raise QgsProcessingException(self.tr("{}: no model given and no default model (HRMNet › Models…)").format(self.label(self.MODEL)))
         args += ["--model", model]
@@ -252,8 +252,9 @@ class DetectChanges(EngineAlgorithm):
         }
 
 
-def _default_model() -> str:
-    """The model set as default (training dialog), else the bundled demo model when present."""
+def proposed_model() -> str:
+    """The model proposed when none is given: the one set as default (*Models…*, *Set up engine*
+    or the training dialog), else the bundled demo model when present."""
     try:
         chosen = settings.get(settings.DEFAULT_MODEL)
     except Exception:  # noqa: BLE001 - no settings storage (e.g. a bare QgsApplication): no setting

@@ -54,14 +54,14 @@ from .base import (
     FeedbackReporter,
     OutputLayer,
     StyleLoader,
-    _KEEP_ALIVE,
-    _option,
-    _quote,
+    KEEP_ALIVE,
+    option_value,
+    quoted,
     absolute,
     layer_name,
     queued_layers,
 )
-from .detect import MODEL_CHOICE, _default_model
+from .detect import MODEL_CHOICE, proposed_model
 from .detect_options import (
     check_vector_output,
     given,
@@ -186,7 +186,7 @@ class DetectChangesSheets(EngineAlgorithm):
             optional=True))
         model = QgsProcessingParameterFile(
             self.MODEL, self.tr("Model checkpoint"), behavior=FILE_BEHAVIOR_FILE,
-            defaultValue=_default_model() or None, optional=True,  # empty: the default model (qgis_process too)
+            defaultValue=proposed_model() or None, optional=True,  # empty: the default model (qgis_process too)
             fileFilter=self.tr("HRMNet models (*.safetensors *.pth *.onnx);;All files (*.*)"))
         model.setMetadata(MODEL_CHOICE)  # the dialog offers the models that are here
         self.addParameter(model)
@@ -245,7 +245,7 @@ class DetectChangesSheets(EngineAlgorithm):
         run = absolute(self.parameterAsFileOutput(parameters, self.RUN_FOLDER, context))
         if not run:
             raise QgsProcessingException(self.tr("{}: choose a folder for the run").format(self.label(self.RUN_FOLDER)))
-        model = absolute(self.parameterAsFile(parameters, self.MODEL, context)) or _default_model()
+        model = absolute(self.parameterAsFile(parameters, self.MODEL, context)) or proposed_model()
         if not model:
             raise QgsProcessingException(self.tr("{}: no model given and no default model (HRMNet › Models…)").format(self.label(self.MODEL)))
         polygons = absolute(self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context))
@@ -417,12 +417,12 @@ class DetectChangesSheets(EngineAlgorithm):
     def _run(self, args: list[str], feedback: Optional[QgsProcessingFeedback], cleanup: list[str]) -> EngineRun:
         """The engine run; exit status 3 (some sheets failed) is a result, a cancel keeps the run folder."""
         try:
-            python = engine_python(_option(args, "--model"))
+            python = engine_python(option_value(args, "--model"))
         except EngineSetupError as exc:
             raise QgsProcessingException(str(exc)) from exc
         reporter = FeedbackReporter(feedback, self.COMMAND)
         if feedback is not None:
-            feedback.pushCommandInfo(f"{python} -m engine {self.COMMAND} " + " ".join(_quote(a) for a in args))
+            feedback.pushCommandInfo(f"{python} -m engine {self.COMMAND} " + " ".join(quoted(a) for a in args))
 
         def on_event(event: dict) -> None:
             if event.get("event") == "sheet" and event.get("status") == "done" and feedback is not None:
@@ -444,7 +444,7 @@ class DetectChangesSheets(EngineAlgorithm):
         details = QgsProcessingContext.LayerDetails(layer_name(label, self.tr("Sheet status")), context.project(),
                                                     self.OUTPUT_STATUS)
         loader = StyleLoader("status.qml", 1, {})
-        _KEEP_ALIVE.append(loader)
+        KEEP_ALIVE.append(loader)
         details.setPostProcessor(loader)
         layers = queued_layers(context)
         layers[absolute(status)] = details
