@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from qgis.core import (
     QgsLayerTreeGroup,
@@ -324,8 +324,14 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         feedback: Optional[QgsProcessingFeedback],
         cleanup: Sequence[str] = (),
         stop_grace_s: float = 30.0,
+        on_event: Optional[Callable[[dict], None]] = None,
+        partial_codes: Sequence[int] = (),
+        cancelled: str = "",
     ) -> EngineRun:
-        """Run ``python -m engine COMMAND args`` with this feedback; errors as QgsProcessingException."""
+        """Run ``python -m engine COMMAND args`` with this feedback; errors as QgsProcessingException.
+
+        ``on_event`` sees each engine event before the feedback does; ``partial_codes`` are exit
+        statuses that are a result (not an error); ``cancelled`` replaces the cancel message."""
         try:
             python = engine_python(option_value(args, "--model"), self.COMMAND if self.NEEDS_TORCH else "")
         except EngineSetupError as exc:
@@ -333,19 +339,26 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         reporter = FeedbackReporter(feedback, self.COMMAND)
         if feedback is not None:
             feedback.pushCommandInfo(f"{python} -m engine {self.COMMAND} " + " ".join(quoted(a) for a in args))
+
+        def both(event: dict) -> None:
+            if on_event is not None:
+                on_event(event)
+            reporter(event)
+
         try:
             return run_engine(
                 self.COMMAND,
                 args,
                 python=python,
-                on_event=reporter,
+                on_event=both,
                 on_stderr=reporter.stderr,
                 is_cancelled=(feedback.isCanceled if feedback is not None else None),
                 cleanup=cleanup,
                 stop_grace_s=stop_grace_s,
+                partial_codes=partial_codes,
             )
         except EngineCancelled as exc:
-            raise QgsProcessingException(self.tr("Cancelled: no output was written.")) from exc
+            raise QgsProcessingException(cancelled or self.tr("Cancelled: no output was written.")) from exc
         except EngineError as exc:
             raise self.engine_error(exc) from exc
 

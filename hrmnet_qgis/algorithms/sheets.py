@@ -47,16 +47,12 @@ from ..compat import (
     SOURCE_VECTOR,
     SOURCE_VECTOR_POLYGON,
 )
-from ..engine_python import EngineSetupError, engine_python
-from ..runner import EngineCancelled, EngineError, EngineRun, run_engine
+from ..runner import EngineRun
 from .base import (
+    KEEP_ALIVE,
     EngineAlgorithm,
-    FeedbackReporter,
     OutputLayer,
     StyleLoader,
-    KEEP_ALIVE,
-    option_value,
-    quoted,
     absolute,
     layer_name,
     queued_layers,
@@ -416,28 +412,14 @@ class DetectChangesSheets(EngineAlgorithm):
 
     def _run(self, args: list[str], feedback: Optional[QgsProcessingFeedback], cleanup: list[str]) -> EngineRun:
         """The engine run; exit status 3 (some sheets failed) is a result, a cancel keeps the run folder."""
-        try:
-            python = engine_python(option_value(args, "--model"))
-        except EngineSetupError as exc:
-            raise QgsProcessingException(str(exc)) from exc
-        reporter = FeedbackReporter(feedback, self.COMMAND)
-        if feedback is not None:
-            feedback.pushCommandInfo(f"{python} -m engine {self.COMMAND} " + " ".join(quoted(a) for a in args))
 
         def on_event(event: dict) -> None:
             if event.get("event") == "sheet" and event.get("status") == "done" and feedback is not None:
                 feedback.pushInfo(sheet_line(event))  # a failed sheet comes as the engine's warning
-            reporter(event)
 
-        try:
-            return run_engine(self.COMMAND, args, python=python, on_event=on_event, on_stderr=reporter.stderr,
-                              is_cancelled=(feedback.isCanceled if feedback is not None else None),
-                              cleanup=cleanup, partial_codes=(EXIT_SOME_FAILED,))
-        except EngineCancelled as exc:
-            raise QgsProcessingException(self.tr(
-                "Cancelled: the finished sheets are kept in the run folder; run again to resume.")) from exc
-        except EngineError as exc:
-            raise self.engine_error(exc) from exc
+        return self.run_engine(args, feedback, cleanup=cleanup, on_event=on_event, partial_codes=(EXIT_SOME_FAILED,),
+                               cancelled=self.tr("Cancelled: the finished sheets are kept in the run folder; "
+                                                 "run again to resume."))
 
     def _load_status(self, context: QgsProcessingContext, status: str, label: str) -> None:
         """Queue the run's status layer, styled by status, below the polygons."""
