@@ -2,13 +2,11 @@
 read-only is one line about the cache, before any connection; never "cannot connect"."""
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 
 from engine.errors import UserError
 from engine.hub import imagenet_backbone
+from tests.mounts import read_only
 
 OFFLINE = "http://127.0.0.1:9/resnet18d.safetensors"  # nothing listens there
 
@@ -32,23 +30,11 @@ def test_a_cache_that_is_a_file_or_cannot_be_created_is_one_line(tmp_path):
 def test_a_read_only_cache_is_not_reported_as_no_connection(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
-    mounted = False
-    if os.geteuid() == 0:  # root writes anywhere: a read-only bind mount
-        for cmd in (["mount", "--bind", str(cache), str(cache)], ["mount", "-o", "remount,ro,bind", str(cache)]):
-            if subprocess.run(cmd, capture_output=True).returncode:
-                pytest.skip("no read-only folder available to root here")
-            mounted = True
-    else:
-        cache.chmod(0o555)
-    try:
+    with read_only(cache):
         with pytest.raises(UserError) as err:
             imagenet_backbone(environ=_env(cache))
-        assert str(err.value).startswith(f"{cache}: the download cache is not a writable folder")
-        assert "cannot connect" not in str(err.value)
-    finally:
-        if mounted:
-            subprocess.run(["umount", "-l", str(cache)], check=False)
-        cache.chmod(0o755)
+    assert str(err.value).startswith(f"{cache}: the download cache is not a writable folder")
+    assert "cannot connect" not in str(err.value)
 
 
 def test_a_writable_cache_offline_still_says_cannot_connect(tmp_path):

@@ -17,6 +17,7 @@ import pytest
 from engine.errors import UserError
 from engine.outputs import (PREFIX, Staging, check_folder_output, check_output, commit, display, hold_folder,
                             release_folder, remove_stale, staged_file, staged_folder, write_error)
+from tests.mounts import fill, small_disk
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -173,23 +174,8 @@ def test_write_errors_name_the_users_output_and_say_when_the_disk_is_full(tmp_pa
 @pytest.fixture()
 def tiny_disk(tmp_path):
     """A 64 KiB tmpfs (root only), filled up: every write there fails with ENOSPC."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
-        try:
-            while os.write(fd, b"\0" * 4096):
-                pass
-        except OSError:
-            pass
-        os.close(fd)
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with small_disk(tmp_path / "disk", "64k") as mnt:
+        yield fill(mnt)
 
 
 def test_a_full_disk_is_one_line_naming_the_output_and_leaves_nothing(tiny_disk):

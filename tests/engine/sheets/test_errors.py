@@ -12,7 +12,9 @@ import pytest
 
 from engine.errors import UserError
 from engine.sheets.run import run_sheets
+from tests import mounts
 from tests.cli_errors import one_line_error
+from tests.mounts import fill, read_only
 
 from .standins import BlurDifference, sheets_cli
 
@@ -104,22 +106,10 @@ def test_sheets_print_the_demonstration_model_and_gsd_warnings_detect_prints(sce
 @pytest.fixture()
 def unwritable(tmp_path):
     """A folder this user cannot write in: chmod, or for root a read-only bind mount."""
-    import os
-
     folder = tmp_path / "locked"
     folder.mkdir()
-    mounted = False
-    if os.geteuid() == 0:
-        for cmd in (["mount", "--bind", str(folder), str(folder)], ["mount", "-o", "remount,ro,bind", str(folder)]):
-            if subprocess.run(cmd, capture_output=True).returncode:
-                pytest.skip("no read-only folder available to root here")
-            mounted = True
-    else:
-        folder.chmod(0o555)
-    yield folder
-    if mounted:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-    folder.chmod(0o755)
+    with read_only(folder):
+        yield folder
 
 
 def test_an_unwritable_output_folder_is_found_before_any_sheet(scene, tmp_path, unwritable):
@@ -217,27 +207,8 @@ def test_a_sheet_truncated_to_300_bytes_fails_alone_named_itself(scene, tmp_path
 def small_disk(tmp_path):
     """make(free_bytes): a 256 KiB tmpfs (root only) filled up but ``free_bytes`` (again
     after the disk got used: the filler grows)."""
-    import os
-
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-
-    def make(free: int) -> Path:
-        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        try:
-            while os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize > free:
-                os.write(fd, b"\0" * 4096)
-        except OSError:
-            pass
-        os.close(fd)
-        return mnt
-
-    yield make
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with mounts.small_disk(tmp_path / "disk", "256k") as mnt:
+        yield lambda free: fill(mnt, free)
 
 
 def test_a_full_disk_for_the_merged_layer_is_one_line_and_leaves_nothing(scene, tmp_path, small_disk):

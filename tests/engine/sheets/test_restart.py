@@ -3,15 +3,15 @@
 one line; a run folder that cannot be written is one line before any work."""
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from engine.errors import UserError
 from engine.sheets.run import run_sheets
+from tests import mounts
 from tests.cli_errors import one_line_error
 
 from .standins import BlurDifference, sheets_cli
@@ -103,28 +103,10 @@ def model_path(tmp_path) -> Path:
 
 
 @pytest.fixture()
-def read_only(tmp_path):
-    """Makes a folder read-only for this user: chmod, or for root a read-only bind mount."""
-    mounts = []
-
-    def make(folder: Path) -> Path:
-        if os.geteuid() != 0:
-            for p in [folder, *folder.rglob("*")]:
-                if p.is_dir():
-                    p.chmod(0o555)
-            return folder
-        for cmd in (["mount", "--bind", str(folder), str(folder)], ["mount", "-o", "remount,ro,bind", str(folder)]):
-            if subprocess.run(cmd, capture_output=True).returncode:
-                pytest.skip("no read-only folder available to root here")
-            mounts.append(folder)
-        return folder
-
-    yield make
-    for m in mounts[:1]:
-        subprocess.run(["umount", "-l", str(m)], check=False)
-    for p in tmp_path.rglob("*"):
-        if p.is_dir() and not p.is_symlink():
-            p.chmod(0o755)
+def read_only():
+    """make(folder): ``folder`` read-only for this user until the test ends."""
+    with contextlib.ExitStack() as stack:
+        yield lambda folder: stack.enter_context(mounts.read_only(folder))
 
 
 def test_a_read_only_run_folder_is_one_line_before_any_work(scene, tmp_path, model_path, read_only):
