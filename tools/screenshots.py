@@ -9,7 +9,7 @@ clicks through the plugin and writes the PNGs into ``docs/``:
   on the bundled demo pair;
 - ``result-on-map.png``: the result loaded with the shipped styles;
 - ``batch-dialog.png``: the batch dialog after a run over two scenes;
-- ``setup-engine-dialog.png``, ``training-dialog.png``.
+- ``setup-engine-dialog.png``, ``training-dialog.png``, ``models-dialog.png``.
 
 Skipped (exit 0, one line) where there is neither a display (``DISPLAY``) nor
 ``xvfb-run``. Usage: ``python tools/screenshots.py [--out docs] [--timeout 900]``.
@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCREEN = "1600x1000x24"
 PICTURES = ["detect-dialog.png", "detect-log.png", "result-on-map.png", "batch-dialog.png",
-            "setup-engine-dialog.png", "training-dialog.png"]
+            "setup-engine-dialog.png", "training-dialog.png", "models-dialog.png"]
 
 
 def display_command() -> list[str] | None:

@@ -169,6 +169,16 @@ def setup_and_training_dialogs(plugin) -> None:
     training.close()
 
 
+def models_dialog(plugin) -> None:
+    plugin.open_models()
+    models = plugin._dialogs["models"]
+    wait_until(lambda: models.table.rowCount() > 0, 120, "the model list")
+    models.table.selectRow(0)
+    wait(500)
+    shoot(models, "models-dialog.png")
+    models.close()
+
+
 def main() -> None:
     code = 0
     try:
@@ -179,6 +189,7 @@ def main() -> None:
         result_on_the_map()
         batch_dialog()
         setup_and_training_dialogs(plugin)
+        models_dialog(plugin)
     except Exception:  # noqa: BLE001 - reported to the driver, which prints it
         (WORK / "error.txt").write_text(traceback.format_exc())
         code = 1
