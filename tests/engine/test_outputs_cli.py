@@ -250,9 +250,9 @@ def test_evaluate_refuses_colour_maps_that_would_replace_png_labels(tmp_path, ch
     assert {p: p.read_bytes() for p in labels.iterdir()} == kept
 
 
-def test_warnings_and_errors_name_the_users_output_never_a_temporary(tmp_path):
-    """Pixel-space rasters into GeoJSON: the vectorizer's warnings are about the user's
-    output (the polygons come from a temporary mask and go to a temporary file)."""
+def _pixel_space_log(tmp_path: Path, name: str) -> tuple[Path, list[str]]:
+    """detect (stand-in model) on a pair without georeference into ``tmp_path/name``: the
+    output and the log messages."""
     from engine.core.predictors import DifferencePredictor
     from engine.detect import detect
     from tests.rasters import textured, write_geotiff
@@ -260,12 +260,24 @@ def test_warnings_and_errors_name_the_users_output_never_a_temporary(tmp_path):
     before = write_geotiff(tmp_path / "b.tif", textured(40, 50), crs=None)
     after = write_geotiff(tmp_path / "a.tif", textured(40, 50, seed=1), crs=None)
     events: list[dict] = []
-    vec = tmp_path / "changes.geojson"
+    vec = tmp_path / name
     detect(before, after, predictor=DifferencePredictor(), out_vector=vec, on_event=events.append)
-    messages = [e["message"] for e in events if e["event"] == "log"]
+    return vec, [e["message"] for e in events if e["event"] == "log"]
+
+
+def test_warnings_and_errors_name_the_users_output_never_a_temporary(tmp_path):
+    """Pixel-space rasters into GeoJSON: the vectorizer's warnings are about the user's
+    output (the polygons come from a temporary mask and go to a temporary file)."""
+    vec, messages = _pixel_space_log(tmp_path, "changes.geojson")
     assert any(m.startswith(f"{vec}: GeoJSON cannot say 'no CRS'") for m in messages), messages
     assert not [m for m in messages if PREFIX in m or "/proc/" in m or ".tmp" in m], messages
 
+
+def test_detect_on_rasters_without_georeference_blames_the_inputs_not_its_output(tmp_path):
+    vec, messages = _pixel_space_log(tmp_path, "changes.gpkg")
+    assert f"{vec}: polygons in pixel coordinates (column, row), because the input rasters have no georeference; " \
+           "area_m2, --min-area and --simplify are in pixels" in messages, messages
+    assert not [m for m in messages if "mask" in m.split(":")[0]], messages
 
 def test_demo_refuses_outputs_that_would_replace_its_model(tmp_path, checkpoints):
     out = tmp_path / "demo"

@@ -206,17 +206,3 @@ def test_prepare_from_footprints_labels_appeared_and_vanished_buildings(sheet, t
     assert meta["label"]["labelled"]["area"] == "the footprint layers' common extent"
     assert all(s["labels"] == "footprints" for s in meta["sources"])
 
-
-def test_detect_on_rasters_without_georeference_blames_the_inputs_not_its_output(tmp_path):
-    from engine.core.predictors import DifferencePredictor
-    from engine.detect import detect
-
-    before = write_geotiff(tmp_path / "b.tif", textured(40, 50), crs=None)
-    after = write_geotiff(tmp_path / "a.tif", textured(40, 50, seed=1), crs=None)
-    events: list[dict] = []
-    vec = tmp_path / "changes.gpkg"
-    detect(before, after, predictor=DifferencePredictor(), out_vector=vec, on_event=events.append)
-    messages = [e["message"] for e in events if e["event"] == "log"]
-    assert f"{vec}: polygons in pixel coordinates (column, row), because the input rasters have no georeference; " \
-           "area_m2, --min-area and --simplify are in pixels" in messages, messages
-    assert not [m for m in messages if "mask" in m.split(":")[0]], messages
